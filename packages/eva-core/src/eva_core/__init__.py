@@ -1,0 +1,64 @@
+"""eva-core: Explained Variance Adaptation, a data-driven initialization of LoRA adapters.
+
+``fit`` streams batches through a frozen model and measures, per targeted layer, the principal
+directions of its inputs; ``apply`` builds a peft LoRA model whose ``A`` matrices are those directions
+(``B = 0``) with ranks shared out by explained variance; ``init`` does both.
+"""
+
+from __future__ import annotations
+
+from .adapters import apply, lora_config_for
+from .api import init
+from .config import EvaConfig, RedistributionMetric
+from .errors import (
+    AmbiguousDomainError,
+    EmptyDataError,
+    EvaError,
+    EvaWarning,
+    InconsistentSharedInputError,
+    InvalidConfigError,
+    NonFiniteActivationError,
+    NoTargetLayersError,
+    NotConvergedWarning,
+    PluginLoadError,
+    ReallocationError,
+    TooFewRowsWarning,
+    UnsupportedBatchError,
+)
+from .fitting import fit
+from .hookspecs import PreparedBatch, RowsFn, hookimpl, hookspec
+from .plugins import plugin_manager
+from .ranks import allocate_ranks
+from .state import EvaState, LayerSpectrum
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AmbiguousDomainError",
+    "EmptyDataError",
+    "EvaConfig",
+    "EvaError",
+    "EvaState",
+    "EvaWarning",
+    "InconsistentSharedInputError",
+    "InvalidConfigError",
+    "LayerSpectrum",
+    "NoTargetLayersError",
+    "NonFiniteActivationError",
+    "NotConvergedWarning",
+    "PluginLoadError",
+    "PreparedBatch",
+    "ReallocationError",
+    "RedistributionMetric",
+    "RowsFn",
+    "TooFewRowsWarning",
+    "UnsupportedBatchError",
+    "allocate_ranks",
+    "apply",
+    "fit",
+    "hookimpl",
+    "hookspec",
+    "init",
+    "lora_config_for",
+    "plugin_manager",
+]

@@ -1,0 +1,8 @@
+"""Capturing the inputs of targeted layers during forward passes."""
+
+from __future__ import annotations
+
+from .recorder import InputRecorder, StopForward
+from .rows import token_rows
+
+__all__ = ["InputRecorder", "StopForward", "token_rows"]

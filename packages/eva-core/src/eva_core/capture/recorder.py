@@ -1,0 +1,193 @@
+"""Forward pre-hooks that stream each targeted layer's input rows into its statistics.
+
+On the first batch the recorder *discovers* the model: the order in which layers run, which layers
+receive the very same input tensor object (q/k/v projections, gate/up), and whether any layer runs
+more than once per forward. Identity is checked with ``is`` while the first batch's inputs are held
+alive, so no activation is hashed or copied. Layers sharing an input form a group measured once by its
+first member (the *leader*). On later batches a follower only checks (by weak reference) that it still
+gets its leader's tensor.
+
+Once a layer's statistics are no longer needed (it converged) its hook returns at once, and when the
+last layer still being measured has captured its input the recorder raises :class:`StopForward` so the
+rest of the network is skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from ..errors import InconsistentSharedInputError
+from ..hookspecs import RowsFn
+from ..svd import InputStatistics
+
+__all__ = ["InputRecorder", "StopForward"]
+
+_log = logging.getLogger(__name__)
+
+StatisticsFactory = Callable[[str, int, torch.device], InputStatistics]
+
+
+class StopForward(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """Raised from a hook to end a forward pass once every active layer has captured its input."""
+
+
+class InputRecorder:
+    """Hooks the targeted layers of a model and feeds their inputs to per-group statistics.
+
+    Args:
+        layers: layer name -> module, in model order.
+        rows_fns: layer name -> the function turning its input into rows.
+        make_statistics: ``(leader name, d_in, device) -> statistics``, called on a leader's first input.
+        share_inputs: group layers that receive the identical input tensor.
+        stop_early: raise :class:`StopForward` after the last active layer.
+    """
+
+    def __init__(
+        self,
+        layers: dict[str, nn.Module],
+        rows_fns: dict[str, RowsFn],
+        make_statistics: StatisticsFactory,
+        share_inputs: bool = True,
+        stop_early: bool = True,
+    ) -> None:
+        self.layers = layers
+        self.rows_fns = rows_fns
+        self.make_statistics = make_statistics
+        self.share_inputs = share_inputs
+        self.stop_early = stop_early
+        self.statistics: dict[str, InputStatistics] = {}
+        self.leader_of: dict[str, str] = {}  # every layer that ran -> the layer measuring its input
+        self.order: list[str] = []  # leaders in the order they first ran
+        self.active: set[str] = set()  # leaders still being measured
+        self.row_mask: torch.Tensor | None = None
+        self._discovering = True
+        self._calls: dict[str, int] = {}
+        self._held: dict[int, tuple[torch.Tensor, str]] = {}  # first batch only: id -> (input, leader)
+        self._last_input: dict[str, weakref.ref[torch.Tensor]] = {}
+        self._captured = 0
+        self._stop_after: str | None = None
+        self._handles: list[RemovableHandle] = []
+
+    # lifecycle -----------------------------------------------------------------------------------
+    def __enter__(self) -> InputRecorder:
+        for name, module in self.layers.items():
+            self._handles.append(module.register_forward_pre_hook(self._hook_for(name), with_kwargs=True))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._held.clear()
+        self._last_input.clear()
+
+    def begin_batch(self, row_mask: torch.Tensor | None) -> None:
+        """Set the (B, T) row mask of the batch about to run."""
+        self.row_mask = row_mask
+        self._captured = 0
+        self._last_input.clear()
+
+    def end_batch(self) -> None:
+        """Close the batch; after the first one, discovery ends and groups are fixed."""
+        if self._discovering:
+            self._discovering = False
+            self._held.clear()
+            repeated = sorted(name for name, calls in self._calls.items() if calls > 1)
+            if repeated and self.stop_early:
+                _log.info("layers run more than once per forward (%s); forward passes run to the end", repeated[:3])
+                self.stop_early = False
+        self._refresh_stop()
+
+    # which layers are measured ----------------------------------------------------------------------
+    def members(self, leader: str) -> list[str]:
+        """Every layer whose input ``leader`` measures (itself included), in model order."""
+        return [name for name in self.layers if self.leader_of.get(name) == leader]
+
+    def deactivate(self, leaders: Iterable[str]) -> None:
+        self.active.difference_update(leaders)
+        self._refresh_stop()
+
+    def activate(self, leaders: Iterable[str]) -> None:
+        self.active.update(leaders)
+        self._refresh_stop()
+
+    def _refresh_stop(self) -> None:
+        if not self.stop_early or self._discovering or not self.active:
+            self._stop_after = None
+            return
+        self._stop_after = max(self.active, key=self.order.index)
+
+    # the hook ---------------------------------------------------------------------------------------
+    def _hook_for(self, name: str) -> Callable[[nn.Module, tuple[Any, ...], dict[str, Any]], None]:
+        def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            layer_input = args[0] if args else next(iter(kwargs.values()), None)
+            if not isinstance(layer_input, torch.Tensor):
+                return
+            if self._discovering:
+                self._discover(name, layer_input)
+                return
+            leader = self.leader_of.get(name)
+            if leader is None:  # first ran after discovery (conditional computation): measure it alone
+                self._add_leader(name, layer_input)
+                self.stop_early = False
+                self._refresh_stop()
+                leader = name
+            if leader != name:
+                self._check_shared(name, leader, layer_input)
+                return
+            if name not in self.active:
+                return
+            self._capture(name, layer_input)
+            if self._stop_after == name and self._captured >= len(self.active):
+                raise StopForward
+
+        return hook
+
+    def _discover(self, name: str, layer_input: torch.Tensor) -> None:
+        self._calls[name] = self._calls.get(name, 0) + 1
+        if self._calls[name] > 1:
+            if self.leader_of.get(name) == name:
+                self._capture(name, layer_input)
+            return
+        held = self._held.get(id(layer_input))
+        if self.share_inputs and held is not None and held[0] is layer_input and self._compatible(held[1], name):
+            self.leader_of[name] = held[1]
+            return
+        self._add_leader(name, layer_input)
+        self._held[id(layer_input)] = (layer_input, name)
+        self._capture(name, layer_input)
+
+    def _add_leader(self, name: str, layer_input: torch.Tensor) -> None:
+        self.leader_of[name] = name
+        self.order.append(name)
+        self.active.add(name)
+
+    def _compatible(self, leader: str, name: str) -> bool:
+        return self.rows_fns[leader] is self.rows_fns[name]
+
+    def _capture(self, name: str, layer_input: torch.Tensor) -> None:
+        rows, mask = self.rows_fns[name](layer_input, self.row_mask)  # (N, d_in), (N,)
+        stats = self.statistics.get(name)
+        if stats is None:
+            stats = self.statistics[name] = self.make_statistics(name, rows.shape[-1], rows.device)
+        stats.update(rows.detach(), mask)
+        self._last_input[name] = weakref.ref(layer_input)
+        self._captured += 1
+
+    def _check_shared(self, name: str, leader: str, layer_input: torch.Tensor) -> None:
+        ref = self._last_input.get(leader)
+        if ref is None or leader not in self.active:
+            return
+        if ref() is not layer_input:
+            raise InconsistentSharedInputError(
+                f"layers {leader!r} and {name!r} received the same input tensor on the first batch but "
+                "different ones later, so measuring them once would be wrong. Pass "
+                "share_identical_inputs=False to measure every layer separately."
+            )

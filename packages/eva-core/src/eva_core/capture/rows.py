@@ -1,0 +1,39 @@
+"""Turning a layer's input into SVD rows."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from ..errors import EvaWarning
+
+__all__ = ["token_rows"]
+
+
+def token_rows(layer_input: torch.Tensor, row_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Rows of a linear layer: every position of the leading dimensions is one row.
+
+    Args:
+        layer_input: (B, T, d_in), (B, d_in) or any (..., d_in).
+        row_mask: (B, T) bool matching the leading dimensions, or None.
+
+    Returns:
+        rows (N, d_in) with N = B*T, and the mask flattened to (N,) (or None).
+    """
+    dim = layer_input.shape[-1]
+    rows = layer_input.reshape(-1, dim)  # (N, d_in)
+    if row_mask is None:
+        return rows, None
+    if tuple(row_mask.shape) == tuple(layer_input.shape[:-1]):
+        return rows, row_mask.reshape(-1)  # (N,)
+    if layer_input.dim() == 2 and layer_input.shape[0] == row_mask.shape[0]:
+        return rows, None  # one row per example (a pooler, a head): nothing to mask
+    warnings.warn(
+        f"a layer input with {layer_input.dim() - 1} leading dimension(s) does not line up with the batch's "
+        f"{row_mask.dim()}-d row mask; all its rows are used. Give this layer a rows function in a plugin "
+        "(eva_layer_rows) or target only layers that see the token sequence.",
+        EvaWarning,
+        stacklevel=2,
+    )
+    return rows, None

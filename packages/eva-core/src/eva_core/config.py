@@ -1,0 +1,128 @@
+"""The validated configuration of an EVA fit."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from .errors import InvalidConfigError
+
+__all__ = ["RedistributionMetric", "EvaConfig"]
+
+RedistributionMetric = Literal["explained_variance_ratio", "explained_variance", "uniform"]
+_METRICS: tuple[str, ...] = ("explained_variance_ratio", "explained_variance", "uniform")
+
+
+@dataclass(frozen=True)
+class EvaConfig:
+    """How to measure layer inputs and share out the rank budget.
+
+    The budget is ``rank * L`` for ``L`` targeted layers; each layer may take at most
+    ``round(rho * rank)`` components, so ``rho = 1`` means every layer keeps ``rank``.
+
+    Args:
+        rank: r, the average LoRA rank per targeted layer.
+        rho: the largest rank a layer may receive, as a multiple of ``rank`` (>= 1).
+        tau: a layer has converged when each of its allocated components has absolute cosine
+            similarity >= ``tau`` with the same component one step earlier.
+        target_modules: module names or a regex (as ``peft.LoraConfig`` takes them); ``None`` lets the
+            domain plugin decide (the generic plugin targets every ``nn.Linear``).
+        max_steps: the fit ends after this many batches even if some layer has not converged.
+        min_steps: no layer is declared converged before this many batches.
+        centered: PCA of the inputs (subtract the running mean), as peft does; ``False`` takes the
+            uncentered second moment.
+        whiten: scale each LoRA ``A`` row by ``1 / std`` of its projection so ``A x`` has unit variance.
+        redistribution: the score used to rank components across layers.
+        seed: seeds the random start of the eigensolver; results do not depend on it beyond float noise.
+        progress: show a tqdm progress bar (only on a TTY).
+        share_identical_inputs: measure layers that receive the identical input tensor (q/k/v) once.
+        stop_forward_early: end each forward pass right after the last layer still being measured.
+        gram_memory_bytes: the memory the exact d_in x d_in statistics may take together; layers that do
+            not fit are measured with a streaming sketch instead.
+        domain: the plugin to use when several claim the model (e.g. ``"llm"``); ``None`` auto-detects.
+    """
+
+    rank: int = 16
+    rho: float = 2.0
+    tau: float = 0.99
+    target_modules: Sequence[str] | str | None = None
+    max_steps: int = 200
+    min_steps: int = 2
+    centered: bool = True
+    whiten: bool = False
+    redistribution: RedistributionMetric = "explained_variance_ratio"
+    seed: int = 0
+    progress: bool = True
+    share_identical_inputs: bool = True
+    stop_forward_early: bool = True
+    gram_memory_bytes: int = 4 * 1024**3
+    domain: str | None = None
+
+    def __post_init__(self) -> None:
+        _require(_is_int(self.rank) and self.rank >= 1, "rank", self.rank, "an integer >= 1, e.g. rank=16")
+        _require(
+            _is_number(self.rho) and self.rho >= 1.0,
+            "rho",
+            self.rho,
+            "a number >= 1 (1 keeps every layer at `rank`; 2 lets a layer take up to 2*rank)",
+        )
+        _require(_is_number(self.tau) and 0.0 <= self.tau <= 1.0, "tau", self.tau, "a number in [0, 1], e.g. 0.99")
+        _require(_is_int(self.max_steps) and self.max_steps >= 1, "max_steps", self.max_steps, "an integer >= 1")
+        _require(
+            _is_int(self.min_steps) and 1 <= self.min_steps <= self.max_steps,
+            "min_steps",
+            self.min_steps,
+            f"an integer in [1, max_steps={self.max_steps}]",
+        )
+        _require(
+            self.redistribution in _METRICS,
+            "redistribution",
+            self.redistribution,
+            f"one of {', '.join(repr(m) for m in _METRICS)}",
+        )
+        _require(
+            _is_int(self.gram_memory_bytes) and self.gram_memory_bytes >= 0,
+            "gram_memory_bytes",
+            self.gram_memory_bytes,
+            "an integer number of bytes >= 0 (0 measures every layer with the streaming sketch)",
+        )
+        _require(_is_int(self.seed), "seed", self.seed, "an integer")
+        targets = self.target_modules
+        if targets is not None and not isinstance(targets, str):
+            ok = isinstance(targets, Sequence) and all(isinstance(t, str) for t in targets) and len(targets) > 0
+            _require(ok, "target_modules", targets, "None, a regex string, or a non-empty list of module names")
+            object.__setattr__(self, "target_modules", tuple(targets))
+        for flag in ("centered", "whiten", "progress", "share_identical_inputs", "stop_forward_early"):
+            value = getattr(self, flag)
+            _require(isinstance(value, bool), flag, value, "True or False")
+
+    @property
+    def max_components(self) -> int:
+        """The most components any one layer can be given: ``round(rho * rank)``."""
+        return max(self.rank, round(self.rho * self.rank))
+
+    def replace(self, **changes: object) -> EvaConfig:
+        """A copy with ``changes`` applied and validated; unknown names raise ``InvalidConfigError``."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise InvalidConfigError(
+                f"EvaConfig has no field(s) {unknown}; valid fields are {sorted(known)}."
+            )
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _require(ok: bool, field: str, value: object, expected: str) -> None:
+    if not ok:
+        raise InvalidConfigError(f"EvaConfig.{field}={value!r} is invalid: expected {expected}.")

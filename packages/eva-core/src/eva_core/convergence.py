@@ -1,0 +1,117 @@
+"""Deciding, after each batch, which measured layers have converged.
+
+A group of layers sharing one input (a *leader* and its followers) has converged when each of its top
+``r`` components has absolute cosine similarity >= tau with the same component at the previous check,
+where ``r`` is the largest rank the current allocation gives any member (at least 1). A converged group
+stops being measured; if a later allocation gives it more rank than it converged with, it is measured
+again (as peft does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .config import EvaConfig
+from .errors import NonFiniteActivationError
+from .ranks import allocate_ranks, component_scores
+from .svd import InputStatistics, Spectrum
+
+__all__ = ["ConvergenceTracker", "GroupProgress"]
+
+
+@dataclass
+class GroupProgress:
+    """The convergence record of one leader's group."""
+
+    spectrum: Spectrum | None = None
+    previous: torch.Tensor | None = None  # (k, d_in) components at the check before
+    converged_at: int | None = None  # batches consumed when it converged
+    converged_rank: int = 0
+
+
+class ConvergenceTracker:
+    """Holds each group's latest spectrum and decides convergence.
+
+    Args:
+        config: tau, min_steps, rank budget and caps.
+        layer_count: L, the number of targeted layers (the budget is ``rank * L``).
+    """
+
+    def __init__(self, config: EvaConfig, layer_count: int) -> None:
+        self.config = config
+        self.budget = config.rank * layer_count
+        self.groups: dict[str, GroupProgress] = {}
+
+    def check(
+        self,
+        step: int,
+        statistics: dict[str, InputStatistics],
+        members: dict[str, list[str]],
+        active: set[str],
+    ) -> tuple[set[str], set[str]]:
+        """Update the active groups' spectra after ``step`` batches and return (newly converged leaders,
+        converged leaders that must be measured again).
+
+        Raises:
+            NonFiniteActivationError: a layer's statistics hold NaN or infinity.
+        """
+        measured = [leader for leader in active if leader in statistics]
+        if measured:
+            finite = torch.stack([statistics[leader].is_finite().to("cpu") for leader in measured]).tolist()
+            for leader, ok in zip(measured, finite):
+                if not ok:
+                    raise NonFiniteActivationError(
+                        f"layer {leader!r} received NaN or infinite inputs by batch {step}; check the data and "
+                        "the model's dtype (fp16 overflow is a common cause), or leave this layer out of "
+                        "target_modules."
+                    )
+        for leader in measured:
+            stats = statistics[leader]
+            progress = self.groups.setdefault(leader, GroupProgress())
+            progress.previous = None if progress.spectrum is None else progress.spectrum.components
+            k = min(self.config.max_components, stats.dim)
+            progress.spectrum = stats.top(k, previous=progress.previous)
+        ranks = self.group_ranks(members)
+        converged, reopened = set(), set()
+        for leader, progress in self.groups.items():
+            need = max(1, ranks.get(leader, 0))
+            if leader in measured:
+                if step >= self.config.min_steps and self._stable(progress, need):
+                    progress.converged_at, progress.converged_rank = step, need
+                    converged.add(leader)
+            elif progress.converged_at is not None and need > progress.converged_rank:
+                progress.converged_at = None
+                reopened.add(leader)
+        return converged, reopened
+
+    def group_ranks(self, members: dict[str, list[str]]) -> dict[str, int]:
+        """leader -> the largest rank the current spectra would give any member of its group."""
+        scores: dict[str, torch.Tensor] = {}
+        owner: dict[str, str] = {}
+        for leader, names in members.items():
+            progress = self.groups.get(leader)
+            if progress is None or progress.spectrum is None:
+                continue
+            for name in names:
+                scores[name] = component_scores(
+                    progress.spectrum.explained_variance, progress.spectrum.explained_variance_ratio, self.config.redistribution
+                )
+                owner[name] = leader
+        ranks = allocate_ranks(scores, self.budget, caps=dict.fromkeys(scores, self.config.max_components))
+        result: dict[str, int] = {}
+        for name, rank in ranks.items():
+            result[owner[name]] = max(result.get(owner[name], 0), rank)
+        return result
+
+    def _stable(self, progress: GroupProgress, need: int) -> bool:
+        if progress.spectrum is None or progress.previous is None:
+            return False
+        now = progress.spectrum.components[:need]
+        then = progress.previous[:need]
+        if now.shape[0] < need or then.shape[0] < need:
+            return False
+        cosine = torch.nn.functional.cosine_similarity(now, then, dim=1).abs()  # (need,)
+        return bool((cosine >= self.config.tau).all().item())
+

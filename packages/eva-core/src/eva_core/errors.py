@@ -1,0 +1,75 @@
+"""Exceptions and warnings raised by EVA.
+
+Every error subclasses :class:`EvaError` and the builtin it behaves like, so callers can catch either
+``EvaError`` or, say, ``ValueError``. Messages name the argument, the offending value and the fix.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AmbiguousDomainError",
+    "EmptyDataError",
+    "EvaError",
+    "EvaWarning",
+    "InconsistentSharedInputError",
+    "InvalidConfigError",
+    "NonFiniteActivationError",
+    "NotConvergedWarning",
+    "PluginLoadError",
+    "ReallocationError",
+    "TooFewRowsWarning",
+    "UnsupportedBatchError",
+    "NoTargetLayersError",
+]
+
+
+class EvaError(Exception):
+    """Base class of every error raised by eva-core and its domain packages."""
+
+
+class InvalidConfigError(EvaError, ValueError):
+    """A configuration field holds a value outside its valid range."""
+
+
+class EmptyDataError(EvaError, ValueError):
+    """The batch iterable yielded nothing, or no row survived the masks."""
+
+
+class NoTargetLayersError(EvaError, ValueError):
+    """No module of the model matched the target selection."""
+
+
+class UnsupportedBatchError(EvaError, TypeError):
+    """A batch has a type that no registered plugin knows how to feed to the model."""
+
+
+class NonFiniteActivationError(EvaError, ValueError):
+    """A layer received NaN or infinite inputs."""
+
+
+class InconsistentSharedInputError(EvaError, RuntimeError):
+    """Two layers shared one input tensor on the first batch but not on a later one."""
+
+
+class PluginLoadError(EvaError, ImportError):
+    """A plugin registered under the ``eva`` entry-point group failed to load."""
+
+
+class AmbiguousDomainError(EvaError, ValueError):
+    """More than one domain plugin claims the model and none was picked."""
+
+
+class ReallocationError(EvaError, ValueError):
+    """A saved state holds too few components for the requested budget."""
+
+
+class EvaWarning(UserWarning):
+    """Something the user can fix: the result is still usable but may not be what was meant."""
+
+
+class NotConvergedWarning(EvaWarning):
+    """The fit stopped (``max_steps`` or data exhausted) before every layer converged."""
+
+
+class TooFewRowsWarning(EvaWarning):
+    """A layer saw fewer rows than the components it was asked for; its cap was lowered."""

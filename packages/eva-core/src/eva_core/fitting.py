@@ -1,0 +1,278 @@
+"""``fit``: stream batches through a frozen model and measure its layers' inputs."""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .capture import InputRecorder, StopForward
+from .config import EvaConfig
+from .convergence import ConvergenceTracker
+from .errors import (
+    EmptyDataError,
+    EvaWarning,
+    NoTargetLayersError,
+    NotConvergedWarning,
+    TooFewRowsWarning,
+    UnsupportedBatchError,
+)
+from .hookspecs import PreparedBatch, RowsFn
+from .plugins import DomainHooks, plugin_manager
+from .state import EvaState, LayerSpectrum, allocate_layer_ranks
+from .svd import GramStatistics, InputStatistics, SketchStatistics
+from .targets import select_modules
+
+__all__ = ["fit", "resolve_config"]
+
+_log = logging.getLogger(__name__)
+
+
+def resolve_config(config: EvaConfig | None, overrides: Mapping[str, Any]) -> EvaConfig:
+    """``config`` (or the defaults) with ``overrides`` applied and validated."""
+    return (config or EvaConfig()).replace(**overrides) if overrides else (config or EvaConfig())
+
+
+@torch.no_grad()
+def fit(model: nn.Module, batches: Iterable[Any], config: EvaConfig | None = None, **overrides: Any) -> EvaState:
+    """Measure the inputs of the targeted layers of ``model`` over ``batches`` and allocate ranks.
+
+    The model runs in eval mode under ``torch.no_grad``; no parameter or buffer changes, and every
+    module's train/eval mode is restored on return. The fit ends when every measured layer has
+    converged, after ``config.max_steps`` batches, or when ``batches`` runs out.
+
+    Args:
+        model: any ``nn.Module``; batches are fed as the selected plugin prepares them.
+        batches: any iterable of batches (a DataLoader, a list of dicts, a generator).
+        config: the EVA settings; ``overrides`` replace single fields (``fit(m, b, rank=8)``).
+
+    Returns:
+        The :class:`EvaState`: per-layer spectra, ranks and the batches consumed.
+
+    Raises:
+        EmptyDataError: ``batches`` yielded nothing, or every row was masked out.
+        NoTargetLayersError: no module matched the targets.
+        UnsupportedBatchError: no plugin can feed a batch of that type to the model.
+        NonFiniteActivationError: a layer received NaN or infinity.
+    """
+    config = resolve_config(config, overrides)
+    started = time.perf_counter()
+    hooks = DomainHooks(plugin_manager(), model, config.domain)
+    layers = _target_layers(model, config, hooks)
+    rows_fns = _rows_functions(layers, hooks)
+    device = _model_device(model)
+    plan = _StatisticsPlan(layers, config)
+    recorder = InputRecorder(
+        layers,
+        rows_fns,
+        plan.make,
+        share_inputs=config.share_identical_inputs,
+        stop_early=config.stop_forward_early,
+    )
+    tracker = ConvergenceTracker(config, len(layers))
+    modes = {module: module.training for module in model.modules()}
+    model.eval()
+    steps = 0
+    try:
+        with recorder, _progress(batches, config) as bar:
+            for batch in bar:
+                prepared = _prepare(hooks, batch, model, config, device)
+                recorder.begin_batch(prepared.row_mask)
+                try:
+                    model(*prepared.args, **prepared.kwargs)
+                except StopForward:
+                    pass
+                recorder.end_batch()
+                steps += 1
+                members = {leader: recorder.members(leader) for leader in recorder.order}
+                converged, reopened = tracker.check(steps, recorder.statistics, members, set(recorder.active))
+                recorder.deactivate(converged)
+                recorder.activate(reopened)
+                done = sum(len(members[leader]) for leader in members if leader not in recorder.active)
+                bar.set_postfix_str(f"{done}/{len(layers)} layers converged")
+                hooks.notify("eva_step_done", step=steps, converged=done, layers=len(layers))
+                if not recorder.active or steps >= config.max_steps:
+                    break
+    finally:
+        for module, training in modes.items():
+            module.training = training
+    if steps == 0:
+        raise EmptyDataError("fit(batches=...) yielded no batch; pass a non-empty iterable (a DataLoader, a list).")
+    state = _final_state(layers, recorder, tracker, config, steps)
+    state.seconds = time.perf_counter() - started
+    state.extra["domain"] = hooks.domain
+    _warn_not_converged(state, config)
+    hooks.notify("eva_ranks_allocated", state=state)
+    _log.info("EVA fit: %d batches, %.2fs, ranks %s", steps, state.seconds, state.ranks)
+    return state
+
+
+class _StatisticsPlan:
+    """Chooses exact Gram statistics per measured input while they fit ``gram_memory_bytes``, else a sketch."""
+
+    def __init__(self, layers: dict[str, nn.Module], config: EvaConfig) -> None:
+        self.config = config
+        self.left = config.gram_memory_bytes
+
+    def make(self, name: str, dim: int, device: torch.device) -> InputStatistics:
+        need = 4 * dim * dim
+        if need <= self.left:
+            self.left -= need
+            return GramStatistics(dim, device, centered=self.config.centered, seed=self.config.seed)
+        _log.info("layer %r (d_in=%d) is measured with a streaming sketch (gram_memory_bytes left: %d)", name, dim, self.left)
+        width = 2 * self.config.max_components + 8
+        return SketchStatistics(dim, width, device, centered=self.config.centered)
+
+
+def _target_layers(model: nn.Module, config: EvaConfig, hooks: DomainHooks) -> dict[str, nn.Module]:
+    targets = config.target_modules
+    if targets is None:
+        targets = tuple(hooks.call("eva_target_modules", model=model, config=config) or ())
+        if not targets:
+            raise NoTargetLayersError(
+                f"the {hooks.domain!r} eva plugin finds no layer to adapt in {type(model).__name__}; pass "
+                "target_modules (names or a regex from model.named_modules())."
+            )
+    return select_modules(model, targets)
+
+
+def _rows_functions(layers: dict[str, nn.Module], hooks: DomainHooks) -> dict[str, RowsFn]:
+    fns = {}
+    for name, module in layers.items():
+        fn = hooks.call("eva_layer_rows", name=name, module=module)
+        if fn is None:
+            raise UnsupportedBatchError(
+                f"target_modules selects {name!r}, a {type(module).__name__}, whose inputs no installed eva "
+                f"plugin can turn into rows (domain {hooks.domain!r}); target nn.Linear layers, or install the "
+                "domain package that supports this layer type."
+            )
+        fns[name] = fn
+    return fns
+
+
+def _prepare(hooks: DomainHooks, batch: Any, model: nn.Module, config: EvaConfig, device: torch.device | None) -> PreparedBatch:
+    prepared = hooks.call("eva_prepare_batch", batch=batch, model=model, config=config)
+    if prepared is None:
+        raise UnsupportedBatchError(
+            f"batches yielded a {type(batch).__name__}, which no eva plugin (domain {hooks.domain!r}) can feed "
+            "to the model; yield a dict of tensors (keyword arguments), a tuple (positional arguments) or a "
+            "tensor, or install the domain package for this kind of data."
+        )
+    if device is None:
+        return prepared
+    return PreparedBatch(
+        args=_to_device(prepared.args, device),
+        kwargs=_to_device(dict(prepared.kwargs), device),
+        row_mask=None if prepared.row_mask is None else prepared.row_mask.to(device),
+    )
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {key: _to_device(item, device) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_device(item, device) for item in value)
+    return value
+
+
+def _model_device(model: nn.Module) -> torch.device | None:
+    for parameter in model.parameters():
+        if parameter.device.type != "meta":
+            return parameter.device
+    return None
+
+
+class _progress:  # noqa: N801 - used as a context manager like tqdm
+    def __init__(self, batches: Iterable[Any], config: EvaConfig) -> None:
+        total = config.max_steps
+        if hasattr(batches, "__len__"):
+            total = min(total, len(batches))  # type: ignore[arg-type]
+        self.bar = tqdm(batches, total=total, desc="EVA", unit="batch", disable=None if config.progress else True, leave=False)
+
+    def __enter__(self) -> tqdm:
+        return self.bar
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+
+def _final_state(
+    layers: dict[str, nn.Module], recorder: InputRecorder, tracker: ConvergenceTracker, config: EvaConfig, steps: int
+) -> EvaState:
+    spectra: dict[str, LayerSpectrum] = {}
+    for name, module in layers.items():
+        leader = recorder.leader_of.get(name)
+        if leader is not None and leader in spectra:  # shares its leader's input: the same spectrum
+            spectra[name] = spectra[leader]
+            continue
+        stats = recorder.statistics.get(leader) if leader else None
+        progress = tracker.groups.get(leader) if leader else None
+        spectra[name] = _measured(name, module, stats, progress, config)
+    if all(layer.rows == 0 for layer in spectra.values()):
+        raise EmptyDataError(
+            "every row was masked out (attention_mask 0 or labels -100 everywhere) or no targeted layer ran; "
+            "check the batches' masks, or pass a different target_modules."
+        )
+    return EvaState(layers=spectra, ranks=allocate_layer_ranks(spectra, config), steps=steps, config=config)
+
+
+def _measured(name: str, module: nn.Module, stats: InputStatistics | None, progress: Any, config: EvaConfig) -> LayerSpectrum:
+    if stats is None:
+        width = int(getattr(module, "in_features", 0) or 0)
+        warnings.warn(f"layer {name!r} never ran during the fit; it gets rank 0.", TooFewRowsWarning, stacklevel=3)
+        empty = torch.zeros(0)
+        return LayerSpectrum(torch.zeros(0, width), empty, empty, empty, 0, False, None, name)
+    rows = int(stats.rows_seen().item())
+    usable = max(rows - 1, 0) if config.centered else rows
+    k = min(config.max_components, stats.dim, usable)
+    if stats.dim < config.max_components:
+        warnings.warn(
+            f"layer {name!r} has d_in={stats.dim} < round(rho*rank)={config.max_components}; it can take at most "
+            f"{stats.dim} ranks. Lower rank or rho, or leave it out of target_modules.",
+            EvaWarning,
+            stacklevel=3,
+        )
+    if usable < min(config.max_components, stats.dim):
+        warnings.warn(
+            f"layer {name!r} saw only {rows} rows, fewer than the {config.max_components} components asked for; "
+            f"it can take at most {k} ranks. Feed more or longer batches, or check the masks.",
+            TooFewRowsWarning,
+            stacklevel=3,
+        )
+    previous = progress.spectrum.components if progress is not None and progress.spectrum is not None else None
+    spectrum = stats.top(k, previous=previous, exact=True) if k > 0 else None
+    converged_at = progress.converged_at if progress is not None else None
+    if spectrum is None:
+        empty = torch.zeros(0)
+        return LayerSpectrum(torch.zeros(0, stats.dim), empty, empty, empty, rows, False, None, name)
+    return LayerSpectrum(
+        components=spectrum.components,
+        singular_values=spectrum.singular_values,
+        explained_variance=spectrum.explained_variance,
+        explained_variance_ratio=spectrum.explained_variance_ratio,
+        rows=rows,
+        converged=converged_at is not None,
+        converged_at=converged_at,
+        source=name,
+    )
+
+
+def _warn_not_converged(state: EvaState, config: EvaConfig) -> None:
+    pending = state.not_converged
+    if pending:
+        shown = ", ".join(pending[:5]) + (f" and {len(pending) - 5} more" if len(pending) > 5 else "")
+        warnings.warn(
+            f"EVA stopped after {state.steps} batches (max_steps={config.max_steps}) before {len(pending)} of "
+            f"{len(state.layers)} layers converged: {shown}. Their components are the best estimate from the "
+            "rows seen; feed more batches, raise max_steps, or lower tau.",
+            NotConvergedWarning,
+            stacklevel=3,
+        )

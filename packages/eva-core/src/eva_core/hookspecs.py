@@ -1,0 +1,87 @@
+"""The plugin contract: what a domain package (``eva-llm``, ``eva-vision``, ...) tells eva-core.
+
+A plugin is a module or object with functions named like the specs below, decorated with
+``eva_core.hookimpl``, and registered under the ``eva`` entry-point group::
+
+    [project.entry-points.eva]
+    vision = "eva_vision.plugin"
+
+The entry-point name is the plugin's *domain* (what ``EvaConfig.domain`` picks). eva-core's built-in
+``generic`` plugin implements every hook with ``trylast=True``, so a domain plugin only implements
+what it changes. For one fit, eva-core calls the hooks of the chosen domain plugin plus the generic one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from .config import EvaConfig
+    from .state import EvaState
+
+__all__ = ["PROJECT", "PreparedBatch", "RowsFn", "hookimpl", "hookspec"]
+
+PROJECT = "eva"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+RowsFn = Callable[["torch.Tensor", "torch.Tensor | None"], "tuple[torch.Tensor, torch.Tensor | None]"]
+"""``(layer_input, row_mask) -> (rows, rows_mask)``: turns a layer's input (e.g. (B, T, d_in)) and the
+batch's row mask (e.g. (B, T) bool, or None) into rows (N, d_in) and a mask (N,) bool or None."""
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """One batch as the model takes it, with the mask of rows that feed the SVD.
+
+    Attributes:
+        args: positional arguments of ``model(*args, **kwargs)``.
+        kwargs: keyword arguments.
+        row_mask: (B, T) bool, true where a token/patch/timestep counts; ``None`` means all do.
+    """
+
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    row_mask: torch.Tensor | None = None
+
+
+@hookspec
+def eva_claims_model(model: nn.Module) -> bool:  # type: ignore[empty-body]
+    """Whether this plugin's domain knows ``model`` (e.g. is a ViT). Called once per fit on every plugin;
+    the results are collected. Two claims make the fit ask for ``EvaConfig.domain``."""
+
+
+@hookspec(firstresult=True)
+def eva_target_modules(model: nn.Module, config: EvaConfig) -> Sequence[str] | None:
+    """Names (as in ``model.named_modules()``) of the layers to adapt when ``config.target_modules`` is
+    None. firstresult: the domain plugin answers before the generic one (every ``nn.Linear``)."""
+
+
+@hookspec(firstresult=True)
+def eva_layer_rows(name: str, module: nn.Module) -> RowsFn | None:
+    """The function that turns this layer's input into SVD rows, or None if the plugin cannot read it.
+    Called once per targeted layer when the fit starts. firstresult."""
+
+
+@hookspec(firstresult=True)
+def eva_prepare_batch(batch: Any, model: nn.Module, config: EvaConfig) -> PreparedBatch | None:
+    """Turn one item of the user's iterable into model inputs and a row mask (padding and label -100
+    rows excluded). Called once per batch. firstresult; None passes to the next plugin."""
+
+
+@hookspec
+def eva_step_done(step: int, converged: int, layers: int) -> None:
+    """Observer: called after each batch with the batches consumed and how many of the measured layers
+    have converged."""
+
+
+@hookspec
+def eva_ranks_allocated(state: EvaState) -> None:
+    """Observer: called once when the fit ends and ranks are allocated."""

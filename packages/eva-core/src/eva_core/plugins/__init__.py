@@ -1,0 +1,7 @@
+"""Finding, loading and calling the plugins of the ``eva`` entry-point group."""
+
+from __future__ import annotations
+
+from .manager import DISABLE_ENV, DomainHooks, plugin_manager
+
+__all__ = ["DISABLE_ENV", "DomainHooks", "plugin_manager"]

@@ -1,0 +1,119 @@
+"""Exact streaming second-moment statistics of a layer's input rows.
+
+For rows x_1..x_N (d_in wide) and a fixed shift s (the first batch's mean), we keep
+
+    S = sum_i (x_i - s)(x_i - s)^T    (d_in, d_in), float32
+    m = sum_i (x_i - s)               (d_in,)
+    n = N
+
+from which the centered scatter matrix is ``S - m m^T / n`` and the uncentered one
+``S + s m^T + m s^T + n s s^T``. Shifting by s keeps the subtraction well conditioned when the mean
+is large next to the spread. Its eigenvectors are exactly the right-singular vectors of the (centered)
+row matrix, and its eigenvalues their squared singular values. One update is one matrix product; for
+wide inputs only the upper block triangle is formed, which saves a quarter of the work.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .eigensolver import top_eigenpairs
+from .spectrum import Spectrum, orient
+
+__all__ = ["GramStatistics"]
+
+_SPLIT_AT = 1024  # from this width on, the symmetric update skips the lower-left block
+
+
+class GramStatistics:
+    """Exact statistics of the rows fed to one layer, in O(d_in^2) memory.
+
+    Args:
+        dim: d_in.
+        device: where the statistics live (the layer's device); they never leave it during the fit.
+        centered: PCA (subtract the mean) or the uncentered second moment.
+        seed: seeds the eigensolver's random start.
+    """
+
+    def __init__(self, dim: int, device: torch.device | str, centered: bool = True, seed: int = 0) -> None:
+        self._dim = dim
+        self.centered = centered
+        self.scatter = torch.zeros(dim, dim, dtype=torch.float32, device=device)  # (d_in, d_in)
+        self.shifted_sum = torch.zeros(dim, dtype=torch.float32, device=device)  # (d_in,)
+        self.count = torch.zeros((), dtype=torch.float64, device=device)
+        self.shift: torch.Tensor | None = None  # (d_in,)
+        self._generator = torch.Generator().manual_seed(seed)
+        self._split = dim // 2 if dim >= _SPLIT_AT else 0
+        self._basis: torch.Tensor | None = None  # (d_in, l) Ritz basis of the last solve: the next warm start
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def update(self, rows: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        """Add ``rows`` (N, d_in) where ``mask`` (N,) is true, without a host synchronisation."""
+        rows = rows.to(device=self.scatter.device, dtype=torch.float32)
+        weights = None if mask is None else mask.to(device=self.scatter.device, dtype=torch.float32)  # (N,)
+        if self.shift is None:
+            if weights is None:
+                self.shift = rows.mean(dim=0)
+            else:
+                self.shift = (weights @ rows) / weights.sum().clamp_min(1.0)  # (d_in,)
+        shifted = rows - self.shift  # (N, d_in)
+        if weights is not None:
+            shifted = shifted * weights[:, None]  # masked rows become zero and add nothing
+            self.count += weights.sum(dtype=torch.float64)
+        else:
+            self.count += rows.shape[0]
+        self.shifted_sum += shifted.sum(dim=0)
+        self._add_outer(shifted)
+
+    def _add_outer(self, shifted: torch.Tensor) -> None:
+        h = self._split
+        if not h:
+            self.scatter.addmm_(shifted.T, shifted)
+            return
+        left, right = shifted[:, :h], shifted[:, h:]  # (N, h), (N, d_in - h)
+        self.scatter[:h, :h].addmm_(left.T, left)
+        self.scatter[:h, h:].addmm_(left.T, right)
+        self.scatter[h:, h:].addmm_(right.T, right)
+
+    def rows_seen(self) -> torch.Tensor:
+        return self.count
+
+    def is_finite(self) -> torch.Tensor:
+        return torch.isfinite(self.scatter.diagonal()).all() & torch.isfinite(self.shifted_sum).all()
+
+    def matrix(self) -> torch.Tensor:
+        """The symmetric (d_in, d_in) scatter matrix (centered or not) of all rows seen."""
+        full = self.scatter
+        if self._split:
+            full = full.triu() + full.triu(1).T
+        if self.shift is None:
+            return full.clone()
+        n = self.count.to(torch.float32).clamp_min(1.0)
+        m = self.shifted_sum
+        if self.centered:
+            return full - torch.outer(m, m) / n
+        s = self.shift
+        return full + torch.outer(s, m) + torch.outer(m, s) + n * torch.outer(s, s)
+
+    def top(self, k: int, previous: torch.Tensor | None = None, exact: bool = False) -> Spectrum:
+        """The top-``k`` spectrum of the rows seen so far, warm-started from the last solve (or from
+        ``previous`` (k', d_in) rows when there was none)."""
+        scatter = self.matrix()
+        start = self._basis if self._basis is not None else (None if previous is None else previous.T)
+        values, vectors, self._basis = top_eigenpairs(
+            scatter, k, start=start, rel_tol=1e-5 if exact else 1e-3, abs_tol=1e-7 if exact else 1e-6, generator=self._generator
+        )
+        values = values.clamp_min(0.0)
+        rows = int(self.count.item())
+        total = scatter.diagonal().sum().clamp_min(torch.finfo(torch.float32).tiny)
+        denominator = max(rows - 1, 1) if self.centered else max(rows, 1)
+        return Spectrum(
+            components=orient(vectors.T.contiguous()),
+            singular_values=values.sqrt(),
+            explained_variance=values / denominator,
+            explained_variance_ratio=values / total,
+            rows=rows,
+        )

@@ -1,0 +1,61 @@
+"""What a layer's input statistics report, and the protocol every statistics engine follows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+__all__ = ["InputStatistics", "Spectrum"]
+
+
+@dataclass(frozen=True)
+class Spectrum:
+    """The top-k principal directions of the rows a layer has seen.
+
+    Attributes:
+        components: (k, d_in) orthonormal rows, ordered by decreasing singular value, sign fixed so the
+            largest-magnitude entry of each row is positive.
+        singular_values: (k,) singular values of the (centered) row matrix X: (N, d_in).
+        explained_variance: (k,) ``singular_values**2 / (N - 1)`` (``/ N`` when uncentered).
+        explained_variance_ratio: (k,) share of the total variance (trace) each component explains.
+        rows: N, the number of rows seen.
+    """
+
+    components: torch.Tensor
+    singular_values: torch.Tensor
+    explained_variance: torch.Tensor
+    explained_variance_ratio: torch.Tensor
+    rows: int
+
+
+class InputStatistics(Protocol):
+    """A streaming summary of the rows X: (N, d_in) fed to one layer."""
+
+    @property
+    def dim(self) -> int:
+        """d_in, the row width."""
+
+    def update(self, rows: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        """Add ``rows`` (N, d_in), keeping those where ``mask`` (N,) is true; no host synchronisation."""
+
+    def rows_seen(self) -> torch.Tensor:
+        """A 0-d tensor on the statistics' device: the number of rows added so far."""
+
+    def is_finite(self) -> torch.Tensor:
+        """A 0-d bool tensor: false once a NaN or infinity reached the statistics."""
+
+    def top(self, k: int, previous: torch.Tensor | None = None, exact: bool = False) -> Spectrum:
+        """The top-``k`` spectrum; ``previous`` (k', d_in) warm-starts the solver; ``exact`` asks for a
+        tight tolerance (the final answer) rather than a convergence check."""
+
+
+def orient(components: torch.Tensor) -> torch.Tensor:
+    """Flip the sign of each row of ``components`` (k, d_in) so its largest-magnitude entry is positive."""
+    if components.numel() == 0:
+        return components
+    idx = components.abs().argmax(dim=1, keepdim=True)  # (k, 1)
+    signs = torch.sign(components.gather(1, idx))  # (k, 1)
+    signs = torch.where(signs == 0, torch.ones_like(signs), signs)
+    return components * signs

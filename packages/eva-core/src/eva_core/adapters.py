@@ -26,16 +26,20 @@ def lora_config_for(state: EvaState, lora_config: LoraConfig | None = None) -> L
     if not isinstance(base, LoraConfig):
         raise InvalidConfigError(f"lora_config={base!r} must be a peft.LoraConfig or None.")
     rank = state.config.rank
-    alpha = base.lora_alpha * (rank / base.r if not base.use_rslora else math.sqrt(rank / base.r))
+    alpha: float = base.lora_alpha * (rank / base.r if not base.use_rslora else math.sqrt(rank / base.r))
     kept = [name for name, r in state.ranks.items() if r > 0]
     if not kept:
         raise InvalidConfigError("every layer of the EvaState has rank 0; fit with a larger rank or other targets.")
     rank_pattern = {_exact(name): r for name, r in state.ranks.items() if r > 0 and r != rank}
-    alpha_pattern = {_exact(name): alpha * _alpha_factor(r, rank, base.use_rslora) for name in kept if (r := state.ranks[name]) != rank}
+    alpha_pattern = {
+        _exact(name): alpha * _alpha_factor(r, rank, base.use_rslora)
+        for name in kept
+        if (r := state.ranks[name]) != rank
+    }
     return dataclasses.replace(
         base,
         r=rank,
-        lora_alpha=alpha,
+        lora_alpha=alpha,  # type: ignore[arg-type]  # peft annotates int but takes any number
         target_modules="^(" + "|".join(_exact(name) for name in kept) + ")$",
         rank_pattern=rank_pattern,
         alpha_pattern=alpha_pattern,
@@ -44,7 +48,9 @@ def lora_config_for(state: EvaState, lora_config: LoraConfig | None = None) -> L
 
 
 @torch.no_grad()
-def apply(model: nn.Module, state: EvaState, lora_config: LoraConfig | None = None, adapter_name: str = "default") -> PeftModel:
+def apply(
+    model: nn.Module, state: EvaState, lora_config: LoraConfig | None = None, adapter_name: str = "default"
+) -> PeftModel:
     """Wrap ``model`` in a peft LoRA model whose ``lora_A`` rows are the EVA components and ``lora_B = 0``.
 
     The base weights are untouched, so the output at step 0 equals the base model's. Layers of rank 0
@@ -59,11 +65,11 @@ def apply(model: nn.Module, state: EvaState, lora_config: LoraConfig | None = No
     """
     if isinstance(model, PeftModel):
         raise InvalidConfigError(
-            f"apply(model=...) got a PeftModel; pass the base model (model.get_base_model() or a fresh load)."
+            "apply(model=...) got a PeftModel; pass the base model (model.get_base_model() or a fresh load)."
         )
     config = lora_config_for(state, lora_config)
     peft_model = get_peft_model(model, config, adapter_name=adapter_name)
-    modules = dict(peft_model.base_model.model.named_modules())
+    modules = dict(peft_model.get_base_model().named_modules())
     for name, rank in state.ranks.items():
         if rank == 0:
             continue

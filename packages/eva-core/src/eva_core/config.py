@@ -109,9 +109,7 @@ class EvaConfig:
         known = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(changes) - known)
         if unknown:
-            raise InvalidConfigError(
-                f"EvaConfig has no field(s) {unknown}; valid fields are {sorted(known)}."
-            )
+            raise InvalidConfigError(f"EvaConfig has no field(s) {unknown}; valid fields are {sorted(known)}.")
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
 

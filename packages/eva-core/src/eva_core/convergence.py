@@ -60,7 +60,7 @@ class ConvergenceTracker:
         measured = [leader for leader in active if leader in statistics]
         if measured:
             finite = torch.stack([statistics[leader].is_finite().to("cpu") for leader in measured]).tolist()
-            for leader, ok in zip(measured, finite):
+            for leader, ok in zip(measured, finite, strict=True):
                 if not ok:
                     raise NonFiniteActivationError(
                         f"layer {leader!r} received NaN or infinite inputs by batch {step}; check the data and "
@@ -96,7 +96,9 @@ class ConvergenceTracker:
                 continue
             for name in names:
                 scores[name] = component_scores(
-                    progress.spectrum.explained_variance, progress.spectrum.explained_variance_ratio, self.config.redistribution
+                    progress.spectrum.explained_variance,
+                    progress.spectrum.explained_variance_ratio,
+                    self.config.redistribution,
                 )
                 owner[name] = leader
         ranks = allocate_ranks(scores, self.budget, caps=dict.fromkeys(scores, self.config.max_components))
@@ -114,4 +116,3 @@ class ConvergenceTracker:
             return False
         cosine = torch.nn.functional.cosine_similarity(now, then, dim=1).abs()  # (need,)
         return bool((cosine >= self.config.tau).all().item())
-

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import warnings
@@ -84,10 +85,8 @@ def fit(model: nn.Module, batches: Iterable[Any], config: EvaConfig | None = Non
             for batch in bar:
                 prepared = _prepare(hooks, batch, model, config, device)
                 recorder.begin_batch(prepared.row_mask)
-                try:
+                with contextlib.suppress(StopForward):
                     model(*prepared.args, **prepared.kwargs)
-                except StopForward:
-                    pass
                 recorder.end_batch()
                 steps += 1
                 members = {leader: recorder.members(leader) for leader in recorder.order}
@@ -125,7 +124,9 @@ class _StatisticsPlan:
         if need <= self.left:
             self.left -= need
             return GramStatistics(dim, device, centered=self.config.centered, seed=self.config.seed)
-        _log.info("layer %r (d_in=%d) is measured with a streaming sketch (gram_memory_bytes left: %d)", name, dim, self.left)
+        _log.info(
+            "layer %r (d_in=%d) is measured with a streaming sketch (gram_memory_bytes left: %d)", name, dim, self.left
+        )
         width = 2 * self.config.max_components + 8
         return SketchStatistics(dim, width, device, centered=self.config.centered)
 
@@ -156,7 +157,9 @@ def _rows_functions(layers: dict[str, nn.Module], hooks: DomainHooks) -> dict[st
     return fns
 
 
-def _prepare(hooks: DomainHooks, batch: Any, model: nn.Module, config: EvaConfig, device: torch.device | None) -> PreparedBatch:
+def _prepare(
+    hooks: DomainHooks, batch: Any, model: nn.Module, config: EvaConfig, device: torch.device | None
+) -> PreparedBatch:
     prepared = hooks.call("eva_prepare_batch", batch=batch, model=model, config=config)
     if prepared is None:
         raise UnsupportedBatchError(
@@ -195,7 +198,9 @@ class _progress:  # noqa: N801 - used as a context manager like tqdm
         total = config.max_steps
         if hasattr(batches, "__len__"):
             total = min(total, len(batches))  # type: ignore[arg-type]
-        self.bar = tqdm(batches, total=total, desc="EVA", unit="batch", disable=None if config.progress else True, leave=False)
+        self.bar = tqdm(
+            batches, total=total, desc="EVA", unit="batch", disable=None if config.progress else True, leave=False
+        )
 
     def __enter__(self) -> tqdm:
         return self.bar
@@ -224,7 +229,9 @@ def _final_state(
     return EvaState(layers=spectra, ranks=allocate_layer_ranks(spectra, config), steps=steps, config=config)
 
 
-def _measured(name: str, module: nn.Module, stats: InputStatistics | None, progress: Any, config: EvaConfig) -> LayerSpectrum:
+def _measured(
+    name: str, module: nn.Module, stats: InputStatistics | None, progress: Any, config: EvaConfig
+) -> LayerSpectrum:
     if stats is None:
         width = int(getattr(module, "in_features", 0) or 0)
         warnings.warn(f"layer {name!r} never ran during the fit; it gets rank 0.", TooFewRowsWarning, stacklevel=3)

@@ -80,7 +80,9 @@ class EvaState:
             rows = rows / std[:, None]
         return rows
 
-    def reallocate(self, rank: int | None = None, rho: float | None = None, redistribution: str | None = None) -> EvaState:
+    def reallocate(
+        self, rank: int | None = None, rho: float | None = None, redistribution: str | None = None
+    ) -> EvaState:
         """A new state with ranks re-budgeted from the saved spectra; no data needed.
 
         Raises:
@@ -149,7 +151,9 @@ class EvaState:
         folder = Path(path)
         meta_path = folder / _META
         if not meta_path.is_file():
-            raise FileNotFoundError(f"EvaState.load(path={str(path)!r}): no {_META} there; pass the folder given to save().")
+            raise FileNotFoundError(
+                f"EvaState.load(path={str(path)!r}): no {_META} there; pass the folder given to save()."
+            )
         meta = json.loads(meta_path.read_text())
         if meta.get("format") != _FORMAT:
             raise ValueError(f"{meta_path} has format {meta.get('format')!r}; this eva-core reads {_FORMAT!r}.")

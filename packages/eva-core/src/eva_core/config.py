@@ -32,6 +32,8 @@ class EvaConfig:
             domain plugin decide (the generic plugin targets every ``nn.Linear``).
         max_steps: the fit ends after this many batches even if some layer has not converged.
         min_steps: no layer is declared converged before this many batches.
+        check_every: test convergence every this many batches. Each test reads a few numbers back to
+            the host, so on a GPU a larger value keeps whole stretches of batches free of synchronisation.
         centered: PCA of the inputs (subtract the running mean), as peft does; ``False`` takes the
             uncentered second moment.
         whiten: scale each LoRA ``A`` row by ``1 / std`` of its projection so ``A x`` has unit variance.
@@ -51,6 +53,7 @@ class EvaConfig:
     target_modules: Sequence[str] | str | None = None
     max_steps: int = 200
     min_steps: int = 2
+    check_every: int = 1
     centered: bool = True
     whiten: bool = False
     redistribution: RedistributionMetric = "explained_variance_ratio"
@@ -76,6 +79,9 @@ class EvaConfig:
             "min_steps",
             self.min_steps,
             f"an integer in [1, max_steps={self.max_steps}]",
+        )
+        _require(
+            _is_int(self.check_every) and self.check_every >= 1, "check_every", self.check_every, "an integer >= 1"
         )
         _require(
             self.redistribution in _METRICS,

@@ -89,6 +89,8 @@ def fit(model: nn.Module, batches: Iterable[Any], config: EvaConfig | None = Non
                     model(*prepared.args, **prepared.kwargs)
                 recorder.end_batch()
                 steps += 1
+                if steps % config.check_every and steps < config.max_steps:
+                    continue
                 members = {leader: recorder.members(leader) for leader in recorder.order}
                 converged, reopened = tracker.check(steps, recorder.statistics, members, set(recorder.active))
                 recorder.deactivate(converged)

@@ -78,8 +78,8 @@ def eva_prepare_batch(batch: Any, model: nn.Module, config: EvaConfig) -> Prepar
 
 @hookspec
 def eva_step_done(step: int, converged: int, layers: int) -> None:
-    """Observer: called after each batch with the batches consumed and how many of the measured layers
-    have converged."""
+    """Observer: called after each convergence check (every ``check_every`` batches) with the batches
+    consumed and how many of the targeted layers have converged."""
 
 
 @hookspec

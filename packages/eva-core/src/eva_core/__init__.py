@@ -24,6 +24,7 @@ from .errors import (
     ReallocationError,
     TooFewRowsWarning,
     UnsupportedBatchError,
+    UnsupportedLayerError,
 )
 from .fitting import fit
 from .hookspecs import PreparedBatch, RowsFn, hookimpl, hookspec
@@ -53,6 +54,7 @@ __all__ = [
     "RowsFn",
     "TooFewRowsWarning",
     "UnsupportedBatchError",
+    "UnsupportedLayerError",
     "allocate_ranks",
     "apply",
     "fit",

@@ -40,7 +40,7 @@ def lora_config_for(state: EvaState, lora_config: LoraConfig | None = None) -> L
         base,
         r=rank,
         lora_alpha=alpha,  # type: ignore[arg-type]  # peft annotates int but takes any number
-        target_modules="^(" + "|".join(_exact(name) for name in kept) + ")$",
+        target_modules="(" + "|".join(_exact(name) for name in kept) + ")$",
         rank_pattern=rank_pattern,
         alpha_pattern=alpha_pattern,
         init_lora_weights=True,
@@ -91,4 +91,5 @@ def _alpha_factor(layer_rank: int, rank: int, rslora: bool) -> float:
 
 
 def _exact(name: str) -> str:
-    return re.escape(name)
+    """A pattern matching exactly ``name``: peft matches pattern keys as suffixes, so anchor them."""
+    return "^" + re.escape(name)

@@ -49,10 +49,11 @@ class ConvergenceTracker:
         step: int,
         statistics: dict[str, InputStatistics],
         members: dict[str, list[str]],
-        active: set[str],
+        active: list[str],
     ) -> tuple[set[str], set[str]]:
         """Update the active groups' spectra after ``step`` batches and return (newly converged leaders,
-        converged leaders that must be measured again).
+        converged leaders that must be measured again). ``active`` lists the measured leaders in the
+        order they run, so a NaN is reported at the first layer it reaches.
 
         Raises:
             NonFiniteActivationError: a layer's statistics hold NaN or infinity.

@@ -6,6 +6,11 @@ Every error subclasses :class:`EvaError` and the builtin it behaves like, so cal
 
 from __future__ import annotations
 
+import sys
+import warnings
+from types import FrameType
+from typing import cast
+
 __all__ = [
     "AmbiguousDomainError",
     "EmptyDataError",
@@ -19,7 +24,9 @@ __all__ = [
     "ReallocationError",
     "TooFewRowsWarning",
     "UnsupportedBatchError",
+    "UnsupportedLayerError",
     "NoTargetLayersError",
+    "warn",
 ]
 
 
@@ -41,6 +48,10 @@ class NoTargetLayersError(EvaError, ValueError):
 
 class UnsupportedBatchError(EvaError, TypeError):
     """A batch has a type that no registered plugin knows how to feed to the model."""
+
+
+class UnsupportedLayerError(EvaError, TypeError):
+    """A targeted layer is of a type whose inputs no installed plugin can turn into rows."""
 
 
 class NonFiniteActivationError(EvaError, ValueError):
@@ -73,3 +84,12 @@ class NotConvergedWarning(EvaWarning):
 
 class TooFewRowsWarning(EvaWarning):
     """A layer saw fewer rows than the components it was asked for; its cap was lowered."""
+
+
+def warn(message: str, category: type[Warning] = EvaWarning) -> None:
+    """Warn with the location of the first caller outside eva packages (``eva_core``, ``eva_llm``...)."""
+    level, frame = 2, cast("FrameType | None", sys._getframe(1))
+    while frame is not None and str(frame.f_globals.get("__name__", "")).startswith(("eva_", "torch.")):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, category, stacklevel=level)

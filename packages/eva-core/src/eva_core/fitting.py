@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -15,14 +14,15 @@ from tqdm.auto import tqdm
 
 from .capture import InputRecorder, StopForward
 from .config import EvaConfig
-from .convergence import ConvergenceTracker
+from .convergence import ConvergenceTracker, GroupProgress
 from .errors import (
     EmptyDataError,
-    EvaWarning,
     NoTargetLayersError,
     NotConvergedWarning,
     TooFewRowsWarning,
     UnsupportedBatchError,
+    UnsupportedLayerError,
+    warn,
 )
 from .hookspecs import PreparedBatch, RowsFn
 from .plugins import DomainHooks, plugin_manager
@@ -40,7 +40,6 @@ def resolve_config(config: EvaConfig | None, overrides: Mapping[str, Any]) -> Ev
     return (config or EvaConfig()).replace(**overrides) if overrides else (config or EvaConfig())
 
 
-@torch.no_grad()
 def fit(model: nn.Module, batches: Iterable[Any], config: EvaConfig | None = None, **overrides: Any) -> EvaState:
     """Measure the inputs of the targeted layers of ``model`` over ``batches`` and allocate ranks.
 
@@ -63,6 +62,11 @@ def fit(model: nn.Module, batches: Iterable[Any], config: EvaConfig | None = Non
         NonFiniteActivationError: a layer received NaN or infinity.
     """
     config = resolve_config(config, overrides)
+    with torch.no_grad():
+        return _fit(model, batches, config)
+
+
+def _fit(model: nn.Module, batches: Iterable[Any], config: EvaConfig) -> EvaState:
     started = time.perf_counter()
     hooks = DomainHooks(plugin_manager(), model, config.domain)
     layers = _target_layers(model, config, hooks)
@@ -92,7 +96,9 @@ def fit(model: nn.Module, batches: Iterable[Any], config: EvaConfig | None = Non
                 if steps % config.check_every and steps < config.max_steps:
                     continue
                 members = {leader: recorder.members(leader) for leader in recorder.order}
-                converged, reopened = tracker.check(steps, recorder.statistics, members, set(recorder.active))
+                converged, reopened = tracker.check(
+                    steps, recorder.statistics, members, [n for n in recorder.order if n in recorder.active]
+                )
                 recorder.deactivate(converged)
                 recorder.activate(reopened)
                 done = sum(len(members[leader]) for leader in members if leader not in recorder.active)
@@ -150,7 +156,7 @@ def _rows_functions(layers: dict[str, nn.Module], hooks: DomainHooks) -> dict[st
     for name, module in layers.items():
         fn = hooks.call("eva_layer_rows", name=name, module=module)
         if fn is None:
-            raise UnsupportedBatchError(
+            raise UnsupportedLayerError(
                 f"target_modules selects {name!r}, a {type(module).__name__}, whose inputs no installed eva "
                 f"plugin can turn into rows (domain {hooks.domain!r}); target nn.Linear layers, or install the "
                 "domain package that supports this layer type."
@@ -214,54 +220,53 @@ class _progress:  # noqa: N801 - used as a context manager like tqdm
 def _final_state(
     layers: dict[str, nn.Module], recorder: InputRecorder, tracker: ConvergenceTracker, config: EvaConfig, steps: int
 ) -> EvaState:
-    spectra: dict[str, LayerSpectrum] = {}
-    for name, module in layers.items():
-        leader = recorder.leader_of.get(name)
-        if leader is not None and leader in spectra:  # shares its leader's input: the same spectrum
-            spectra[name] = spectra[leader]
-            continue
-        stats = recorder.statistics.get(leader) if leader else None
-        progress = tracker.groups.get(leader) if leader else None
-        spectra[name] = _measured(name, module, stats, progress, config)
-    if all(layer.rows == 0 for layer in spectra.values()):
+    if not any(int(stats.rows_seen().item()) for stats in recorder.statistics.values()):
         raise EmptyDataError(
             "every row was masked out (attention_mask 0 or labels -100 everywhere) or no targeted layer ran; "
             "check the batches' masks, or pass a different target_modules."
         )
+    measured = {
+        leader: _measured(leader, recorder.statistics[leader], tracker.groups.get(leader), config)
+        for leader in recorder.order
+    }
+    spectra: dict[str, LayerSpectrum] = {}
+    for name, module in layers.items():
+        leader = recorder.leader_of.get(name)
+        if leader is None:
+            warn(f"layer {name!r} never ran during the fit; it gets rank 0.", TooFewRowsWarning)
+            spectra[name] = _empty(name, int(getattr(module, "in_features", 0) or 0), rows=0)
+        else:  # a follower shares its leader's spectrum
+            spectra[name] = measured[leader]
     return EvaState(layers=spectra, ranks=allocate_layer_ranks(spectra, config), steps=steps, config=config)
 
 
-def _measured(
-    name: str, module: nn.Module, stats: InputStatistics | None, progress: Any, config: EvaConfig
-) -> LayerSpectrum:
-    if stats is None:
-        width = int(getattr(module, "in_features", 0) or 0)
-        warnings.warn(f"layer {name!r} never ran during the fit; it gets rank 0.", TooFewRowsWarning, stacklevel=3)
-        empty = torch.zeros(0)
-        return LayerSpectrum(torch.zeros(0, width), empty, empty, empty, 0, False, None, name)
+def _empty(name: str, width: int, rows: int) -> LayerSpectrum:
+    nothing = torch.zeros(0)
+    return LayerSpectrum(torch.zeros(0, width), nothing, nothing, nothing, rows, False, None, name)
+
+
+def _measured(name: str, stats: InputStatistics, progress: GroupProgress | None, config: EvaConfig) -> LayerSpectrum:
     rows = int(stats.rows_seen().item())
     usable = max(rows - 1, 0) if config.centered else rows
     k = min(config.max_components, stats.dim, usable)
     if stats.dim < config.max_components:
-        warnings.warn(
+        warn(
             f"layer {name!r} has d_in={stats.dim} < round(rho*rank)={config.max_components}; it can take at most "
             f"{stats.dim} ranks. Lower rank or rho, or leave it out of target_modules.",
-            EvaWarning,
-            stacklevel=3,
         )
     if usable < min(config.max_components, stats.dim):
-        warnings.warn(
-            f"layer {name!r} saw only {rows} rows, fewer than the {config.max_components} components asked for; "
-            f"it can take at most {k} ranks. Feed more or longer batches, or check the masks.",
+        centering = " (one goes to centering)" if config.centered else ""
+        warn(
+            f"layer {name!r} saw {rows} rows{centering}, so it has {usable} components where "
+            f"{config.max_components} were asked for; it can take at most {k} ranks. Feed more or longer "
+            "batches, or check the masks.",
             TooFewRowsWarning,
-            stacklevel=3,
         )
+    if k == 0:
+        return _empty(name, stats.dim, rows)
     previous = progress.spectrum.components if progress is not None and progress.spectrum is not None else None
-    spectrum = stats.top(k, previous=previous, exact=True) if k > 0 else None
+    spectrum = stats.top(k, previous=previous, exact=True)
     converged_at = progress.converged_at if progress is not None else None
-    if spectrum is None:
-        empty = torch.zeros(0)
-        return LayerSpectrum(torch.zeros(0, stats.dim), empty, empty, empty, rows, False, None, name)
     return LayerSpectrum(
         components=spectrum.components,
         singular_values=spectrum.singular_values,
@@ -275,13 +280,13 @@ def _measured(
 
 
 def _warn_not_converged(state: EvaState, config: EvaConfig) -> None:
-    pending = state.not_converged
+    pending = [name for name in state.not_converged if state.layers[name].rows > 0]
     if pending:
+        why = f"max_steps={config.max_steps} was reached" if state.steps >= config.max_steps else "the data ran out"
         shown = ", ".join(pending[:5]) + (f" and {len(pending) - 5} more" if len(pending) > 5 else "")
-        warnings.warn(
-            f"EVA stopped after {state.steps} batches (max_steps={config.max_steps}) before {len(pending)} of "
-            f"{len(state.layers)} layers converged: {shown}. Their components are the best estimate from the "
-            "rows seen; feed more batches, raise max_steps, or lower tau.",
+        warn(
+            f"EVA stopped after {state.steps} batches ({why}) before {len(pending)} of {len(state.layers)} "
+            f"layers converged: {shown}. Their components are the best estimate from the rows seen; feed more "
+            "batches, raise max_steps, or lower tau.",
             NotConvergedWarning,
-            stacklevel=3,
         )

@@ -9,7 +9,7 @@ gets its leader's tensor.
 
 Once a layer's statistics are no longer needed (it converged) its hook returns at once, and when the
 last layer still being measured has captured its input the recorder raises :class:`StopForward` so the
-rest of the network is skipped.
+rest of the network is skipped (after the last member of its group, so followers are still checked).
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ class InputRecorder:
         self.statistics: dict[str, InputStatistics] = {}
         self.leader_of: dict[str, str] = {}  # every layer that ran -> the layer measuring its input
         self.order: list[str] = []  # leaders in the order they first ran
+        self.run_order: list[str] = []  # every layer in the order it first ran
         self.active: set[str] = set()  # leaders still being measured
         self.row_mask: torch.Tensor | None = None
         self._discovering = True
@@ -122,7 +123,8 @@ class InputRecorder:
         if not self.stop_early or self._discovering or not self.active:
             self._stop_after = None
             return
-        self._stop_after = max(self.active, key=self.order.index)
+        last_group = max(self.active, key=self.order.index)
+        self._stop_after = max(self.members(last_group), key=self.run_order.index)
 
     # the hook ---------------------------------------------------------------------------------------
     def _hook_for(self, name: str) -> Callable[[nn.Module, tuple[Any, ...], dict[str, Any]], None]:
@@ -141,10 +143,8 @@ class InputRecorder:
                 leader = name
             if leader != name:
                 self._check_shared(name, leader, layer_input)
-                return
-            if name not in self.active:
-                return
-            self._capture(name, layer_input)
+            elif name in self.active:
+                self._capture(name, layer_input)
             if self._stop_after == name and self._captured >= len(self.active):
                 raise StopForward
 
@@ -152,6 +152,8 @@ class InputRecorder:
 
     def _discover(self, name: str, layer_input: torch.Tensor) -> None:
         self._calls[name] = self._calls.get(name, 0) + 1
+        if self._calls[name] == 1:
+            self.run_order.append(name)
         if self._calls[name] > 1:
             if self.leader_of.get(name) == name:
                 self._capture(name, layer_input)
@@ -165,6 +167,8 @@ class InputRecorder:
         self._capture(name, layer_input)
 
     def _add_leader(self, name: str, layer_input: torch.Tensor) -> None:
+        if name not in self.run_order:
+            self.run_order.append(name)
         self.leader_of[name] = name
         self.order.append(name)
         self.active.add(name)

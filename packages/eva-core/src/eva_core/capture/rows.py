@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 
-from ..errors import EvaWarning
+from ..errors import warn
 
 __all__ = ["token_rows"]
 
@@ -29,11 +27,9 @@ def token_rows(layer_input: torch.Tensor, row_mask: torch.Tensor | None) -> tupl
         return rows, row_mask.reshape(-1)  # (N,)
     if layer_input.dim() == 2 and layer_input.shape[0] == row_mask.shape[0]:
         return rows, None  # one row per example (a pooler, a head): nothing to mask
-    warnings.warn(
+    warn(
         f"a layer input with {layer_input.dim() - 1} leading dimension(s) does not line up with the batch's "
         f"{row_mask.dim()}-d row mask; all its rows are used. Give this layer a rows function in a plugin "
-        "(eva_layer_rows) or target only layers that see the token sequence.",
-        EvaWarning,
-        stacklevel=2,
+        "(eva_layer_rows) or target only layers that see the token sequence."
     )
     return rows, None

@@ -51,8 +51,13 @@ class GramStatistics:
         return self._dim
 
     def update(self, rows: torch.Tensor, mask: torch.Tensor | None = None) -> None:
-        """Add ``rows`` (N, d_in) where ``mask`` (N,) is true, without a host synchronisation."""
+        """Add ``rows`` (N, d_in) where ``mask`` (N,) is true. On an accelerator masked rows are zeroed
+        (no host synchronisation, no gather); on the CPU they are dropped, which saves their work."""
         rows = rows.to(device=self.scatter.device, dtype=torch.float32)
+        if mask is not None and rows.device.type == "cpu":
+            rows, mask = rows[mask.to(device=rows.device, dtype=torch.bool)], None  # (N', d_in): skip padding
+            if rows.shape[0] == 0:
+                return
         weights = None if mask is None else mask.to(device=self.scatter.device, dtype=torch.float32)  # (N,)
         if self.shift is None:
             if weights is None:

@@ -29,6 +29,7 @@ class GroupProgress:
     previous: torch.Tensor | None = None  # (k, d_in) components at the check before
     converged_at: int | None = None  # batches consumed when it converged
     converged_rank: int = 0
+    need: int | None = None  # components the last allocation asked of the group
 
 
 class ConvergenceTracker:
@@ -73,11 +74,13 @@ class ConvergenceTracker:
             progress = self.groups.setdefault(leader, GroupProgress())
             progress.previous = None if progress.spectrum is None else progress.spectrum.components
             k = min(self.config.max_components, stats.dim)
-            progress.spectrum = stats.top(k, previous=progress.previous)
+            accurate = None if progress.need is None else progress.need + 2  # a margin for a growing allocation
+            progress.spectrum = stats.top(k, previous=progress.previous, accurate=accurate)
         ranks = self.group_ranks(members)
         converged, reopened = set(), set()
         for leader, progress in self.groups.items():
             need = max(1, ranks.get(leader, 0))
+            progress.need = need
             if leader in measured:
                 if step >= self.config.min_steps and self._stable(progress, need):
                     progress.converged_at, progress.converged_rank = step, need

@@ -91,22 +91,30 @@ class GramStatistics:
 
     def matrix(self) -> torch.Tensor:
         """The symmetric (d_in, d_in) scatter matrix (centered or not) of all rows seen."""
-        full = self.scatter
-        if self._split:
-            full = full.triu() + full.triu(1).T
-        if self.shift is None:
-            return full.clone()
-        n = self.count.to(torch.float32).clamp_min(1.0)
-        m = self.shifted_sum
-        if self.centered:
-            return full - torch.outer(m, m) / n
-        s = self.shift
-        return full + torch.outer(s, m) + torch.outer(m, s) + n * torch.outer(s, s)
+        return self.operator().dense()
 
-    def top(self, k: int, previous: torch.Tensor | None = None, exact: bool = False) -> Spectrum:
+    def operator(self) -> ScatterOperator:
+        """The scatter matrix as products, without forming it (see :class:`ScatterOperator`)."""
+        return ScatterOperator(self.scatter, self._split, self._correction_factors())
+
+    def _correction_factors(self) -> _LowRank:
+        """The scatter matrix minus the accumulated shifted one, as a sum of outer products."""
+        m = self.shifted_sum
+        if self.shift is None:
+            return _LowRank([], [])
+        n = self.count.to(torch.float32).clamp_min(1.0)
+        if self.centered:
+            return _LowRank([m], [-m / n])
+        s = self.shift
+        return _LowRank([s, m, s], [m, s, n * s])
+
+    def top(
+        self, k: int, previous: torch.Tensor | None = None, exact: bool = False, accurate: int | None = None
+    ) -> Spectrum:
         """The top-``k`` spectrum of the rows seen so far, warm-started from the last solve (or from
-        ``previous`` (k', d_in) rows when there was none)."""
-        scatter = self.matrix()
+        ``previous`` (k', d_in) rows when there was none). Unless ``exact``, only the top ``accurate``
+        vectors are iterated to tolerance."""
+        scatter = self.operator()
         start = self._basis if self._basis is not None else (None if previous is None else previous.T)
         values, vectors, self._basis = top_eigenpairs(
             scatter,
@@ -114,11 +122,12 @@ class GramStatistics:
             start=start,
             rel_tol=1e-5 if exact else 1e-3,
             abs_tol=1e-7 if exact else 1e-6,
+            accurate=None if exact else accurate,
             generator=self._generator,
         )
         values = values.clamp_min(0.0)
         rows = int(self.count.item())
-        total = scatter.diagonal().sum().clamp_min(torch.finfo(torch.float32).tiny)
+        total = scatter.trace().clamp_min(torch.finfo(torch.float32).tiny)
         denominator = max(rows - 1, 1) if self.centered else max(rows, 1)
         return Spectrum(
             components=orient(vectors.T.contiguous()),
@@ -127,3 +136,63 @@ class GramStatistics:
             explained_variance_ratio=values / total,
             rows=rows,
         )
+
+
+class _LowRank:
+    """sum_i outer(left_i, right_i), a few (d,) pairs."""
+
+    def __init__(self, left: list[torch.Tensor], right: list[torch.Tensor]) -> None:
+        self.left, self.right = left, right
+
+    def matmul(self, block: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros_like(block)
+        for u, v in zip(self.left, self.right, strict=True):
+            out += torch.outer(u, v @ block)  # (d, l)
+        return out
+
+    def dense(self) -> torch.Tensor | float:
+        return sum((torch.outer(u, v) for u, v in zip(self.left, self.right, strict=True)), 0.0)
+
+    def trace(self) -> torch.Tensor | float:
+        return sum(((u * v).sum() for u, v in zip(self.left, self.right, strict=True)), 0.0)
+
+
+class ScatterOperator:
+    """The scatter matrix of :class:`GramStatistics` as an operator: ``C Q`` from the stored blocks
+    (the upper triangle only, for wide inputs) plus the low-rank mean correction, so a convergence check
+    never forms a (d_in, d_in) matrix."""
+
+    def __init__(self, scatter: torch.Tensor, split: int, correction: _LowRank) -> None:
+        self.scatter, self.split, self.correction = scatter, split, correction
+
+    @property
+    def dim(self) -> int:
+        return self.scatter.shape[0]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.scatter.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.scatter.device
+
+    def matmul(self, block: torch.Tensor) -> torch.Tensor:
+        """C @ block, block: (d_in, l) -> (d_in, l)."""
+        h = self.split
+        if not h:
+            product = self.scatter @ block
+        else:
+            upper, lower = block[:h], block[h:]  # (h, l), (d_in - h, l)
+            corner = self.scatter[:h, h:]  # (h, d_in - h)
+            product = torch.cat(
+                [self.scatter[:h, :h] @ upper + corner @ lower, corner.T @ upper + self.scatter[h:, h:] @ lower]
+            )
+        return product + self.correction.matmul(block)
+
+    def dense(self) -> torch.Tensor:
+        full = self.scatter.triu() + self.scatter.triu(1).T if self.split else self.scatter.clone()
+        return full + self.correction.dense()
+
+    def trace(self) -> torch.Tensor:
+        return self.scatter.diagonal().sum() + self.correction.trace()

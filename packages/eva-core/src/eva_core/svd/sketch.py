@@ -72,8 +72,10 @@ class SketchStatistics:
     def is_finite(self) -> torch.Tensor:
         return self._finite.clone()
 
-    def top(self, k: int, previous: torch.Tensor | None = None, exact: bool = False) -> Spectrum:
-        """The top-``k`` spectrum held by the sketch (``previous`` and ``exact`` need no solver here)."""
+    def top(
+        self, k: int, previous: torch.Tensor | None = None, exact: bool = False, accurate: int | None = None
+    ) -> Spectrum:
+        """The top-``k`` spectrum held by the sketch (it needs no solver: the other arguments are unused)."""
         norms = self.basis.norm(dim=1)  # (l',) = singular values, descending
         k = min(k, self.basis.shape[0])
         sigma = norms[:k]

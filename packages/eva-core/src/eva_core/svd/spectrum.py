@@ -46,9 +46,12 @@ class InputStatistics(Protocol):
     def is_finite(self) -> torch.Tensor:
         """A 0-d bool tensor: false once a NaN or infinity reached the statistics."""
 
-    def top(self, k: int, previous: torch.Tensor | None = None, exact: bool = False) -> Spectrum:
+    def top(
+        self, k: int, previous: torch.Tensor | None = None, exact: bool = False, accurate: int | None = None
+    ) -> Spectrum:
         """The top-``k`` spectrum; ``previous`` (k', d_in) warm-starts the solver; ``exact`` asks for a
-        tight tolerance (the final answer) rather than a convergence check."""
+        tight tolerance (the final answer) rather than a convergence check, where only the top
+        ``accurate`` vectors need be converged (the rest are used for their eigenvalues)."""
 
 
 def orient(components: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ from eva_core import (
     EvaError,
     EvaWarning,
     InconsistentSharedInputError,
+    InvalidConfigError,
     NonFiniteActivationError,
     NoTargetLayersError,
     TooFewRowsWarning,
@@ -238,3 +239,11 @@ def test_inconsistent_shared_input(trailing: bool, stop_early: bool) -> None:
 def test_inconsistent_shared_input_measured_separately_when_asked() -> None:
     state = fit(SharedThenNot(True), rows(3), rank=2, share_identical_inputs=False, **QUICK)
     assert {name: layer.source for name, layer in state.layers.items()} == {"q": "q", "k": "k", "out": "out"}
+
+
+def test_peft_model_is_refused(model, batches) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    wrapped = get_peft_model(model, LoraConfig(r=2, target_modules=["q"]))
+    with pytest.raises(InvalidConfigError, match="already carries adapters; pass the base model"):
+        fit(wrapped, batches, rank=2, progress=False)

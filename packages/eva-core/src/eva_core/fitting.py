@@ -17,6 +17,7 @@ from .config import EvaConfig
 from .convergence import ConvergenceTracker, GroupProgress
 from .errors import (
     EmptyDataError,
+    InvalidConfigError,
     NoTargetLayersError,
     NotConvergedWarning,
     TooFewRowsWarning,
@@ -62,6 +63,11 @@ def fit(model: nn.Module, batches: Iterable[Any], config: EvaConfig | None = Non
         NonFiniteActivationError: a layer received NaN or infinity.
     """
     config = resolve_config(config, overrides)
+    if hasattr(model, "peft_config"):
+        raise InvalidConfigError(
+            f"fit(model=...) got a {type(model).__name__} that already carries adapters; pass the base model "
+            "(model.get_base_model() with adapters unloaded, or a fresh load)."
+        )
     with torch.no_grad():
         return _fit(model, batches, config)
 

@@ -119,3 +119,9 @@ def test_replace_unknown_field_raises() -> None:
 def test_config_is_hashable_and_comparable() -> None:
     assert EvaConfig(target_modules=["q"]) == EvaConfig(target_modules=("q",))
     assert hash(EvaConfig(target_modules=["q"])) == hash(EvaConfig(target_modules=("q",)))
+
+
+def test_default_min_steps_follows_a_smaller_max_steps() -> None:
+    assert EvaConfig(max_steps=1).min_steps == 1
+    assert EvaConfig(max_steps=1).replace(max_steps=5).min_steps == 1
+    assert EvaConfig().min_steps == 2

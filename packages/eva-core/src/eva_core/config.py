@@ -14,6 +14,7 @@ __all__ = ["RedistributionMetric", "EvaConfig"]
 
 RedistributionMetric = Literal["explained_variance_ratio", "explained_variance", "uniform"]
 _METRICS: tuple[str, ...] = ("explained_variance_ratio", "explained_variance", "uniform")
+_DEFAULT_MIN_STEPS = 2
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,8 @@ class EvaConfig:
         target_modules: module names or a regex (as ``peft.LoraConfig`` takes them); ``None`` lets the
             domain plugin decide (the generic plugin targets every ``nn.Linear``).
         max_steps: the fit ends after this many batches even if some layer has not converged.
-        min_steps: no layer is declared converged before this many batches.
+        min_steps: no layer is declared converged before this many batches (the default 2 is lowered to
+            ``max_steps`` when that is smaller).
         check_every: test convergence every this many batches. Each test reads a few numbers back to
             the host, so on a GPU a larger value keeps whole stretches of batches free of synchronisation.
         centered: PCA of the inputs (subtract the running mean), as peft does; ``False`` takes the
@@ -52,7 +54,7 @@ class EvaConfig:
     tau: float = 0.99
     target_modules: Sequence[str] | str | None = None
     max_steps: int = 200
-    min_steps: int = 2
+    min_steps: int = _DEFAULT_MIN_STEPS
     check_every: int = 1
     centered: bool = True
     whiten: bool = False
@@ -65,6 +67,8 @@ class EvaConfig:
     domain: str | None = None
 
     def __post_init__(self) -> None:
+        if self.min_steps == _DEFAULT_MIN_STEPS and _is_int(self.max_steps) and 1 <= self.max_steps < self.min_steps:
+            object.__setattr__(self, "min_steps", self.max_steps)
         _require(_is_int(self.rank) and self.rank >= 1, "rank", self.rank, "an integer >= 1, e.g. rank=16")
         _require(
             _is_number(self.rho) and self.rho >= 1.0,

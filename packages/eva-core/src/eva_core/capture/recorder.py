@@ -2,8 +2,9 @@
 
 On the first batch the recorder *discovers* the model: the order in which layers run, which layers
 receive the very same input tensor object (q/k/v projections, gate/up), and whether any layer runs
-more than once per forward. Identity is checked with ``is`` while the first batch's inputs are held
-alive, so no activation is hashed or copied. Layers sharing an input form a group measured once by its
+more than once per forward. Identity is checked with ``is`` through weak references, so no activation
+is hashed, copied or kept alive longer than the model keeps it (a freed tensor whose id is reused
+simply fails the check). Layers sharing an input form a group measured once by its
 first member (the *leader*). On later batches a follower only checks (by weak reference) that it still
 gets its leader's tensor.
 
@@ -70,7 +71,7 @@ class InputRecorder:
         self.row_mask: torch.Tensor | None = None
         self._discovering = True
         self._calls: dict[str, int] = {}
-        self._held: dict[int, tuple[torch.Tensor, str]] = {}  # first batch only: id -> (input, leader)
+        self._held: dict[int, tuple[weakref.ref[torch.Tensor], str]] = {}  # first batch: id -> (input, leader)
         self._last_input: dict[str, weakref.ref[torch.Tensor]] = {}
         self._captured = 0
         self._stop_after: str | None = None
@@ -159,11 +160,11 @@ class InputRecorder:
                 self._capture(name, layer_input)
             return
         held = self._held.get(id(layer_input))
-        if self.share_inputs and held is not None and held[0] is layer_input and self._compatible(held[1], name):
+        if self.share_inputs and held is not None and held[0]() is layer_input and self._compatible(held[1], name):
             self.leader_of[name] = held[1]
             return
         self._add_leader(name, layer_input)
-        self._held[id(layer_input)] = (layer_input, name)
+        self._held[id(layer_input)] = (weakref.ref(layer_input), name)
         self._capture(name, layer_input)
 
     def _add_leader(self, name: str, layer_input: torch.Tensor) -> None:

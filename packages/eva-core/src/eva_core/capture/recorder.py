@@ -138,7 +138,7 @@ class InputRecorder:
                 return
             leader = self.leader_of.get(name)
             if leader is None:  # first ran after discovery (conditional computation): measure it alone
-                self._add_leader(name, layer_input)
+                self._add_leader(name)
                 self.stop_early = False
                 self._refresh_stop()
                 leader = name
@@ -163,11 +163,11 @@ class InputRecorder:
         if self.share_inputs and held is not None and held[0]() is layer_input and self._compatible(held[1], name):
             self.leader_of[name] = held[1]
             return
-        self._add_leader(name, layer_input)
+        self._add_leader(name)
         self._held[id(layer_input)] = (weakref.ref(layer_input), name)
         self._capture(name, layer_input)
 
-    def _add_leader(self, name: str, layer_input: torch.Tensor) -> None:
+    def _add_leader(self, name: str) -> None:
         if name not in self.run_order:
             self.run_order.append(name)
         self.leader_of[name] = name

@@ -202,3 +202,23 @@ def test_top_eigenpairs_warm_start_after_perturbation() -> None:
 def test_top_eigenpairs_rejects_k_above_size() -> None:
     with pytest.raises(ValueError, match="k=5 exceeds the matrix size d=4"):
         top_eigenpairs(torch.eye(4), 5)
+
+
+@pytest.mark.parametrize("drop_masked", [True, False])
+@pytest.mark.parametrize("dim", [40, 1100])
+def test_gram_both_masking_paths_match_exact(drop_masked: bool, dim: int) -> None:
+    """Dropping masked rows (the CPU path) and zeroing them (the accelerator path, no host sync) give
+    the exact SVD of the unmasked rows, also when the first batch is fully masked."""
+    generator = torch.Generator().manual_seed(3)
+    rows = torch.randn(1200, dim, generator=generator) * torch.logspace(1, -2, dim) + 50.0
+    mask = torch.rand(1200, generator=generator) > 0.4
+    mask[:300] = False
+    stats = GramStatistics(dim, "cpu", drop_masked=drop_masked)
+    for chunk, keep in zip(rows.split(300), mask.split(300), strict=True):
+        stats.update(chunk, keep)
+    kept = rows[mask].double()
+    _, singular_values, vh = torch.linalg.svd(kept - kept.mean(dim=0), full_matrices=False)
+    spectrum = stats.top(6, exact=True)
+    assert spectrum.rows == int(mask.sum())
+    torch.testing.assert_close(spectrum.singular_values.double(), singular_values[:6], rtol=1e-4, atol=0)
+    assert (spectrum.components.double() * vh[:6]).sum(dim=1).abs().min() >= 0.9999

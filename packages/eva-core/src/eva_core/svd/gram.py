@@ -33,9 +33,18 @@ class GramStatistics:
         device: where the statistics live (the layer's device); they never leave it during the fit.
         centered: PCA (subtract the mean) or the uncentered second moment.
         seed: seeds the eigensolver's random start.
+        drop_masked: drop masked rows before the product (cheaper; on an accelerator it would synchronise
+            with the host) rather than zero them; ``None`` drops them on the CPU only.
     """
 
-    def __init__(self, dim: int, device: torch.device | str, centered: bool = True, seed: int = 0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        device: torch.device | str,
+        centered: bool = True,
+        seed: int = 0,
+        drop_masked: bool | None = None,
+    ) -> None:
         self._dim = dim
         self.centered = centered
         self.scatter = torch.zeros(dim, dim, dtype=torch.float32, device=device)  # (d_in, d_in)
@@ -44,6 +53,7 @@ class GramStatistics:
         self.shift: torch.Tensor | None = None  # (d_in,)
         self._generator = torch.Generator().manual_seed(seed)
         self._split = dim // 2 if dim >= _SPLIT_AT else 0
+        self._drop_masked = self.scatter.device.type == "cpu" if drop_masked is None else drop_masked
         self._basis: torch.Tensor | None = None  # (d_in, l) Ritz basis of the last solve: the next warm start
 
     @property
@@ -54,7 +64,7 @@ class GramStatistics:
         """Add ``rows`` (N, d_in) where ``mask`` (N,) is true. On an accelerator masked rows are zeroed
         (no host synchronisation, no gather); on the CPU they are dropped, which saves their work."""
         rows = rows.to(device=self.scatter.device, dtype=torch.float32)
-        if mask is not None and rows.device.type == "cpu":
+        if mask is not None and self._drop_masked:
             rows, mask = rows[mask.to(device=rows.device, dtype=torch.bool)], None  # (N', d_in): skip padding
             if rows.shape[0] == 0:
                 return

@@ -138,6 +138,7 @@ class InputRecorder:
                 return
             leader = self.leader_of.get(name)
             if leader is None:  # first ran after discovery (conditional computation): measure it alone
+                self.run_order.append(name)
                 self._add_leader(name)
                 self.stop_early = False
                 self._refresh_stop()
@@ -168,8 +169,6 @@ class InputRecorder:
         self._capture(name, layer_input)
 
     def _add_leader(self, name: str) -> None:
-        if name not in self.run_order:
-            self.run_order.append(name)
         self.leader_of[name] = name
         self.order.append(name)
         self.active.add(name)

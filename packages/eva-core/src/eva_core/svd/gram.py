@@ -99,12 +99,9 @@ class GramStatistics:
     def is_finite(self) -> torch.Tensor:
         return torch.isfinite(self.scatter.diagonal()).all() & torch.isfinite(self.shifted_sum).all()
 
-    def matrix(self) -> torch.Tensor:
-        """The symmetric (d_in, d_in) scatter matrix (centered or not) of all rows seen."""
-        return self.operator().dense()
-
     def operator(self) -> ScatterOperator:
-        """The scatter matrix as products, without forming it (see :class:`ScatterOperator`)."""
+        """The (d_in, d_in) scatter matrix (centered or not) of all rows seen, as products without forming
+        it (see :class:`ScatterOperator`; ``.dense()`` forms it)."""
         return ScatterOperator(self.scatter, self._split, self._correction_factors())
 
     def _correction_factors(self) -> _LowRank:

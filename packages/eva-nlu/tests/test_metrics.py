@@ -1,0 +1,124 @@
+"""The GLUE metrics against hand-worked values and against scikit-learn / scipy."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from eva_core.errors import EvaError
+from eva_nlu.metrics import MetricInputError, accuracy, f1, glue_metrics, matthews_corrcoef, pearson, spearman
+
+# TP = 2 (rows 0, 4), FP = 1 (row 1), FN = 1 (row 3), TN = 1 (row 2).
+PREDICTED = [1, 1, 0, 0, 1]
+TRUTH = [1, 0, 0, 1, 1]
+
+
+def test_accuracy_by_hand() -> None:
+    assert accuracy([1, 0, 1, 1], [1, 1, 1, 0]) == 0.5
+    assert accuracy(torch.tensor(PREDICTED), torch.tensor(TRUTH)) == pytest.approx(3 / 5)
+
+
+def test_f1_by_hand() -> None:
+    assert f1(PREDICTED, TRUTH) == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))
+    assert f1([1, 1, 1], [1, 1, 1]) == 1.0
+    assert f1([0, 0, 1], [1, 1, 0]) == 0.0
+
+
+def test_f1_is_zero_without_any_positive() -> None:
+    assert f1([0, 0, 0], [0, 0, 0]) == 0.0
+
+
+def test_matthews_by_hand() -> None:
+    # (TP TN - FP FN) / sqrt((TP+FP)(TP+FN)(TN+FP)(TN+FN)) = (2 - 1) / sqrt(3 * 3 * 2 * 2)
+    assert matthews_corrcoef(PREDICTED, TRUTH) == pytest.approx(1 / 6)
+    assert matthews_corrcoef([0, 1, 1, 0], [0, 1, 1, 0]) == pytest.approx(1.0)
+    assert matthews_corrcoef([1, 0, 0, 1], [0, 1, 1, 0]) == pytest.approx(-1.0)
+
+
+def test_matthews_is_zero_for_a_single_class() -> None:
+    assert matthews_corrcoef([1, 1, 1, 1], [0, 1, 1, 0]) == 0.0
+    assert matthews_corrcoef([0, 1, 1, 0], [1, 1, 1, 1]) == 0.0
+
+
+def test_matthews_multiclass_by_hand() -> None:
+    # s = 6, c = 5 (only row 3 is wrong), t = (2, 2, 2), p = (3, 1, 2): (5*6 - 12) / sqrt((36 - 14) (36 - 12))
+    predicted, truth = [0, 0, 1, 0, 2, 2], [0, 0, 1, 1, 2, 2]
+    assert matthews_corrcoef(predicted, truth) == pytest.approx(18 / math.sqrt(22 * 24))
+
+
+def test_pearson_by_hand() -> None:
+    # dx = (-1, 0, 1), dy = (-7/3, -1/3, 8/3): 5 / sqrt(2 * 114/9)
+    assert pearson([1.0, 2.0, 3.0], [2.0, 4.0, 7.0]) == pytest.approx(15 / math.sqrt(228))
+    assert pearson(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([3.0, 2.0, 1.0])) == pytest.approx(-1.0)
+
+
+def test_spearman_gives_ties_their_average_rank() -> None:
+    # ranks x = (1, 2.5, 2.5, 4), y = (1, 3, 2, 4): 4.5 / sqrt(4.5 * 5)
+    assert spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(3 / math.sqrt(10))
+    assert spearman([1.0, 4.0, 9.0, 16.0], [0.1, 0.2, 0.3, 0.4]) == pytest.approx(1.0)
+
+
+def test_correlations_are_zero_for_constant_input() -> None:
+    assert pearson([2.0, 2.0, 2.0], [1.0, 2.0, 3.0]) == 0.0
+    assert spearman([1.0, 2.0, 3.0], [5.0, 5.0, 5.0]) == 0.0
+
+
+def test_glue_metrics_per_task() -> None:
+    logits = torch.tensor([[0.1, 0.9], [0.2, 0.8], [0.7, 0.3], [0.9, 0.1], [0.0, 1.0]])  # arg-max = PREDICTED
+    assert glue_metrics("MRPC", logits, TRUTH) == pytest.approx({"accuracy": 3 / 5, "f1": 2 / 3})
+    assert glue_metrics("cola", PREDICTED, TRUTH)["matthews_corrcoef"] == pytest.approx(1 / 6)
+    scores = glue_metrics("STS-B", torch.tensor([[1.0], [2.0], [3.0]]), [2.0, 4.0, 7.0])
+    assert list(scores) == ["pearson", "spearman"]
+    assert scores == pytest.approx({"pearson": 15 / math.sqrt(228), "spearman": 1.0})
+
+
+@pytest.mark.parametrize(
+    ("call", "needle"),
+    [
+        (lambda: accuracy([1, 0], [1]), "predictions has 2 values but labels has 1"),
+        (lambda: accuracy([], []), "predictions is empty"),
+        (lambda: accuracy([[1, 0]], [[1, 0]]), "shape (1, 2)"),
+        (lambda: accuracy([0.5, 1.0], [1, 1]), "non-integer"),
+        (lambda: f1([0, 2], [0, 1]), "class ids [2]"),
+        (lambda: pearson([1.0, float("nan")], [1.0, 2.0]), "NaN"),
+    ],
+)
+def test_bad_inputs_are_named(call, needle: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(MetricInputError) as caught:
+        call()
+    assert needle in str(caught.value)
+    assert isinstance(caught.value, EvaError) and isinstance(caught.value, ValueError)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_classification_matches_sklearn(seed: int) -> None:
+    metrics = pytest.importorskip("sklearn.metrics")
+    generator = torch.Generator().manual_seed(seed)
+    predicted, truth = torch.randint(0, 2, (50,), generator=generator), torch.randint(0, 2, (50,), generator=generator)
+    assert accuracy(predicted, truth) == pytest.approx(metrics.accuracy_score(truth.numpy(), predicted.numpy()))
+    assert f1(predicted, truth) == pytest.approx(metrics.f1_score(truth.numpy(), predicted.numpy()))
+    assert matthews_corrcoef(predicted, truth) == pytest.approx(
+        metrics.matthews_corrcoef(truth.numpy(), predicted.numpy())
+    )
+    three, truth3 = torch.randint(0, 3, (60,), generator=generator), torch.randint(0, 3, (60,), generator=generator)
+    assert matthews_corrcoef(three, truth3) == pytest.approx(metrics.matthews_corrcoef(truth3.numpy(), three.numpy()))
+
+
+def test_degenerate_cases_match_sklearn() -> None:
+    metrics = pytest.importorskip("sklearn.metrics")
+    assert f1([0, 0, 0], [0, 0, 0]) == metrics.f1_score([0, 0, 0], [0, 0, 0], zero_division=0.0)
+    assert matthews_corrcoef([1, 1, 1, 1], [0, 1, 1, 0]) == metrics.matthews_corrcoef([0, 1, 1, 0], [1, 1, 1, 1])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_correlations_match_scipy(seed: int) -> None:
+    stats = pytest.importorskip("scipy.stats")
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(40, generator=generator, dtype=torch.float64)
+    y = 0.5 * x + torch.randn(40, generator=generator, dtype=torch.float64)
+    tied_x, tied_y = torch.randint(0, 5, (40,), generator=generator), torch.randint(0, 6, (40,), generator=generator)
+    assert pearson(x, y) == pytest.approx(stats.pearsonr(x.numpy(), y.numpy())[0])
+    assert spearman(x, y) == pytest.approx(stats.spearmanr(x.numpy(), y.numpy())[0])
+    assert spearman(tied_x, tied_y) == pytest.approx(stats.spearmanr(tied_x.numpy(), tied_y.numpy())[0])

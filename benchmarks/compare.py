@@ -75,8 +75,9 @@ def run_llm(args: argparse.Namespace, method: str, seed: int) -> eva_core.RunRec
     """GSM8K-style QA: train on problems, evaluate answer-token loss and exact match on held-out ones."""
     import eva_llm
 
+    model = eva_llm.smollm2_checkpoint() if args.model.lower() in ("smollm2", "smollm2-135m") else args.model
     return eva_llm.finetune(
-        args.model,
+        model,
         method=method,
         steps=args.steps,
         eval_at=args.eval_at,
@@ -84,9 +85,13 @@ def run_llm(args: argparse.Namespace, method: str, seed: int) -> eva_core.RunRec
         rank=args.rank,
         lr=args.lr,
         batch_size=args.batch_size,
-        train_problems=args.train_limit,
-        eval_problems=args.dev_limit,
+        train_problems=args.train_limit or 1024,
+        eval_problems=args.dev_limit or 64,
         generate_problems=args.generate_limit,
+        max_length=args.max_length,
+        max_new_tokens=args.max_new_tokens,
+        metric=args.metric,
+        eva_overrides={"max_steps": args.eva_max_batches} if args.eva_max_batches else None,
     )
 
 
@@ -178,6 +183,10 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-limit", type=int, default=None, help="first N training rows / problems")
     parser.add_argument("--dev-limit", type=int, default=None, help="first N held-out rows / problems")
     parser.add_argument("--generate-limit", type=int, default=8, help="llm: held-out problems decoded greedily")
+    parser.add_argument("--max-length", type=int, default=256, help="llm: tokens per example")
+    parser.add_argument("--max-new-tokens", type=int, default=200, help="llm: greedy decoding budget")
+    parser.add_argument("--metric", default="loss", help="llm: headline metric, loss or exact_match")
+    parser.add_argument("--eva-max-batches", type=int, default=None, help="cap on the batches EVA may measure")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on shared CPUs)")
     parser.add_argument("--out", type=Path, required=True, help="path prefix: writes <out>.json and <out>.md")
     parser.add_argument("--force", action="store_true", help="rerun runs already in <out>.json")
@@ -197,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     wall = sum(r["run_wall_seconds"] for r in chosen)
     cpu = sum(r["run_cpu_seconds"] for r in chosen)
     report = [
-        f"# {args.domain}: {args.model} × {args.task}\n",
+        f"# {args.domain}: {args.model} on {args.task}\n",
         f"Command: `{meta['command']}`\n",
         f"Python {meta['python']}, torch {meta['torch']}, {meta['threads']} thread(s), {meta['date']}. "
         f"{len(chosen)} runs, {wall / 60:.1f} min wall, {cpu / 60:.1f} min CPU in total.\n",

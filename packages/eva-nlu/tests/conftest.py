@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from eva_nlu.data import batches, read_rows, shared_glue_path
+from eva_nlu.batching import batches
 from eva_nlu.recipe import load_model
+from eva_nlu.rows import read_rows, shared_glue_path
 
 
 @pytest.fixture(scope="session")

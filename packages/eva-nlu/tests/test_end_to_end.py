@@ -14,8 +14,8 @@ from torch import nn
 
 import eva_core
 import eva_nlu
-from eva_nlu.data import shared_glue_path
 from eva_nlu.recipe import finetune
+from eva_nlu.rows import shared_glue_path
 
 
 @pytest.mark.filterwarnings("ignore::eva_core.NotConvergedWarning")  # six batches are fewer than EVA asks for

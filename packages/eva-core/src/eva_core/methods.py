@@ -80,5 +80,6 @@ def initialize(
         return init(model, batches, lora_config=base, **overrides)
     weights = peft_init_weights(method)
     targets = target_modules if isinstance(target_modules, str) else list(target_modules)
-    config = dataclasses.replace(base, r=rank, target_modules=targets, init_lora_weights=weights)
+    # peft types the value as a Literal whose "pissa_niter_[number of iters]" no real string matches
+    config = dataclasses.replace(base, r=rank, target_modules=targets, init_lora_weights=weights)  # type: ignore[arg-type]
     return get_peft_model(model, config)

@@ -13,6 +13,9 @@ below, and pytest runs every check against that plugin, model and data::
         @pytest.fixture
         def plugin(self): return eva_vision.plugin
 
+Override the ``lora_config`` fixture when the domain's layers need their own ``LoraConfig`` (GPT-2's
+``Conv1D`` needs ``fan_in_fan_out=True``).
+
 The checks: the plugin claims the model (unless ``domain`` is ``"generic"``), names existing layers,
 gives each a rows function, prepares every batch into inputs the model accepts, and a fit + apply
 leaves the base weights bit-identical with a step-0 output equal to the base model's.
@@ -25,6 +28,7 @@ from typing import Any, ClassVar
 
 import pytest
 import torch
+from peft import LoraConfig
 from torch import nn
 
 from .adapters import apply
@@ -58,6 +62,11 @@ class PluginContract:
         if self.domain != "generic":
             manager.register(plugin, name=self.domain)
         return DomainHooks(manager, model)
+
+    @pytest.fixture
+    def lora_config(self, model: nn.Module) -> LoraConfig | None:
+        """The ``LoraConfig`` the fit is applied with (``None``: eva-core's default)."""
+        return None
 
     @pytest.fixture
     def config(self) -> EvaConfig:
@@ -97,6 +106,7 @@ class PluginContract:
         batches: list[Any],
         config: EvaConfig,
         plugin: object,
+        lora_config: LoraConfig | None,
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         monkeypatch.setattr("eva_core.fitting.plugin_manager", lambda: hooks.manager)
@@ -108,7 +118,7 @@ class PluginContract:
         state = fit(model, batches, config)
         assert state.steps >= 1
         assert sum(state.ranks.values()) == config.rank * len(state.ranks)
-        peft_model = apply(copy.deepcopy(model), state)
+        peft_model = apply(copy.deepcopy(model), state, lora_config)
         with torch.no_grad():
             adapted = model_output(peft_model.get_base_model(), prepared)
         torch.testing.assert_close(adapted, reference, rtol=0, atol=0)

@@ -8,10 +8,11 @@ method, training, the task's GLUE metric).
 from __future__ import annotations
 
 from .api import DEFAULTS, default_lora_config, init
-from .data import DataFormatError, MissingDataError, batches, read_rows, shared_glue_path
+from .batching import batches
 from .metrics import glue_metrics
 from .plugin import ENCODER_TYPES, head_modules, target_modules
 from .recipe import evaluate, finetune, load_model
+from .rows import DataFormatError, MissingDataError, read_rows, shared_glue_path
 from .tasks import TASKS, GlueTask, get_task
 
 __version__ = "0.1.0"

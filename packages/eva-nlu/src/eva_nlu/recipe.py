@@ -21,10 +21,10 @@ from torch import nn
 import eva_core
 
 from .api import DEFAULTS, default_lora_config
-from .data import batches as make_batches
-from .data import read_rows
+from .batching import batches as make_batches
 from .metrics import glue_metrics
 from .plugin import target_modules
+from .rows import read_rows
 from .tasks import GlueTask, get_task
 
 __all__ = ["MODEL_ALIASES", "evaluate", "finetune", "load_model"]

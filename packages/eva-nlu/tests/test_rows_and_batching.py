@@ -11,13 +11,12 @@ import pytest
 import torch
 
 from eva_core.errors import EvaError, InvalidConfigError
-from eva_nlu.data import (
+from eva_nlu.batching import batches, encode
+from eva_nlu.rows import (
     DATA_ENV,
     DataFormatError,
     MissingDataError,
     UnsupportedSourceError,
-    batches,
-    encode,
     read_rows,
     shared_glue_path,
 )

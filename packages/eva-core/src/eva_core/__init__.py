@@ -28,7 +28,7 @@ from .errors import (
 )
 from .fitting import fit
 from .hookspecs import PreparedBatch, RowsFn, hookimpl, hookspec
-from .methods import INIT_METHODS, initialize
+from .methods import EVA_VARIANTS, INIT_METHODS, initialize
 from .plugins import plugin_manager
 from .ranks import allocate_ranks
 from .runs import EvalPoint, RunRecord, train
@@ -37,6 +37,7 @@ from .state import EvaState, LayerSpectrum
 __version__ = "0.1.0"
 
 __all__ = [
+    "EVA_VARIANTS",
     "INIT_METHODS",
     "AmbiguousDomainError",
     "EmptyDataError",

@@ -5,6 +5,9 @@ dropout, ``modules_to_save``), so a comparison differs only in how ``A`` and ``B
 
 - ``lora``: peft's default, ``A`` Kaiming-uniform, ``B = 0``.
 - ``eva``: :func:`eva_core.init` (``A`` = top input components, ``B = 0``, ranks redistributed).
+  ``eva_whiten`` scales each ``A`` row by ``1 / std`` of its projection (``EvaConfig.whiten``), so
+  ``A x`` has unit variance per component instead of the (often much larger) spread of the top
+  directions of the input.
 - ``pissa``: peft's PiSSA (``A``, ``B`` from the top singular triplets of ``W``; ``W`` replaced by the
   residual). ``pissa_niter_K`` uses the fast randomized SVD with ``K`` subspace iterations.
 - ``olora``: peft's OLoRA (``A``, ``B`` from the QR decomposition of ``W``; ``W`` replaced by the residual).
@@ -22,10 +25,14 @@ from torch import nn
 from .api import init
 from .errors import InvalidConfigError
 
-__all__ = ["INIT_METHODS", "initialize", "peft_init_weights"]
+__all__ = ["EVA_VARIANTS", "INIT_METHODS", "initialize", "peft_init_weights"]
 
 INIT_METHODS: tuple[str, ...] = ("lora", "eva", "pissa", "olora")
-"""The names :func:`initialize` knows (``pissa_niter_K`` is accepted too, for any K >= 1)."""
+"""The methods a comparison runs by default; :func:`initialize` also takes :data:`EVA_VARIANTS` and
+``pissa_niter_K`` for any K >= 1."""
+
+EVA_VARIANTS: Mapping[str, Mapping[str, Any]] = {"eva": {}, "eva_whiten": {"whiten": True}}
+"""EVA method names and the :class:`EvaConfig` fields each sets (the caller's ``eva_overrides`` win)."""
 
 
 def peft_init_weights(method: str) -> bool | str:
@@ -41,8 +48,8 @@ def peft_init_weights(method: str) -> bool | str:
     if method.startswith("pissa_niter_") and method.removeprefix("pissa_niter_").isdigit():
         return method
     raise InvalidConfigError(
-        f"method={method!r} is not a known LoRA initialization; pick one of {', '.join(INIT_METHODS)} "
-        "(or pissa_niter_K with an integer K)."
+        f"method={method!r} is not a known LoRA initialization; pick one of "
+        f"{', '.join(sorted({*INIT_METHODS, *EVA_VARIANTS}))} (or pissa_niter_K with an integer K)."
     )
 
 
@@ -61,7 +68,7 @@ def initialize(
     Args:
         model: the base model (modified in place by peft; ``pissa``/``olora`` also rewrite the targeted
             weights into their residuals, as those methods define).
-        method: one of :data:`INIT_METHODS`, or ``pissa_niter_K``.
+        method: one of :data:`INIT_METHODS` or :data:`EVA_VARIANTS`, or ``pissa_niter_K``.
         batches: the data EVA measures (required for ``eva``, ignored otherwise).
         rank: r, the rank of every adapted layer (EVA: the average rank; its budget is ``r * L``).
         target_modules: module names or a regex, as ``peft.LoraConfig`` takes them.
@@ -73,10 +80,12 @@ def initialize(
         InvalidConfigError: unknown ``method``, or ``eva`` without ``batches``.
     """
     base = lora_config or LoraConfig(r=rank, lora_alpha=rank)
-    if method == "eva":
+    if method in EVA_VARIANTS:
         if batches is None:
-            raise InvalidConfigError("method='eva' measures data: pass batches (a DataLoader or a list of batches).")
-        overrides = {"rank": rank, "target_modules": target_modules, **(eva_overrides or {})}
+            raise InvalidConfigError(
+                f"method={method!r} measures data: pass batches (a DataLoader or a list of batches)."
+            )
+        overrides = {"rank": rank, "target_modules": target_modules, **EVA_VARIANTS[method], **(eva_overrides or {})}
         return init(model, batches, lora_config=base, **overrides)
     weights = peft_init_weights(method)
     targets = target_modules if isinstance(target_modules, str) else list(target_modules)

@@ -65,8 +65,8 @@ def main() -> None:
             norms[kind][method].append(float((rows @ weight_a.T).norm(dim=1).mean()))
         norms[kind]["|x|"].append(float(rows.norm(dim=1).mean()))
 
-    print(f"{args.model}: mean |A x| over answer tokens, r = {args.rank}, averaged over the blocks\n")
-    print("| layer | mean |x| | lora | eva | eva_whiten | eva / lora |")
+    print(f"{args.model}: mean norm of A x over answer tokens, r = {args.rank}, averaged over the blocks\n")
+    print("| layer | mean norm of x | lora | eva | eva_whiten | eva / lora |")
     print("|---|---|---|---|---|---|")
     for kind, by_method in norms.items():
         mean = {method: sum(values) / len(values) for method, values in by_method.items()}

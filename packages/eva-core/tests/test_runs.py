@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from eva_core import EvalPoint, InvalidConfigError, RunRecord, train
+from eva_core import EmptyDataError, EvalPoint, InvalidConfigError, RunRecord, train
 
 
 def _regression() -> tuple[nn.Module, list[tuple[torch.Tensor, torch.Tensor]]]:
@@ -41,6 +41,24 @@ def test_train_lowers_the_loss_and_evaluates_where_asked() -> None:
     assert [point.step for point in curve] == [0, 30, 60]
     assert curve[-1].metrics["mse"] < 0.1 * curve[0].metrics["mse"]
     assert modes == [False, False, False]
+
+
+def test_a_list_is_read_epoch_after_epoch() -> None:
+    model, data = _regression()
+    seen = []
+
+    def loss(m: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        seen.append(batch)
+        return _loss(m, batch)
+
+    train(model, data[:2], loss, lambda m: {}, steps=5, eval_at=[], lr=0.1)
+    assert [id(batch) for batch in seen] == [id(data[i]) for i in (0, 1, 0, 1, 0)]
+
+
+def test_a_spent_iterator_is_a_clear_error() -> None:
+    model, data = _regression()
+    with pytest.raises(EmptyDataError, match="one-shot iterator"):
+        train(model, iter(data[:2]), _loss, lambda m: {}, steps=3, eval_at=[], lr=0.1)
 
 
 def test_only_trainable_parameters_move() -> None:

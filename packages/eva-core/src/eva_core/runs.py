@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .errors import InvalidConfigError
+from .errors import EmptyDataError, InvalidConfigError
 
 __all__ = ["EvalPoint", "RunRecord", "train"]
 
@@ -69,7 +69,7 @@ class RunRecord:
 
 def train(
     model: nn.Module,
-    batches: Iterator[Any],
+    batches: Iterable[Any],
     loss_fn: LossFn,
     evaluate: EvaluateFn,
     *,
@@ -85,7 +85,8 @@ def train(
 
     Args:
         model: a peft model (only its trainable parameters move).
-        batches: an endless iterator of training batches (``itertools.cycle`` over a loader works).
+        batches: training batches, read epoch after epoch (a list or a ``DataLoader``, which reshuffles
+            each epoch if it shuffles), or an endless iterator.
         loss_fn: ``(model, batch) -> scalar loss``.
         evaluate: ``model -> {metric: value}`` on held-out data; called in eval mode under no_grad.
         steps: optimizer steps.
@@ -109,12 +110,13 @@ def train(
         optimizer, lambda s: (s + 1) / warm if s < warm else max(0.0, (steps - s) / max(1, steps - warm))
     )
     wanted = sorted(set(eval_at))
+    stream = _epochs(batches)
     points = []
     if 0 in wanted:
         points.append(_evaluate(model, evaluate, 0))
     for step in tqdm(range(1, steps + 1), desc="train", disable=not progress, leave=False):
         model.train()
-        loss = loss_fn(model, next(batches))
+        loss = loss_fn(model, next(stream))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss.item()} at step {step}; lower the learning rate.")
         loss.backward()
@@ -126,6 +128,19 @@ def train(
             points.append(_evaluate(model, evaluate, step))
             _log.info("step %d: %s (train loss %.4f)", step, dict(points[-1].metrics), loss.item())
     return tuple(points)
+
+
+def _epochs(batches: Iterable[Any]) -> Iterator[Any]:
+    """``batches`` again and again; an iterable that yields nothing (a spent iterator) is an error."""
+    while True:
+        count = 0
+        for count, batch in enumerate(batches, start=1):  # noqa: B007 - count is read after the loop
+            yield batch
+        if count == 0:
+            raise EmptyDataError(
+                "train(batches=...) yielded no batch for a new epoch; pass a list or a DataLoader (read again each "
+                "epoch) or an endless iterator, not a one-shot iterator shorter than `steps`."
+            )
 
 
 def _evaluate(model: nn.Module, evaluate: EvaluateFn, step: int) -> EvalPoint:

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from peft import LoraConfig
 from torch import nn
-from torch.utils.data import DataLoader
 
 from eva_core import InvalidConfigError, RunRecord, initialize, train
 
@@ -137,7 +136,7 @@ def finetune(
     started = time.perf_counter()
     curve = train(
         peft_model,
-        _endless(loader),
+        loader,
         answer_loss,
         evaluate,
         steps=steps,
@@ -192,9 +191,3 @@ def _split(
             f"the {len(problems)} problems of the file; lower them."
         )
     return problems[:train_count], problems[-eval_count:]
-
-
-def _endless(loader: DataLoader[Any]) -> Iterator[Any]:
-    """Batches of ``loader`` epoch after epoch (a new shuffled order each epoch)."""
-    while True:
-        yield from loader

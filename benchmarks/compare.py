@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import shlex
 import statistics
@@ -34,34 +33,21 @@ import torch
 
 import eva_core
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DATA_ENV = "EVA_DATA_DIR"
 Runner = Callable[[argparse.Namespace, str, int], eva_core.RunRecord]
 
 
-def data_dir() -> Path:
-    """The shared real-data folder: ``$EVA_DATA_DIR``, else ``../shared/data`` beside the repository."""
-    folder = Path(os.environ.get(DATA_ENV, REPO_ROOT.parent / "shared" / "data"))
-    if not folder.is_dir():
-        raise SystemExit(f"data folder {str(folder)!r} does not exist; set {DATA_ENV} to the shared data folder.")
-    return folder
-
-
 # --- domains ----------------------------------------------------------------------------------------
-_GLUE_FILES = {"sst2": "SST-2", "mrpc": "MRPC"}
-
-
 def run_nlu(args: argparse.Namespace, method: str, seed: int) -> eva_core.RunRecord:
-    """GLUE: train on the task's train split (first ``--train-limit`` rows), evaluate on dev."""
+    """GLUE: train on the task's train split (first ``--train-limit`` rows), evaluate on dev; the files
+    come from the shared data folder (``$EVA_DATA_DIR``, see :func:`eva_nlu.shared_glue_path`)."""
     import eva_nlu
 
-    folder = data_dir() / "glue" / _GLUE_FILES.get(args.task, args.task)
     return eva_nlu.finetune(
         args.model,
         args.task,
         method,
-        train=folder / "train.tsv",
-        dev=folder / "dev.tsv",
+        train=eva_nlu.shared_glue_path(args.task, "train"),
+        dev=eva_nlu.shared_glue_path(args.task, "dev"),
         steps=args.steps,
         eval_at=args.eval_at,
         seed=seed,

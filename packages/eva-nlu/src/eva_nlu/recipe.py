@@ -160,7 +160,7 @@ def finetune(
         metric=spec.headline,
         init_seconds=init_seconds,
         train_seconds=time.perf_counter() - started,
-        trainable_parameters=_trainable(peft_model),
+        trainable_parameters=int(peft_model.get_nb_trainable_parameters()[0]),
         curve=curve,
         extra=_extra(peft_model),
     )
@@ -176,10 +176,6 @@ def _cycle(batches: Sequence[Any], seed: int) -> Iterator[Any]:
     while True:
         for index in torch.randperm(len(batches), generator=generator).tolist():
             yield batches[index]
-
-
-def _trainable(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def _extra(model: PeftModel) -> dict[str, Any]:

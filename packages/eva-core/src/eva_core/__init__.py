@@ -17,6 +17,7 @@ from .errors import (
     EvaWarning,
     InconsistentSharedInputError,
     InvalidConfigError,
+    MissingDataError,
     NonFiniteActivationError,
     NoTargetLayersError,
     NotConvergedWarning,
@@ -29,6 +30,7 @@ from .errors import (
 from .fitting import fit
 from .hookspecs import PreparedBatch, RowsFn, hookimpl, hookspec
 from .methods import EVA_VARIANTS, INIT_METHODS, initialize
+from .paths import cache_dir, data_dir
 from .plugins import plugin_manager
 from .ranks import allocate_ranks
 from .runs import EvalPoint, RunRecord, train
@@ -48,6 +50,7 @@ __all__ = [
     "EvaWarning",
     "InconsistentSharedInputError",
     "InvalidConfigError",
+    "MissingDataError",
     "LayerSpectrum",
     "NoTargetLayersError",
     "NonFiniteActivationError",
@@ -63,6 +66,8 @@ __all__ = [
     "UnsupportedLayerError",
     "allocate_ranks",
     "apply",
+    "cache_dir",
+    "data_dir",
     "fit",
     "hookimpl",
     "hookspec",

@@ -74,8 +74,11 @@ def apply(
         if rank == 0:
             continue
         layer = modules[name]
-        weight_a = layer.lora_A[adapter_name].weight  # (r_l, d_in)
-        rows = state.components(name).to(device=weight_a.device, dtype=weight_a.dtype)
+        weight_a = layer.lora_A[adapter_name].weight  # (r_l, d_in), or (r_l, C_in, k_h, k_w) for a conv
+        rows = state.components(name).to(device=weight_a.device, dtype=weight_a.dtype)  # (r_l, d_in)
+        if weight_a.dim() > 2 and rows.dim() == 2 and rows.shape[1] == weight_a[0].numel():
+            # a conv's A is (r_l, C_in, *kernel); rows of unfolded patches are flattened in that order
+            rows = rows.reshape(weight_a.shape)
         if tuple(rows.shape) != tuple(weight_a.shape):
             raise InvalidConfigError(
                 f"layer {name!r}: the state holds components of shape {tuple(rows.shape)} but the LoRA A matrix is "

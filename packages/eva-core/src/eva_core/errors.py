@@ -18,6 +18,7 @@ __all__ = [
     "EvaWarning",
     "InconsistentSharedInputError",
     "InvalidConfigError",
+    "MissingDataError",
     "NonFiniteActivationError",
     "NotConvergedWarning",
     "PluginLoadError",
@@ -40,6 +41,11 @@ class InvalidConfigError(EvaError, ValueError):
 
 class EmptyDataError(EvaError, ValueError):
     """The batch iterable yielded nothing, or no row survived the masks."""
+
+
+class MissingDataError(EvaError, FileNotFoundError):
+    """A data file or folder eva reads (or a cached artifact it needs) is missing; the message names the
+    environment variable or the command that provides it."""
 
 
 class NoTargetLayersError(EvaError, ValueError):

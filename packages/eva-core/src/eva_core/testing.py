@@ -16,6 +16,9 @@ below, and pytest runs every check against that plugin, model and data::
 Override the ``lora_config`` fixture when the domain's layers need their own ``LoraConfig`` (GPT-2's
 ``Conv1D`` needs ``fan_in_fan_out=True``).
 
+``run_cli`` and ``assert_one_line_error`` drive the ``eva`` command line in a subprocess, as a user
+would, for the command-line tests of eva-core and of the domains that add to it.
+
 The checks: the plugin claims the model (unless ``domain`` is ``"generic"``), names existing layers,
 gives each a rows function, prepares every batch into inputs the model accepts, and a fit + apply
 leaves the base weights bit-identical with a step-0 output equal to the base model's.
@@ -24,6 +27,10 @@ leaves the base weights bit-identical with a step-0 output equal to the base mod
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -36,8 +43,9 @@ from .config import EvaConfig
 from .fitting import fit
 from .hookspecs import PreparedBatch
 from .plugins import DomainHooks, plugin_manager
+from .plugins.manager import DISABLE_ENV
 
-__all__ = ["PluginContract", "model_output"]
+__all__ = ["PluginContract", "assert_one_line_error", "model_output", "run_cli"]
 
 
 def model_output(model: nn.Module, prepared: PreparedBatch) -> torch.Tensor:
@@ -124,3 +132,30 @@ class PluginContract:
         torch.testing.assert_close(adapted, reference, rtol=0, atol=0)
         after = model.state_dict()
         assert all(torch.equal(before[k], after[k]) for k in before), "fit changed a parameter or buffer"
+
+
+def run_cli(
+    *args: str, domains: bool = False, cwd: Path | None = None, pythonpath: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m eva_core.cli *args``; ``domains`` lets installed domain plugins load."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    if domains:
+        env.pop(DISABLE_ENV, None)
+    else:
+        env[DISABLE_ENV] = "*"
+    if pythonpath is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), env.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, "-m", "eva_core.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> str:
+    """The CLI failed with exactly one ``eva: error:`` line (no traceback) containing every needle."""
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("eva: error:")]
+    assert len(errors) == 1, result.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]

@@ -19,6 +19,9 @@ from torch import nn
 from eva_core import PreparedBatch, RowsFn, hookimpl
 from eva_core.capture.rows import token_rows
 
+from .cli import eva_cli_batches as eva_cli_batches  # `eva fit` hooks
+from .cli import eva_cli_load_model as eva_cli_load_model
+
 if TYPE_CHECKING:
     from eva_core import EvaConfig
 

@@ -1,0 +1,162 @@
+"""The four ``eva`` commands. Each takes the parsed arguments, prints a short summary to stdout and
+returns the exit status; errors are raised and turned into one line on stderr by :mod:`.main`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from ..config import EvaConfig
+from ..errors import InvalidConfigError
+from ..state import EvaState
+from .domains import CliDomains, installed_plugins
+from .errors import MissingModelError, MissingStateError, UnreadableDataError
+
+__all__ = ["ADAPTER_DIR", "STATE_DIR", "find_state", "run_fit", "run_plugins", "run_reallocate", "run_report"]
+
+STATE_DIR = "state"
+"""Sub-folder of ``--out`` holding the saved :class:`EvaState`."""
+ADAPTER_DIR = "adapter"
+"""Sub-folder of ``eva fit --out`` holding the peft adapter (``PeftModel.from_pretrained`` reads it)."""
+
+_PATH_PREFIXES = ("/", "./", "../", "~", ".\\", "..\\")
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    """``eva fit MODEL DATA``: load, fit, save the state and the adapter, print a summary."""
+    from ..adapters import apply
+    from ..fitting import fit
+
+    options = _options(args.option)
+    _check_data(args.data)
+    _check_model(args.model)
+    domains = CliDomains()
+    domain, loaded = domains.load_model(args.model, args.data, options, args.domain)
+    rows = args.max_batches * args.batch_size
+    batches = domains.batches(domain, args.data, loaded, args.batch_size, rows, options)
+    config = EvaConfig(
+        rank=args.rank,
+        rho=args.rho,
+        tau=args.tau,
+        max_steps=args.max_batches,
+        target_modules=args.targets,
+        seed=args.seed,
+        progress=not args.no_progress,
+        domain=domain,
+    )
+    state = fit(loaded.model, batches, config)
+    state.extra["cli"] = {
+        "model": args.model,
+        "data": args.data,
+        "domain": domain,
+        "batch_size": args.batch_size,
+        "options": dict(options),
+    }
+    out = Path(args.out)
+    state.save(out / STATE_DIR)
+    peft_model = apply(loaded.model, state, loaded.lora_config)
+    peft_model.save_pretrained(str(out / ADAPTER_DIR))
+    _print_summary(state, f"EVA fit of {args.model} on {args.data} (domain {domain})")
+    print(f"state:   {out / STATE_DIR}")
+    print(f"adapter: {out / ADAPTER_DIR}  (peft.PeftModel.from_pretrained(base_model, this folder))")
+    return 0
+
+
+def run_reallocate(args: argparse.Namespace) -> int:
+    """``eva reallocate STATE_DIR``: re-budget the ranks of a saved state, offline."""
+    folder = find_state(args.state_dir)
+    state = EvaState.load(folder)
+    new = state.reallocate(rank=args.rank, rho=args.rho, redistribution=args.redistribution)
+    saved = new.save(Path(args.out) / STATE_DIR)
+    changed = sum(new.ranks[name] != state.ranks[name] for name in new.ranks)
+    print(
+        f"reallocated {folder}: rank {state.config.rank} -> {new.config.rank}, rho {state.config.rho} -> "
+        f"{new.config.rho}; {changed} of {len(new.ranks)} layers changed rank"
+    )
+    _print_summary(new, "new ranks")
+    print(f"state:   {saved}")
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """``eva report STATE_DIR``: write ``report.html`` and its PNG charts."""
+    from ..report import write_report
+
+    folder = find_state(args.state_dir)
+    page = write_report(EvaState.load(folder), args.out, title=args.title or f"EVA report: {folder}")
+    print(f"report: {page}")
+    return 0
+
+
+def run_plugins(args: argparse.Namespace) -> int:
+    """``eva plugins``: the installed domains; exit status 1 when one fails to load."""
+    infos = installed_plugins()
+    rows = [("DOMAIN", "DISTRIBUTION", "VERSION", "ENTRY POINT", "STATUS", "EVA FIT")]
+    for info in infos:
+        fit_support = ",".join({"eva_cli_load_model": "model", "eva_cli_batches": "data"}[h] for h in info.cli_hooks)
+        rows.append((info.domain, info.distribution, info.version, info.entry_point, info.status, fit_support or "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
+    return 0 if all(info.ok for info in infos) else 1
+
+
+def find_state(path: str) -> Path:
+    """The folder holding a saved state: ``path`` itself or its ``state/`` sub-folder (an ``eva fit --out``).
+
+    Raises:
+        MissingStateError: neither holds one.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise MissingStateError(f"STATE_DIR={path!r} is not a folder; pass the --out folder of `eva fit`.")
+    for candidate in (folder, folder / STATE_DIR):
+        if (candidate / "eva_state.json").is_file():
+            return candidate
+    raise MissingStateError(
+        f"STATE_DIR={path!r} holds no saved EVA state (no eva_state.json there or in {STATE_DIR}/); pass the "
+        "--out folder of `eva fit` or a folder written by EvaState.save()."
+    )
+
+
+def _print_summary(state: EvaState, title: str) -> None:
+    ranks = list(state.ranks.values())
+    converged = len(state.layers) - len(state.not_converged)
+    rows = max((layer.rows for layer in state.layers.values()), default=0)
+    print(f"{title}: {state.steps} batches, {state.seconds:.1f} s")
+    print(
+        f"layers:  {len(ranks)} targeted, {converged} converged (tau={state.config.tau}), up to {rows} rows per layer"
+    )
+    print(
+        f"ranks:   total {sum(ranks)} = {state.config.rank} x {len(ranks)} layers, min {min(ranks, default=0)}, "
+        f"max {max(ranks, default=0)} (cap round(rho*r) = {state.config.max_components})"
+    )
+
+
+def _options(pairs: list[str] | None) -> Mapping[str, str]:
+    options: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InvalidConfigError(f"--option {pair!r} is invalid; write KEY=VALUE, e.g. --option task=sst2")
+        options[key.strip()] = value
+    return options
+
+
+def _check_data(data: str) -> None:
+    path = Path(data).expanduser()
+    if not path.exists():
+        raise UnreadableDataError(f"DATA={data!r}: no such file; pass the path of a data file (e.g. train.tsv).")
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise UnreadableDataError(f"DATA={data!r} is not a readable file; check its path and permissions.")
+
+
+def _check_model(model: str) -> None:
+    """A MODEL that is spelled as a path must exist (aliases and hub names are left to the domains)."""
+    if model.startswith(_PATH_PREFIXES) and not Path(model).expanduser().exists():
+        raise MissingModelError(
+            f"MODEL={model!r}: no such file or folder; pass a model folder, an alias (e.g. minilm, smollm2) or "
+            "package.module:factory."
+        )

@@ -12,6 +12,8 @@ from .api import init
 from .config import EvaConfig, RedistributionMetric
 from .errors import (
     AmbiguousDomainError,
+    CheckpointMismatchError,
+    DistributedFitError,
     EmptyDataError,
     EvaError,
     EvaWarning,
@@ -42,6 +44,8 @@ __all__ = [
     "EVA_VARIANTS",
     "INIT_METHODS",
     "AmbiguousDomainError",
+    "CheckpointMismatchError",
+    "DistributedFitError",
     "EmptyDataError",
     "EvaConfig",
     "EvaError",

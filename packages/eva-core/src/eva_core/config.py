@@ -47,6 +47,9 @@ class EvaConfig:
         gram_memory_bytes: the memory the exact d_in x d_in statistics may take together; layers that do
             not fit are measured with a streaming sketch instead.
         domain: the plugin to use when several claim the model (e.g. ``"llm"``); ``None`` auto-detects.
+        distributed: ``None`` merges the statistics of all ranks when ``torch.distributed`` is initialized
+            with more than one process (each rank feeds its own shard of the batches); ``True`` requires
+            that; ``False`` lets every rank fit alone on its own batches.
     """
 
     rank: int = 16
@@ -65,6 +68,7 @@ class EvaConfig:
     stop_forward_early: bool = True
     gram_memory_bytes: int = 4 * 1024**3
     domain: str | None = None
+    distributed: bool | None = None
 
     def __post_init__(self) -> None:
         if self.min_steps == _DEFAULT_MIN_STEPS and _is_int(self.max_steps) and 1 <= self.max_steps < self.min_steps:
@@ -105,6 +109,12 @@ class EvaConfig:
             ok = isinstance(targets, Sequence) and all(isinstance(t, str) for t in targets) and len(targets) > 0
             _require(ok, "target_modules", targets, "None, a regex string, or a non-empty list of module names")
             object.__setattr__(self, "target_modules", tuple(targets))
+        _require(
+            self.distributed is None or isinstance(self.distributed, bool),
+            "distributed",
+            self.distributed,
+            "None (automatic), True or False",
+        )
         for flag in ("centered", "whiten", "progress", "share_identical_inputs", "stop_forward_early"):
             value = getattr(self, flag)
             _require(isinstance(value, bool), flag, value, "True or False")

@@ -20,6 +20,8 @@ from .svd import InputStatistics, Spectrum
 
 __all__ = ["ConvergenceTracker", "GroupProgress"]
 
+_SPECTRUM_FIELDS = ("components", "singular_values", "explained_variance", "explained_variance_ratio")
+
 
 @dataclass
 class GroupProgress:
@@ -89,6 +91,41 @@ class ConvergenceTracker:
                 progress.converged_at = None
                 reopened.add(leader)
         return converged, reopened
+
+    def progress_state(self) -> tuple[dict[str, object], dict[str, torch.Tensor]]:
+        """Every group's record as (JSON-ready fields, tensors keyed ``leader/what``), for checkpoints."""
+        fields: dict[str, object] = {}
+        tensors: dict[str, torch.Tensor] = {}
+        for leader, progress in self.groups.items():
+            fields[leader] = {
+                "converged_at": progress.converged_at,
+                "converged_rank": progress.converged_rank,
+                "need": progress.need,
+                "rows": None if progress.spectrum is None else progress.spectrum.rows,
+            }
+            if progress.spectrum is not None:
+                for key in _SPECTRUM_FIELDS:
+                    tensors[f"{leader}/spectrum.{key}"] = getattr(progress.spectrum, key)
+            if progress.previous is not None:
+                tensors[f"{leader}/previous"] = progress.previous
+        return fields, tensors
+
+    def restore_progress(self, fields: dict[str, dict[str, object]], tensors: dict[str, torch.Tensor]) -> None:
+        """Put back what :meth:`progress_state` returned."""
+        self.groups = {}
+        for leader, info in fields.items():
+            spectrum = None
+            if info["rows"] is not None:
+                parts = {key: tensors[f"{leader}/spectrum.{key}"] for key in _SPECTRUM_FIELDS}
+                spectrum = Spectrum(**parts, rows=int(info["rows"]))  # type: ignore[call-overload]
+            converged_at, need = info["converged_at"], info["need"]
+            self.groups[leader] = GroupProgress(
+                spectrum=spectrum,
+                previous=tensors.get(f"{leader}/previous"),
+                converged_at=None if converged_at is None else int(converged_at),  # type: ignore[call-overload]
+                converged_rank=int(info["converged_rank"]),  # type: ignore[call-overload]
+                need=None if need is None else int(need),  # type: ignore[call-overload]
+            )
 
     def group_ranks(self, members: dict[str, list[str]]) -> dict[str, int]:
         """leader -> the largest rank the current spectra would give any member of its group."""

@@ -12,6 +12,8 @@ from types import FrameType
 from typing import cast
 
 __all__ = [
+    "CheckpointMismatchError",
+    "DistributedFitError",
     "AmbiguousDomainError",
     "EmptyDataError",
     "EvaError",
@@ -46,6 +48,14 @@ class EmptyDataError(EvaError, ValueError):
 class MissingDataError(EvaError, FileNotFoundError):
     """A data file or folder eva reads (or a cached artifact it needs) is missing; the message names the
     environment variable or the command that provides it."""
+
+
+class DistributedFitError(EvaError, RuntimeError):
+    """Another rank of a distributed fit failed, so this rank stopped too."""
+
+
+class CheckpointMismatchError(EvaError, ValueError):
+    """A checkpoint was written by a fit with a different config, model, data or number of ranks."""
 
 
 class NoTargetLayersError(EvaError, ValueError):

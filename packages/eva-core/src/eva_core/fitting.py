@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
+import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .capture import InputRecorder, StopForward
+from .capture import InputRecorder, StopForward, input_width
+from .checkpoint import Checkpointing, FitProgress, skip_consumed
 from .config import EvaConfig
 from .convergence import ConvergenceTracker, GroupProgress
+from .distributed import ProcessGroup, join_process_group
 from .errors import (
     EmptyDataError,
     InvalidConfigError,
@@ -43,17 +45,37 @@ def resolve_config(config: EvaConfig | None, overrides: Mapping[str, Any]) -> Ev
     return base.replace(**overrides) if overrides else base
 
 
-def fit(model: nn.Module, batches: Iterable[Any], config: EvaConfig | None = None, **overrides: Any) -> EvaState:
+def fit(
+    model: nn.Module,
+    batches: Iterable[Any],
+    config: EvaConfig | None = None,
+    *,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    resume_from: str | os.PathLike[str] | None = None,
+    **overrides: Any,
+) -> EvaState:
     """Measure the inputs of the targeted layers of ``model`` over ``batches`` and allocate ranks.
 
     The model runs in eval mode under ``torch.no_grad``; no parameter or buffer changes, and every
     module's train/eval mode is restored on return. The fit ends when every measured layer has
     converged, after ``config.max_steps`` batches, or when ``batches`` runs out.
 
+    Under ``torch.distributed`` (``torchrun``, ``accelerate launch``) with more than one process, each
+    rank passes its own shard of the batches; the ranks merge their statistics, and every rank returns
+    the same state, equal to a single-process fit on the union of the batches (see
+    ``docs/distributed.md``). ``max_steps``, ``min_steps`` and ``check_every`` then count batches per rank.
+
     Args:
         model: any ``nn.Module``; batches are fed as the selected plugin prepares them.
         batches: any iterable of batches (a DataLoader, a list of dicts, a generator).
         config: the EVA settings; ``overrides`` replace single fields (``fit(m, b, rank=8)``).
+        checkpoint_dir: write the running state to this folder every ``checkpoint_every`` batches.
+        checkpoint_every: batches between checkpoints (default 50; needs ``checkpoint_dir``).
+        resume: continue from the latest checkpoint in ``checkpoint_dir`` (a fresh fit if there is none
+            yet). Pass the same ``batches``: the ones already consumed are skipped.
+        resume_from: continue from the checkpoints in this folder (one must be there).
 
     Returns:
         The :class:`EvaState`: per-layer spectra, ranks and the batches consumed.
@@ -63,65 +85,112 @@ def fit(model: nn.Module, batches: Iterable[Any], config: EvaConfig | None = Non
         NoTargetLayersError: no module matched the targets.
         UnsupportedBatchError: no plugin can feed a batch of that type to the model.
         NonFiniteActivationError: a layer received NaN or infinity.
+        CheckpointMismatchError: the checkpoint to resume from was written by another config, model or
+            number of processes.
+        DistributedFitError: another rank of a distributed fit failed.
     """
     config = resolve_config(config, overrides)
+    checkpoints = Checkpointing.from_arguments(checkpoint_dir, checkpoint_every, resume, resume_from)
     if hasattr(model, "peft_config"):
         raise InvalidConfigError(
             f"fit(model=...) got a {type(model).__name__} that already carries adapters; pass the base model "
             "(model.get_base_model() with adapters unloaded, or a fresh load)."
         )
     with torch.no_grad():
-        return _fit(model, batches, config)
+        return _fit(model, batches, config, checkpoints)
 
 
-def _fit(model: nn.Module, batches: Iterable[Any], config: EvaConfig) -> EvaState:
+_END = object()
+_input_width = input_width  # the name the tests of conv layers import
+
+
+def _fit(model: nn.Module, batches: Iterable[Any], config: EvaConfig, checkpoints: Checkpointing | None) -> EvaState:
     started = time.perf_counter()
     hooks = DomainHooks(plugin_manager(), model, config.domain)
     layers = _target_layers(model, config, hooks)
     rows_fns = _rows_functions(layers, hooks)
     device = _model_device(model)
+    group = join_process_group(config)
     plan = _StatisticsPlan(config)
+    make = plan.make if group is None else group.statistics_factory(plan.make)
     recorder = InputRecorder(
         layers,
         rows_fns,
-        plan.make,
+        make,
         share_inputs=config.share_identical_inputs,
         stop_early=config.stop_forward_early,
     )
     tracker = ConvergenceTracker(config, len(layers))
+    progress = FitProgress()
+    if checkpoints is not None:
+        progress, left = checkpoints.resume(layers, config, recorder, tracker, make, group)
+        plan.left = plan.left if left is None else left
+    stream = skip_consumed(iter(batches), progress.consumed, group)
     modes = {module: module.training for module in model.modules()}
     model.eval()
-    steps = 0
+
+    def forward(batch: Any) -> None:
+        prepared = _prepare(hooks, batch, model, config, device)
+        recorder.begin_batch(prepared.row_mask)
+        with contextlib.suppress(StopForward):
+            model(*prepared.args, **prepared.kwargs)
+        recorder.end_batch()
+        progress.consumed += 1
+
+    synced = progress.steps
     try:
-        with recorder, _progress(batches, config) as bar:
-            for batch in bar:
-                prepared = _prepare(hooks, batch, model, config, device)
-                recorder.begin_batch(prepared.row_mask)
-                with contextlib.suppress(StopForward):
-                    model(*prepared.args, **prepared.kwargs)
-                recorder.end_batch()
-                steps += 1
-                if steps % config.check_every and steps < config.max_steps:
-                    continue
-                members = {leader: recorder.members(leader) for leader in recorder.order}
-                converged, reopened = tracker.check(
-                    steps, recorder.statistics, members, [n for n in recorder.order if n in recorder.active]
-                )
-                recorder.deactivate(converged)
-                recorder.activate(reopened)
-                done = sum(len(members[leader]) for leader in members if leader not in recorder.active)
-                bar.set_postfix_str(f"{done}/{len(layers)} layers converged")
-                hooks.notify("eva_step_done", step=steps, converged=done, layers=len(layers))
-                if not recorder.active or steps >= config.max_steps:
+        with recorder, _progress(stream, batches, config, group, progress.consumed) as bar:
+            exhausted = False
+
+            def next_batch() -> bool:  # this rank's part of a distributed step
+                nonlocal exhausted
+                batch = _END if exhausted else next(bar, _END)
+                exhausted = batch is _END
+                if not exhausted:
+                    forward(batch)
+                return not exhausted
+
+            while progress.steps < config.max_steps:
+                if group is None:
+                    batch = next(bar, _END)
+                    if batch is _END:
+                        break
+                    forward(batch)
+                elif not group.step(next_batch, recorder):
                     break
+                progress.steps += 1
+                steps = progress.steps
+                if steps % config.check_every == 0 or steps >= config.max_steps:
+                    if group is not None:
+                        group.sync(recorder, make)
+                        synced = steps
+                    members = {leader: recorder.members(leader) for leader in recorder.order}
+                    converged, reopened = tracker.check(
+                        steps, recorder.statistics, members, [n for n in recorder.order if n in recorder.active]
+                    )
+                    recorder.deactivate(converged)
+                    recorder.activate(reopened)
+                    done = sum(len(members[leader]) for leader in members if leader not in recorder.active)
+                    bar.set_postfix_str(f"{done}/{len(layers)} layers converged")
+                    hooks.notify("eva_step_done", step=steps, converged=done, layers=len(layers))
+                    if not recorder.active:
+                        break
+                if checkpoints is not None and checkpoints.due(steps) and steps < config.max_steps:
+                    checkpoints.save(progress, config, layers, recorder, tracker, plan.left, group)
+            if group is not None and synced != progress.steps:
+                group.sync(recorder, make)
     finally:
         for module, training in modes.items():
             module.training = training
+    steps = progress.steps
     if steps == 0:
         raise EmptyDataError("fit(batches=...) yielded no batch; pass a non-empty iterable (a DataLoader, a list).")
     state = _final_state(layers, recorder, tracker, config, steps)
     state.seconds = time.perf_counter() - started
     state.extra["domain"] = hooks.domain
+    if group is not None:
+        state.extra["world_size"] = group.size
+        state.extra["batches"] = int(group.total(progress.consumed))
     _warn_not_converged(state, config)
     hooks.notify("eva_ranks_allocated", state=state)
     _log.info("EVA fit: %d batches, %.2fs, ranks %s", steps, state.seconds, state.ranks)
@@ -210,16 +279,28 @@ def _model_device(model: nn.Module) -> torch.device | None:
 
 
 class _progress:  # noqa: N801 - used as a context manager like tqdm
-    def __init__(self, batches: Iterable[Any], config: EvaConfig) -> None:
+    """A progress bar over the batch iterator (shown by rank 0 only); ``next(bar)`` reads the next batch."""
+
+    def __init__(
+        self, stream: Iterator[Any], batches: Iterable[Any], config: EvaConfig, group: ProcessGroup | None, start: int
+    ) -> None:
         total = config.max_steps
         if hasattr(batches, "__len__"):
             total = min(total, len(batches))  # type: ignore[arg-type]
+        shown = config.progress and (group is None or group.rank == 0)
         self.bar = tqdm(
-            batches, total=total, desc="EVA", unit="batch", disable=None if config.progress else True, leave=False
+            stream, total=total, initial=start, desc="EVA", unit="batch", disable=None if shown else True, leave=False
         )
+        self.iterator = iter(self.bar)
 
-    def __enter__(self) -> tqdm:
-        return self.bar
+    def __next__(self) -> Any:
+        return next(self.iterator)
+
+    def set_postfix_str(self, text: str) -> None:
+        self.bar.set_postfix_str(text)
+
+    def __enter__(self) -> _progress:
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.bar.close()
@@ -242,18 +323,10 @@ def _final_state(
         leader = recorder.leader_of.get(name)
         if leader is None:
             warn(f"layer {name!r} never ran during the fit; it gets rank 0.", TooFewRowsWarning)
-            spectra[name] = _empty(name, _input_width(module), rows=0)
+            spectra[name] = _empty(name, input_width(module), rows=0)
         else:  # a follower shares its leader's spectrum
             spectra[name] = measured[leader]
     return EvaState(layers=spectra, ranks=allocate_layer_ranks(spectra, config), steps=steps, config=config)
-
-
-def _input_width(module: nn.Module) -> int:
-    """d_in of a layer that never ran: ``in_features`` of a linear, ``C_in / groups * prod(kernel)`` of a
-    conv (the width of its unfolded patches), ``nx`` of transformers' ``Conv1D``; 0 when unknown."""
-    if isinstance(module, nn.modules.conv._ConvNd):
-        return module.in_channels // module.groups * math.prod(module.kernel_size)
-    return int(getattr(module, "in_features", None) or getattr(module, "nx", None) or 0)
 
 
 def _empty(name: str, width: int, rows: int) -> LayerSpectrum:

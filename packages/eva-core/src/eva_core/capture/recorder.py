@@ -127,6 +127,45 @@ class InputRecorder:
         last_group = max(self.active, key=self.order.index)
         self._stop_after = max(self.members(last_group), key=self.run_order.index)
 
+    # checkpoints and other processes --------------------------------------------------------------
+    def layout(self) -> dict[str, Any]:
+        """What the recorder learnt about the model (groups, run order, which leaders are measured), as
+        JSON-ready data; :meth:`restore_layout` puts it back. Statistics are not included."""
+        return {
+            "leader_of": dict(self.leader_of),
+            "order": list(self.order),
+            "run_order": list(self.run_order),
+            "active": [name for name in self.order if name in self.active],
+            "discovering": self._discovering,
+            "stop_early": self.stop_early,
+            "calls": dict(self._calls),
+        }
+
+    def restore_layout(self, layout: dict[str, Any]) -> None:
+        """Continue from a :meth:`layout` (a resumed fit): discovery is not repeated if it had ended."""
+        self.leader_of = dict(layout["leader_of"])
+        self.order = list(layout["order"])
+        self.run_order = list(layout["run_order"])
+        self.active = set(layout["active"])
+        self._discovering = bool(layout["discovering"])
+        self.stop_early = bool(layout["stop_early"])
+        self._calls = {name: int(calls) for name, calls in layout["calls"].items()}
+        self._refresh_stop()
+
+    def adopt(self, order: list[str], leader_of: dict[str, str]) -> list[str]:
+        """Take over the groups another process discovered (a rank whose batches never reached a layer):
+        ``order`` lists every leader in the agreed order, ``leader_of`` maps layers to leaders. Returns the
+        leaders that are new here; they are measured from now on (their statistics are the caller's)."""
+        new = [name for name in order if name not in self.order]
+        for name, leader in leader_of.items():
+            self.leader_of.setdefault(name, leader)
+            if name not in self.run_order:
+                self.run_order.append(name)
+        self.order = list(order)
+        self.active.update(new)
+        self._refresh_stop()
+        return new
+
     # the hook ---------------------------------------------------------------------------------------
     def _hook_for(self, name: str) -> Callable[[nn.Module, tuple[Any, ...], dict[str, Any]], None]:
         def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
+from torch import nn
 
 from ..errors import warn
 
-__all__ = ["token_rows"]
+__all__ = ["input_width", "token_rows"]
 
 
 def token_rows(layer_input: torch.Tensor, row_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -33,3 +36,11 @@ def token_rows(layer_input: torch.Tensor, row_mask: torch.Tensor | None) -> tupl
         "(eva_layer_rows) or target only layers that see the token sequence."
     )
     return rows, None
+
+
+def input_width(module: nn.Module) -> int:
+    """d_in of a layer that never ran: ``in_features`` of a linear, ``C_in / groups * prod(kernel)`` of a
+    conv (the width of its unfolded patches), ``nx`` of transformers' ``Conv1D``; 0 when unknown."""
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return module.in_channels // module.groups * math.prod(module.kernel_size)
+    return int(getattr(module, "in_features", None) or getattr(module, "nx", None) or 0)

@@ -96,6 +96,50 @@ class GramStatistics:
     def rows_seen(self) -> torch.Tensor:
         return self.count
 
+    def rebase(self, shift: torch.Tensor) -> None:
+        """Re-express the statistics about a new ``shift`` (d_in,), so that statistics of different row
+        sets kept about one shift can be summed. With delta = old shift - new shift,
+        ``S' = S + delta m^T + m delta^T + n delta delta^T`` and ``m' = m + n delta``."""
+        shift = shift.to(device=self.scatter.device, dtype=torch.float32)
+        if self.shift is not None:
+            delta = self.shift - shift  # (d_in,)
+            n = self.count.to(torch.float32)
+            m = self.shifted_sum
+            self.scatter += torch.outer(delta, m) + torch.outer(m, delta) + n * torch.outer(delta, delta)
+            self.shifted_sum += n * delta
+        self.shift = shift.clone()
+
+    def clear(self) -> None:
+        """Forget every row (keeping the shift and the warm start), e.g. once they were sent elsewhere."""
+        self.scatter.zero_()
+        self.shifted_sum.zero_()
+        self.count.zero_()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The tensors that restore these statistics exactly (the solver's warm start and random state
+        included), for checkpoints."""
+        state = {
+            "scatter": self.scatter,
+            "shifted_sum": self.shifted_sum,
+            "count": self.count,
+            "generator": self._generator.get_state(),
+        }
+        if self.shift is not None:
+            state["shift"] = self.shift
+        if self._basis is not None:
+            state["basis"] = self._basis
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`state_dict` returned (tensors are copied onto the statistics' device)."""
+        device = self.scatter.device
+        self.scatter.copy_(state["scatter"])
+        self.shifted_sum.copy_(state["shifted_sum"])
+        self.count.copy_(state["count"])
+        self._generator.set_state(state["generator"].to("cpu", torch.uint8))
+        self.shift = state["shift"].to(device) if "shift" in state else None
+        self._basis = state["basis"].to(device) if "basis" in state else None
+
     def is_finite(self) -> torch.Tensor:
         return torch.isfinite(self.scatter.diagonal()).all() & torch.isfinite(self.shifted_sum).all()
 

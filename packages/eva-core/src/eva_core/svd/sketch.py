@@ -69,6 +69,25 @@ class SketchStatistics:
     def rows_seen(self) -> torch.Tensor:
         return torch.tensor(float(self.count), dtype=torch.float64)
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The tensors that restore the sketch exactly, for checkpoints."""
+        return {
+            "basis": self.basis,
+            "mean": self.mean,
+            "count": torch.tensor(self.count, dtype=torch.int64),
+            "total": self.total,
+            "finite": self._finite,
+        }
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        device = self.mean.device
+        self.basis = state["basis"].to(device=device, dtype=torch.float32)
+        self.mean = state["mean"].to(device=device, dtype=torch.float32)
+        self.count = int(state["count"].item())
+        self.total = state["total"].to(device=device, dtype=torch.float64)
+        self._finite = state["finite"].to(device=device, dtype=torch.bool)
+
     def is_finite(self) -> torch.Tensor:
         return self._finite.clone()
 

@@ -53,6 +53,12 @@ class InputStatistics(Protocol):
         tight tolerance (the final answer) rather than a convergence check, where only the top
         ``accurate`` vectors need be converged (the rest are used for their eigenvalues)."""
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Tensors that restore the statistics exactly (for checkpoints)."""
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
 
 def orient(components: torch.Tensor) -> torch.Tensor:
     """Flip the sign of each row of ``components`` (k, d_in) so its largest-magnitude entry is positive."""

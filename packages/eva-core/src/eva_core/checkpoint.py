@@ -1,0 +1,360 @@
+"""Checkpoints of a running fit, so that a killed fit resumes where it stopped and ends as if never stopped.
+
+Every ``every`` batches each rank writes one safetensors file (tensors: its layers' statistics, the
+convergence record; header metadata: JSON with the config, the model's targeted layers, the recorder's
+layout, the batches consumed)::
+
+    <directory>/eva-fit.rank<r>-of<W>.step<NNNNNNNN>.safetensors
+
+The file is written under a temporary name and moved into place with ``os.replace``, so a kill leaves
+either the old or the new checkpoint, never half of one; each rank keeps its two latest. A resumed fit
+reads the latest step that every rank has, checks that config, model and world size match, and skips the
+batches already consumed (the caller passes the same iterable, in the same order).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from .capture import InputRecorder, input_width
+from .config import EvaConfig
+from .convergence import ConvergenceTracker
+from .distributed import ProcessGroup
+from .errors import CheckpointMismatchError, InvalidConfigError
+from .svd import InputStatistics
+
+__all__ = ["Checkpointing", "FitProgress", "layer_signature", "skip_consumed"]
+
+_log = logging.getLogger(__name__)
+
+_FORMAT = "eva-fit-checkpoint/1"
+_NAME = re.compile(r"eva-fit\.rank(\d+)-of(\d+)\.step(\d+)\.safetensors")
+_KEEP = 2
+_IGNORED_FIELDS = ("progress",)  # config fields that do not change the result
+
+StatisticsFactory = Callable[[str, int, torch.device], InputStatistics]
+
+
+@dataclass
+class FitProgress:
+    """Where a fit stands: ``steps`` taken (batches per rank) and this rank's ``consumed`` batches."""
+
+    steps: int = 0
+    consumed: int = 0
+
+
+@dataclass(frozen=True)
+class Checkpointing:
+    """Where and how often a fit writes checkpoints, and whether it resumes from one.
+
+    Args:
+        directory: the folder checkpoints are written to (None: no checkpoints are written).
+        every: write a checkpoint every this many batches.
+        resume_from: the folder to resume from (None: start afresh).
+        required: resuming needs a checkpoint there (``resume_from=``); otherwise (``resume=True``) an
+            empty folder starts a fresh fit.
+    """
+
+    directory: Path | None = None
+    every: int = 50
+    resume_from: Path | None = None
+    required: bool = False
+
+    @classmethod
+    def from_arguments(
+        cls,
+        checkpoint_dir: str | os.PathLike[str] | None,
+        checkpoint_every: int | None,
+        resume: bool,
+        resume_from: str | os.PathLike[str] | None,
+    ) -> Checkpointing | None:
+        """Validate ``fit``'s checkpoint arguments; None when the fit neither writes nor resumes.
+
+        Raises:
+            InvalidConfigError: an argument is out of range or needs another one.
+        """
+        if not isinstance(resume, bool):
+            raise InvalidConfigError(f"fit(resume={resume!r}) is invalid: expected True or False.")
+        if checkpoint_every is not None and (
+            not isinstance(checkpoint_every, int) or isinstance(checkpoint_every, bool) or checkpoint_every < 1
+        ):
+            raise InvalidConfigError(
+                f"fit(checkpoint_every={checkpoint_every!r}) is invalid: expected an integer >= 1."
+            )
+        if checkpoint_every is not None and checkpoint_dir is None:
+            raise InvalidConfigError(
+                f"fit(checkpoint_every={checkpoint_every}) needs checkpoint_dir=..., the folder to write to."
+            )
+        if resume and checkpoint_dir is None and resume_from is None:
+            raise InvalidConfigError(
+                "fit(resume=True) needs checkpoint_dir=... (the folder earlier checkpoints were written to), or "
+                "pass resume_from=<folder>."
+            )
+        if resume_from is not None and not Path(resume_from).is_dir():
+            raise InvalidConfigError(
+                f"fit(resume_from={str(resume_from)!r}): no such folder; pass the checkpoint_dir of the "
+                "interrupted fit."
+            )
+        if checkpoint_dir is None and resume_from is None:
+            return None
+        source = Path(resume_from) if resume_from is not None else Path(checkpoint_dir) if resume else None  # type: ignore[arg-type]
+        return cls(
+            directory=None if checkpoint_dir is None else Path(checkpoint_dir),
+            every=50 if checkpoint_every is None else checkpoint_every,
+            resume_from=source,
+            required=resume_from is not None,
+        )
+
+    # writing ---------------------------------------------------------------------------------------
+    def due(self, steps: int) -> bool:
+        return self.directory is not None and steps % self.every == 0
+
+    def start(self, rank: int, world: int) -> None:
+        """A fresh (not resumed) fit: drop this rank's checkpoints of an earlier fit in the folder."""
+        if self.directory is None:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for _, path in _listing(self.directory, rank, world):
+            _log.info("removing checkpoint %s of an earlier fit", path)
+            path.unlink(missing_ok=True)
+
+    def save(
+        self,
+        progress: FitProgress,
+        config: EvaConfig,
+        layers: dict[str, nn.Module],
+        recorder: InputRecorder,
+        tracker: ConvergenceTracker,
+        plan_left: int,
+        group: ProcessGroup | None,
+    ) -> Path:
+        """Write this rank's running state after ``progress.steps`` batches, atomically."""
+        assert self.directory is not None
+        rank, world = (0, 1) if group is None else (group.rank, group.size)
+        tensors: dict[str, torch.Tensor] = {}
+        statistics = {}
+        for leader, stats in recorder.statistics.items():
+            for key, value in stats.state_dict().items():
+                tensors[f"stats/{leader}/{key}"] = value.detach().to("cpu").contiguous()
+            device = getattr(stats, "local", stats)
+            statistics[leader] = {
+                "kind": type(stats).__name__,
+                "dim": stats.dim,
+                "device": str(_device_of(device)),
+            }
+        fields, progress_tensors = tracker.progress_state()
+        tensors.update(
+            {f"progress/{key}": value.detach().to("cpu").contiguous() for key, value in progress_tensors.items()}
+        )
+        meta = {
+            "format": _FORMAT,
+            "rank": rank,
+            "world_size": world,
+            "steps": progress.steps,
+            "consumed": progress.consumed,
+            "config": _config_json(config),
+            "layers": layer_signature(layers),
+            "layout": recorder.layout(),
+            "statistics": statistics,
+            "progress": fields,
+            "plan_left": plan_left,
+            "layout_pending": bool(group is not None and group.layout_pending),
+        }
+        final = self.directory / f"eva-fit.rank{rank}-of{world}.step{progress.steps:08d}.safetensors"
+        temporary = final.with_name(f".{final.name}.tmp")
+        save_file(tensors, str(temporary), metadata={"eva": json.dumps(meta)})
+        os.replace(temporary, final)
+        for _, old in _listing(self.directory, rank, world)[:-_KEEP]:
+            old.unlink(missing_ok=True)
+        _log.debug("checkpoint %s written", final)
+        return final
+
+    # resuming --------------------------------------------------------------------------------------
+    def resume(
+        self,
+        layers: dict[str, nn.Module],
+        config: EvaConfig,
+        recorder: InputRecorder,
+        tracker: ConvergenceTracker,
+        make: StatisticsFactory,
+        group: ProcessGroup | None,
+    ) -> tuple[FitProgress, int | None]:
+        """Load the checkpoint to resume from into the recorder and tracker, or prepare the folder for a
+        fresh fit. Returns the progress and the statistics plan's memory left (None: fresh fit)."""
+        rank, world = (0, 1) if group is None else (group.rank, group.size)
+        path = self.choose(group)
+        if path is None:
+            self.start(rank, world)
+            return FitProgress(), None
+
+        def restore() -> tuple[FitProgress, int]:
+            return self.restore(path, config, layer_signature(layers), recorder, tracker, make, group)
+
+        if group is None:
+            return restore()
+        return group.agree(restore, "while loading the checkpoint to resume from")  # type: ignore[no-any-return]
+
+    def choose(self, group: ProcessGroup | None) -> Path | None:
+        """The checkpoint this rank resumes from: the latest step every rank has; None to start afresh.
+
+        Raises:
+            CheckpointMismatchError: ``resume_from`` holds no usable checkpoint, or only ones written by a
+                different number of ranks.
+        """
+        if self.resume_from is None:
+            return None
+        rank, world = (0, 1) if group is None else (group.rank, group.size)
+        mine = dict(_listing(self.resume_from, rank, world))
+        everyone = [set(mine)] if group is None else [set(steps) for steps in group.gather(sorted(mine))]
+        common = set.intersection(*everyone)
+        if common:
+            return mine[max(common)]
+        others = sorted({path.name for path in self.resume_from.glob("eva-fit.rank*.safetensors")})
+        if others and not any(everyone):
+            raise CheckpointMismatchError(
+                f"{self.resume_from} holds checkpoints of a fit with a different number of processes ({others[:3]}) "
+                f"but this fit runs on {world}; resume with the same number of processes."
+            )
+        if self.required or any(everyone):
+            raise CheckpointMismatchError(
+                f"resume: {self.resume_from} holds no checkpoint that all {world} rank(s) wrote "
+                f"(this rank has steps {sorted(mine)}); pass the checkpoint_dir of the interrupted fit."
+            )
+        _log.info("resume: no checkpoint in %s yet; starting afresh", self.resume_from)
+        return None
+
+    def restore(
+        self,
+        path: Path,
+        config: EvaConfig,
+        signature: dict[str, list[Any]],
+        recorder: InputRecorder,
+        tracker: ConvergenceTracker,
+        make: StatisticsFactory,
+        group: ProcessGroup | None,
+    ) -> tuple[FitProgress, int]:
+        """Load ``path`` into the recorder and tracker; returns the progress and the plan's memory left.
+
+        Raises:
+            CheckpointMismatchError: the checkpoint's config, targeted layers or world size differ.
+        """
+        with safe_open(str(path), framework="pt") as handle:
+            meta = json.loads((handle.metadata() or {}).get("eva", "{}"))
+            if meta.get("format") != _FORMAT:
+                raise CheckpointMismatchError(f"{path} is not an EVA fit checkpoint ({_FORMAT}); pass another folder.")
+            _check_same(path, meta, config, signature, group)
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - not a dict
+        recorder.restore_layout(meta["layout"])
+        recorder.statistics.clear()
+        for leader, info in meta["statistics"].items():
+            stats = make(leader, int(info["dim"]), torch.device(info["device"]))
+            if type(stats).__name__ != info["kind"]:
+                raise CheckpointMismatchError(
+                    f"{path}: layer {leader!r} was measured with {info['kind']} but would now use "
+                    f"{type(stats).__name__}; pass the same gram_memory_bytes."
+                )
+            prefix = f"stats/{leader}/"
+            stats.load_state_dict(
+                {key[len(prefix) :]: value for key, value in tensors.items() if key.startswith(prefix)}
+            )
+            recorder.statistics[leader] = stats
+        progress = {key[len("progress/") :]: value for key, value in tensors.items() if key.startswith("progress/")}
+        tracker.restore_progress(meta["progress"], progress)
+        if group is not None:
+            group.layout_pending = bool(meta["layout_pending"])
+            group.known_leaders = len(recorder.order)
+        _log.info("resuming from %s after %d batches", path, meta["steps"])
+        return FitProgress(steps=int(meta["steps"]), consumed=int(meta["consumed"])), int(meta["plan_left"])
+
+
+def skip_consumed(stream: Iterator[Any], count: int, group: ProcessGroup | None) -> Iterator[Any]:
+    """``stream`` after its first ``count`` batches (those a resumed fit consumed before its checkpoint).
+
+    Raises:
+        CheckpointMismatchError: ``stream`` has fewer than ``count`` batches.
+    """
+    end = object()
+
+    def skip() -> None:
+        for seen in range(count):
+            if next(stream, end) is end:
+                raise CheckpointMismatchError(
+                    f"resume: the batches ran out after {seen} but the checkpoint had consumed {count}; pass the "
+                    "same batches, in the same order, as the interrupted fit."
+                )
+
+    if count:
+        skip() if group is None else group.agree(skip, "while skipping the batches consumed before the checkpoint")
+    return stream
+
+
+def layer_signature(layers: dict[str, nn.Module]) -> dict[str, list[Any]]:
+    """layer name -> [type name, d_in]: what the model of a resumed fit must match."""
+    return {name: [type(module).__name__, input_width(module)] for name, module in layers.items()}
+
+
+def _check_same(
+    path: Path, meta: dict[str, Any], config: EvaConfig, signature: dict[str, list[Any]], group: ProcessGroup | None
+) -> None:
+    world = 1 if group is None else group.size
+    if meta["world_size"] != world:
+        raise CheckpointMismatchError(
+            f"{path} was written by a fit on {meta['world_size']} process(es) but this fit runs on {world}; "
+            "resume with the same number of processes."
+        )
+    saved, now = meta["config"], _config_json(config)
+    changed = sorted(key for key in set(saved) | set(now) if saved.get(key) != now.get(key))
+    if changed:
+        detail = ", ".join(f"{key}={saved.get(key)!r} there but {now.get(key)!r} now" for key in changed)
+        raise CheckpointMismatchError(
+            f"{path} was written by a fit with a different config ({detail}); resume with the same settings "
+            "or start afresh (resume=False, or another checkpoint_dir)."
+        )
+    if meta["layers"] != signature:
+        old, new = meta["layers"], signature
+        differing = sorted(name for name in set(old) | set(new) if old.get(name) != new.get(name))
+        detail = ", ".join(f"{name}: {old.get(name)} there, {new.get(name)} now" for name in differing[:5])
+        raise CheckpointMismatchError(
+            f"{path} was written for a different model: its targeted layers differ ({detail}); resume with "
+            "the same model, or start afresh (resume=False, or another checkpoint_dir)."
+        )
+
+
+def _config_json(config: EvaConfig) -> dict[str, Any]:
+    data = dataclasses.asdict(config)
+    for field in _IGNORED_FIELDS:
+        data.pop(field, None)
+    if isinstance(data["target_modules"], tuple):
+        data["target_modules"] = list(data["target_modules"])
+    return json.loads(json.dumps(data))
+
+
+def _listing(directory: Path, rank: int, world: int) -> list[tuple[int, Path]]:
+    """This rank's checkpoints in ``directory`` as (step, path), oldest first."""
+    found = []
+    for path in directory.glob("eva-fit.rank*.safetensors"):
+        match = _NAME.fullmatch(path.name)
+        if match and int(match[1]) == rank and int(match[2]) == world:
+            found.append((int(match[3]), path))
+    return sorted(found)
+
+
+def _device_of(stats: Any) -> torch.device:
+    for name in ("scatter", "basis", "mean"):
+        tensor = getattr(stats, name, None)
+        if isinstance(tensor, torch.Tensor):
+            return tensor.device
+    return torch.device("cpu")

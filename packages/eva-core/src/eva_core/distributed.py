@@ -1,0 +1,324 @@
+"""Data-parallel fits under ``torch.distributed``: ranks exchange statistics, never activations.
+
+Each of the W ranks streams its own shard of the batches through its own copy of the model. After every
+batch the ranks all-reduce a few flags (does any rank still have a batch, did a rank fail, did a rank meet
+a layer the others have not), so a rank whose data ran out keeps taking part with zero rows, and an error
+on one rank ends the fit on every rank instead of leaving the others waiting in a collective.
+
+At each convergence check the statistics of leader i (its index in the agreed layer order) are summed
+onto its *owner*, rank ``i % W``. Exact statistics of disjoint row sets add once they are kept about one
+shared shift c (:meth:`GramStatistics.rebase`; c is the pooled mean of the rows at the first exchange):
+
+    S = sum_r S_r(c)    (d_in, d_in),    m = sum_r m_r(c)    (d_in,),    n = sum_r n_r.
+
+The owner solves the eigenproblem and broadcasts the components, so every rank holds the same spectra
+and takes the same convergence decisions. Non-owners clear their rows once sent, so memory stays at one
+(d_in, d_in) matrix per layer per rank. The streaming sketch is not merged across ranks: a distributed fit
+needs exact statistics for every layer (raise ``gram_memory_bytes`` if one does not fit).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from .capture import InputRecorder
+from .config import EvaConfig
+from .errors import DistributedFitError, InvalidConfigError
+from .svd import GramStatistics, InputStatistics, Spectrum
+
+__all__ = ["ProcessGroup", "SharedStatistics", "join_process_group"]
+
+_log = logging.getLogger(__name__)
+
+StatisticsFactory = Callable[[str, int, torch.device], InputStatistics]
+
+
+def join_process_group(config: EvaConfig) -> ProcessGroup | None:
+    """The process group the fit runs in, or ``None`` for a single-process fit (no collective at all).
+
+    ``config.distributed`` None uses ``torch.distributed`` when it is initialized with more than one
+    rank; True requires it; False never uses it (every rank fits alone on its own batches).
+
+    Raises:
+        InvalidConfigError: ``distributed=True`` but no process group is initialized.
+    """
+    if config.distributed is False:
+        return None
+    ready = dist.is_available() and dist.is_initialized()
+    if not ready:
+        if config.distributed:
+            raise InvalidConfigError(
+                "EvaConfig.distributed=True but torch.distributed is not initialized; launch with torchrun "
+                "(or accelerate launch) and call torch.distributed.init_process_group() (accelerate's "
+                "Accelerator() does it) before fit, or pass distributed=None."
+            )
+        return None
+    if dist.get_world_size() == 1:
+        return None
+    return ProcessGroup()
+
+
+class ProcessGroup:
+    """The default ``torch.distributed`` group as the fit uses it: per-step agreement, statistics
+    exchange, error propagation. Tensors travel on CUDA under NCCL, on the CPU otherwise."""
+
+    def __init__(self) -> None:
+        self.rank = dist.get_rank()
+        self.size = dist.get_world_size()
+        if "nccl" in str(dist.get_backend()) and torch.cuda.is_available():  # "nccl" or "cuda:nccl,cpu:gloo"
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        else:
+            self.device = torch.device("cpu")
+        self.layout_pending = False  # a rank met a layer the others do not know yet
+        self.known_leaders = 0
+
+    # agreement ---------------------------------------------------------------------------------------
+    def step(self, run: Callable[[], bool], recorder: InputRecorder) -> bool:
+        """Run ``run`` (fetch one batch and run the model; False when this rank has no batch left), then
+        agree with the other ranks. Returns whether any rank still had a batch.
+
+        Raises:
+            Exception: what ``run`` raised on this rank (after telling the others).
+            DistributedFitError: ``run`` raised on another rank.
+        """
+        error: Exception | None = None
+        has_batch = False
+        try:
+            has_batch = run()
+        except Exception as exc:
+            error = exc
+        flags = torch.zeros(2 + self.size, dtype=torch.float64)
+        flags[0] = float(has_batch)
+        flags[1] = float(len(recorder.order) != self.known_leaders)
+        flags[2 + self.rank] = float(error is not None)
+        flags = self._all_reduce(flags)
+        self._raise_failures(flags[2:], error, "while reading or running a batch")
+        self.layout_pending |= bool(flags[1] > 0)
+        return bool(flags[0] > 0)
+
+    def agree(self, action: Callable[[], Any], what: str) -> Any:
+        """Run a local ``action`` that may fail on some ranks only, and fail on every rank if it did."""
+        error: Exception | None = None
+        result = None
+        try:
+            result = action()
+        except Exception as exc:
+            error = exc
+        flags = torch.zeros(self.size, dtype=torch.float64)
+        flags[self.rank] = float(error is not None)
+        self._raise_failures(self._all_reduce(flags), error, what)
+        return result
+
+    def total(self, value: float) -> float:
+        """The sum of ``value`` over the ranks."""
+        return float(self._all_reduce(torch.tensor([value], dtype=torch.float64))[0])
+
+    def gather(self, value: Any) -> list[Any]:
+        """Every rank's ``value`` (picklable), by rank."""
+        values: list[Any] = [None] * self.size
+        dist.all_gather_object(values, value)
+        return values
+
+    def _raise_failures(self, failed: torch.Tensor, error: Exception | None, what: str) -> None:
+        if error is not None:
+            raise error
+        ranks = [rank for rank, flag in enumerate(failed.tolist()) if flag > 0]
+        if ranks:
+            raise DistributedFitError(
+                f"EVA fit on rank {self.rank}: rank(s) {ranks} of {self.size} raised {what}, so every rank "
+                "stops; their own error message and traceback are in their logs."
+            )
+
+    # statistics ------------------------------------------------------------------------------------
+    def statistics_factory(self, make: StatisticsFactory) -> StatisticsFactory:
+        """Wrap a rank's statistics factory so that every layer's statistics can be merged across ranks."""
+
+        def shared(name: str, dim: int, device: torch.device) -> InputStatistics:
+            local = make(name, dim, device)
+            if not isinstance(local, GramStatistics):
+                raise InvalidConfigError(
+                    f"layer {name!r} (d_in={dim}) does not fit in the exact statistics' memory "
+                    "(gram_memory_bytes) and would be measured with a streaming sketch, which a distributed "
+                    "fit cannot merge across ranks; raise gram_memory_bytes (it needs 4*d_in^2 bytes per "
+                    "measured input) or target fewer layers."
+                )
+            return SharedStatistics(local, self)
+
+        return shared
+
+    def sync(self, recorder: InputRecorder, make: StatisticsFactory) -> None:
+        """Agree on the measured layers, then sum every active leader's rows onto its owner."""
+        if self.layout_pending:
+            self._merge_layout(recorder, make)
+            self.layout_pending = False
+        self.known_leaders = len(recorder.order)
+        active = [recorder.statistics.get(name) for name in recorder.order if name in recorder.active]
+        merged = [stats for stats in active if isinstance(stats, SharedStatistics)]
+        if not merged:
+            return
+        self._anchor([stats for stats in merged if not stats.anchored])
+        ready = [stats for stats in merged if stats.anchored]
+        totals = torch.zeros(len(ready) + len(merged), dtype=torch.float64)
+        for i, stats in enumerate(ready):
+            totals[i] = stats.local.count
+        for i, stats in enumerate(merged):
+            totals[len(ready) + i] = float(not bool(stats.local.is_finite()))
+        totals = self._all_reduce(totals)
+        for i, stats in enumerate(merged):
+            stats.finite &= bool(totals[len(ready) + i] == 0)
+        if not ready:
+            return
+        sums = self._all_reduce(torch.cat([stats.local.shifted_sum.to(self.device) for stats in ready]))
+        offset = 0
+        for i, stats in enumerate(ready):
+            local = stats.local
+            self._reduce(local.scatter, stats.owner)
+            if self.rank == stats.owner:
+                local.shifted_sum.copy_(sums[offset : offset + local.dim])
+                local.count.fill_(float(totals[i]))
+            else:
+                local.clear()
+            stats.rows = float(totals[i])
+            offset += local.dim
+
+    def _anchor(self, pending: Sequence[SharedStatistics]) -> None:
+        """Move each statistics onto the pooled mean of all ranks' rows (once it has rows anywhere)."""
+        if not pending:
+            return
+        packed = []
+        for stats in pending:
+            local = stats.local
+            n = float(local.count)
+            mean_sum = torch.zeros(local.dim, dtype=torch.float64)
+            if local.shift is not None and n > 0:
+                mean_sum = (n * local.shift.double() + local.shifted_sum.double()).cpu()  # (d_in,) sum of rows
+            packed.append(torch.cat([torch.tensor([n], dtype=torch.float64), mean_sum]))
+        pooled = self._all_reduce(torch.cat(packed))
+        offset = 0
+        for stats in pending:
+            total, row_sum = float(pooled[offset]), pooled[offset + 1 : offset + 1 + stats.dim]  # N, (d_in,)
+            offset += 1 + stats.dim
+            if total > 0:
+                stats.local.rebase((row_sum / total).float())
+                stats.anchored = True
+
+    def _merge_layout(self, recorder: InputRecorder, make: StatisticsFactory) -> None:
+        mine = {
+            "order": list(recorder.order),
+            "leader_of": dict(recorder.leader_of),
+            "dims": {name: stats.dim for name, stats in recorder.statistics.items()},
+        }
+        order: list[str] = []
+        leader_of: dict[str, str] = {}
+        dims: dict[str, int] = {}
+        for rank, theirs in enumerate(self.gather(mine)):
+            order.extend(name for name in theirs["order"] if name not in order)
+            dims.update(theirs["dims"])
+            for name, leader in theirs["leader_of"].items():
+                if leader_of.setdefault(name, leader) != leader:
+                    raise DistributedFitError(
+                        f"layer {name!r} shares its input with {leader_of[name]!r} on one rank but with "
+                        f"{leader!r} on rank {rank}; pass share_identical_inputs=False for a distributed fit "
+                        "of this model."
+                    )
+
+        def adopt() -> None:
+            for name in recorder.adopt(order, leader_of):
+                if name not in recorder.statistics:
+                    recorder.statistics[name] = make(name, dims[name], self.device)
+
+        self.agree(adopt, "while setting up the statistics of layers met on other ranks")
+        for index, name in enumerate(recorder.order):
+            stats = recorder.statistics.get(name)
+            if isinstance(stats, SharedStatistics):
+                stats.owner = index % self.size
+        _log.debug("rank %d: %d measured inputs agreed across %d ranks", self.rank, len(order), self.size)
+
+    # collectives -----------------------------------------------------------------------------------
+    def _all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
+        moved = tensor.to(self.device)
+        dist.all_reduce(moved)
+        return moved.to(tensor.device)
+
+    def _reduce(self, tensor: torch.Tensor, owner: int) -> None:
+        moved = tensor.to(self.device)
+        dist.reduce(moved, dst=owner)
+        if moved is not tensor and self.rank == owner:
+            tensor.copy_(moved)
+
+    def broadcast(self, tensor: torch.Tensor, owner: int) -> torch.Tensor:
+        moved = tensor.to(self.device)
+        dist.broadcast(moved, src=owner)
+        return moved
+
+
+class SharedStatistics:
+    """One layer's exact statistics in a distributed fit: this rank's rows since the last exchange (all
+    rows, on the owner), the total row count, and a top-k solve done by the owner and broadcast.
+
+    Every method that communicates (:meth:`top`) is called by every rank in the same order, because every
+    rank runs the same convergence checks over the same agreed layers.
+    """
+
+    def __init__(self, local: GramStatistics, group: ProcessGroup) -> None:
+        self.local = local
+        self.group = group
+        self.owner = 0
+        self.anchored = False  # kept about the shift every rank agreed on
+        self.rows = 0.0  # N over all ranks at the last exchange
+        self.finite = True
+
+    @property
+    def dim(self) -> int:
+        return self.local.dim
+
+    def update(self, rows: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        self.local.update(rows, mask)
+
+    def rows_seen(self) -> torch.Tensor:
+        return torch.tensor(self.rows, dtype=torch.float64)
+
+    def is_finite(self) -> torch.Tensor:
+        return torch.tensor(self.finite)
+
+    def top(
+        self, k: int, previous: torch.Tensor | None = None, exact: bool = False, accurate: int | None = None
+    ) -> Spectrum:
+        """The owner's top-``k`` spectrum of the rows of all ranks, on every rank (a broadcast)."""
+        packed = torch.empty(k, self.dim + 3, dtype=torch.float32, device=self.group.device)  # (k, d_in + 3)
+        if self.group.rank == self.owner:
+            spectrum = self.local.top(k, previous=previous, exact=exact, accurate=accurate)
+            packed = torch.cat(
+                [
+                    spectrum.components,
+                    spectrum.singular_values[:, None],
+                    spectrum.explained_variance[:, None],
+                    spectrum.explained_variance_ratio[:, None],
+                ],
+                dim=1,
+            ).to(device=self.group.device, dtype=torch.float32)
+        packed = self.group.broadcast(packed, self.owner).to(self.local.scatter.device)
+        return Spectrum(
+            components=packed[:, : self.dim].contiguous(),
+            singular_values=packed[:, self.dim].contiguous(),
+            explained_variance=packed[:, self.dim + 1].contiguous(),
+            explained_variance_ratio=packed[:, self.dim + 2].contiguous(),
+            rows=int(self.rows),
+        )
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        state = {f"local.{key}": value for key, value in self.local.state_dict().items()}
+        state["shared"] = torch.tensor(
+            [float(self.owner), float(self.anchored), self.rows, float(self.finite)], dtype=torch.float64
+        )
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.local.load_state_dict({key[6:]: value for key, value in state.items() if key.startswith("local.")})
+        owner, anchored, rows, finite = state["shared"].tolist()
+        self.owner, self.anchored, self.rows, self.finite = int(owner), bool(anchored), rows, bool(finite)

@@ -1,0 +1,255 @@
+"""Distributed fits: 2 and 3 gloo processes on the CPU against one process fitting the union of their batches.
+
+Each test starts real processes (this file run as a script, one per rank) that join a gloo process group
+over TCP on localhost, fit the tiny model on their own shard and save their state; the test compares
+every rank's state with a single-process fit on all the batches.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import torch
+
+from eva_core import EvaState, InvalidConfigError, fit
+
+HERE = Path(__file__).resolve()
+BATCHES = 6
+SETTINGS = {"rank": 4, "rho": 2.0, "tau": 0.0, "progress": False}
+SPLITS = {  # scenario -> world size -> batch indices of each rank
+    "even": {2: [[0, 2, 4], [1, 3, 5]], 3: [[0, 3], [1, 4], [2, 5]]},
+    "uneven": {2: [[0, 1, 2, 3, 4], [5]], 3: [[0, 1, 2, 3], [4, 5], []]},
+}
+
+
+def shard(scenario: str, world: int, rank: int) -> list[dict]:
+    from conftest import token_batches
+
+    batches = token_batches(BATCHES)
+    if scenario in SPLITS:
+        return [batches[i] for i in SPLITS[scenario][world][rank]]
+    return batches[rank::world]
+
+
+class Failing:
+    """Yields ``batches`` but fails (raises, or kills the process) before batch ``at``."""
+
+    def __init__(self, batches: list[dict], how: str, at: int = 1) -> None:
+        self.batches, self.how, self.at = batches, how, at
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        for i, batch in enumerate(self.batches):
+            if i == self.at and self.how == "raises":
+                raise RuntimeError("boom: this rank's data loader broke")
+            if i == self.at and self.how == "dies":
+                os._exit(17)
+            yield batch
+
+
+def worker(scenarios: list[str], rank: int, world: int, port: int, out: Path) -> int:
+    """One rank: join the group, fit its shard of each scenario in turn (one process group for all: a
+    failed fit leaves the group usable) and save the state (or the error) under ``out/<scenario>``."""
+    import torch.distributed as dist
+    from conftest import tiny_model
+
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world, timeout=timedelta(seconds=30)
+    )
+    code = 0
+    try:
+        for scenario in scenarios:
+            folder = out / scenario
+            folder.mkdir(exist_ok=True)
+            batches: object = shard(scenario, world, rank)
+            if scenario in ("raises", "dies") and rank == 1:
+                batches = Failing(batches, scenario)  # type: ignore[arg-type]
+            steps = max(len(shard(scenario, world, r)) for r in range(world))
+            settings = {"min_steps": steps, "max_steps": steps, **SETTINGS}
+            if scenario == "sketch":  # no exact statistics fit: the sketch is not merged across ranks
+                settings["gram_memory_bytes"] = 0
+            if scenario == "every2":  # checks at step 2 only; the data runs out after step 3, unchecked
+                settings.update(check_every=2, min_steps=3, max_steps=200)
+            try:
+                if scenario == "resume":  # rank 1 breaks before its 3rd batch, then every rank resumes
+                    checkpoints = {"checkpoint_dir": folder / "checkpoints", "checkpoint_every": 1}
+                    broken = Failing(batches, "raises", at=2) if rank == 1 else batches  # type: ignore[arg-type]
+                    with pytest.raises(RuntimeError):  # DistributedFitError on rank 0
+                        fit(tiny_model(0), broken, **checkpoints, **settings)  # type: ignore[arg-type]
+                    state = fit(tiny_model(0), batches, resume=True, **checkpoints, **settings)  # type: ignore[arg-type]
+                else:
+                    state = fit(tiny_model(0), batches, **settings)  # type: ignore[arg-type]
+            except Exception as exc:
+                (folder / f"rank{rank}.error").write_text(f"{type(exc).__name__}: {exc}")
+                code = 3
+            else:
+                state.save(folder / f"rank{rank}")
+    finally:
+        dist.destroy_process_group()
+    return code
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def launch(scenarios: list[str], world: int, out: Path, timeout: float = 90.0) -> list[int]:
+    """Run ``world`` ranks to the end; their exit codes (every process must exit before ``timeout``)."""
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = []
+    for rank in range(world):
+        with open(out / f"rank{rank}.log", "wb") as log:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, str(HERE), ",".join(scenarios), str(rank), str(world), str(port), str(out)],
+                    env=env,
+                    cwd=HERE.parent,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+    deadline = time.monotonic() + timeout
+    codes = []
+    try:
+        for proc in procs:
+            codes.append(proc.wait(timeout=max(1.0, deadline - time.monotonic())))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return codes
+
+
+def single_process_state() -> EvaState:
+    from conftest import tiny_model, token_batches
+
+    return fit(tiny_model(0), token_batches(BATCHES), min_steps=BATCHES, max_steps=BATCHES, **SETTINGS)
+
+
+def assert_same_fit(state: EvaState, reference: EvaState, converged: bool = True) -> float:
+    """Spectra, rows and ranks allclose; components up to sign. Returns the largest component difference."""
+    assert state.ranks == reference.ranks
+    assert list(state.layers) == list(reference.layers)
+    worst = 0.0
+    for name, ref in reference.layers.items():
+        layer = state.layers[name]
+        assert (layer.rows, layer.source) == (ref.rows, ref.source), name
+        assert not converged or layer.converged == ref.converged, name
+        torch.testing.assert_close(layer.singular_values, ref.singular_values, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(layer.explained_variance, ref.explained_variance, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(layer.explained_variance_ratio, ref.explained_variance_ratio, rtol=1e-4, atol=1e-6)
+        signs = torch.sign((layer.components * ref.components).sum(dim=1, keepdim=True))  # (k, 1)
+        difference = (layer.components * signs - ref.components).abs().max().item()
+        worst = max(worst, difference)
+        assert difference < 1e-3, (name, difference)
+    return worst
+
+
+@pytest.fixture(scope="module")
+def reference() -> EvaState:
+    torch.set_num_threads(1)
+    os.environ.setdefault("EVA_DISABLE_PLUGINS", "*")
+    return single_process_state()
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[int]]:
+    """Two ranks fitting the even split, the uneven split, a fit where rank 1 raises, a fit resumed from
+    the checkpoints of a fit that rank 1 broke, and a fit that would need the sketch (one process group)."""
+    out = tmp_path_factory.mktemp("two")
+    return out, launch(["even", "uneven", "raises", "resume", "sketch", "every2"], 2, out)
+
+
+@pytest.fixture(scope="module")
+def three_ranks(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[int]]:
+    out = tmp_path_factory.mktemp("three")
+    return out, launch(["even", "uneven"], 3, out)
+
+
+@pytest.mark.parametrize(("scenario", "world"), [("even", 2), ("even", 3), ("uneven", 2), ("uneven", 3), ("resume", 2)])
+def test_every_rank_equals_a_single_process_fit(request, reference, scenario, world) -> None:
+    """Every rank returns the same state, equal to one process fitting all batches; in ``uneven`` one rank
+    runs out early (and with 3 ranks one has no batch at all) while the others go on; ``resume`` continues
+    from the checkpoints (one file per rank) of a fit that stopped after 2 of 3 steps."""
+    out, _ = request.getfixturevalue("two_ranks" if world == 2 else "three_ranks")
+    folder = out / scenario
+    logs = [(out / f"rank{r}.log").read_text()[-2000:] for r in range(world)]
+    assert not list(folder.glob("*.error")), logs
+    states = [EvaState.load(folder / f"rank{rank}") for rank in range(world)]
+    for state in states:
+        worst = assert_same_fit(state, reference)
+        assert worst < 1e-3
+        assert state.extra["world_size"] == world
+        assert state.extra["batches"] == BATCHES
+        assert state.steps == max(len(shard(scenario, world, rank)) for rank in range(world))
+    for state in states[1:]:  # identical, not just close: the components were broadcast
+        for name, layer in state.layers.items():
+            assert torch.equal(layer.components, states[0].layers[name].components), name
+        assert state.ranks == states[0].ranks
+
+
+def test_a_rank_that_raises_stops_every_rank(two_ranks) -> None:
+    out, codes = two_ranks
+    assert codes == [3, 3]  # every process exited, both reporting the failure
+    failing = (out / "raises" / "rank1.error").read_text()
+    assert failing.startswith("RuntimeError: boom: this rank's data loader broke")
+    other = (out / "raises" / "rank0.error").read_text()
+    assert other.startswith("DistributedFitError: EVA fit on rank 0: rank(s) [1] of 2 raised")
+
+
+def test_rows_after_the_last_check_are_merged(two_ranks, reference) -> None:
+    """With check_every=2 and 3 steps of data, the rows of step 3 reach the final state all the same."""
+    out, _ = two_ranks
+    states = [EvaState.load(out / "every2" / f"rank{rank}") for rank in range(2)]
+    for state in states:
+        assert state.steps == 3
+        assert not any(layer.converged for layer in state.layers.values())  # the data ran out first
+        assert_same_fit(state, reference, converged=False)
+
+
+def test_the_sketch_is_refused_with_a_clear_error(two_ranks) -> None:
+    out, _ = two_ranks
+    for rank in range(2):
+        message = (out / "sketch" / f"rank{rank}.error").read_text()
+        assert message.startswith(
+            "InvalidConfigError: layer 'blocks.0.q' (d_in=16) does not fit in the exact statistics' memory"
+        )
+        assert "which a distributed fit cannot merge across ranks; raise gram_memory_bytes" in message
+
+
+def test_a_rank_that_dies_does_not_hang_the_others(tmp_path) -> None:
+    """A killed process cannot say so; the others get the process group's error (at the latest after its
+    timeout, here 30 s) instead of waiting for ever."""
+    started = time.monotonic()
+    codes = launch(["dies"], 2, tmp_path, timeout=60)
+    assert codes == [3, 17]
+    assert (tmp_path / "dies" / "rank0.error").read_text()  # gloo reports the lost peer
+    assert time.monotonic() - started < 60
+
+
+def test_distributed_true_needs_a_process_group(make_model, batches) -> None:
+    with pytest.raises(InvalidConfigError, match=r"distributed=True but torch\.distributed is not initialized"):
+        fit(make_model(0), batches, distributed=True, **SETTINGS)
+
+
+def test_distributed_setting_is_validated() -> None:
+    from eva_core import EvaConfig
+
+    with pytest.raises(InvalidConfigError, match=r"EvaConfig\.distributed='yes' is invalid"):
+        EvaConfig(distributed="yes")  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    name, rank_, world_, port_, out_ = sys.argv[1:]
+    sys.exit(worker(name.split(","), int(rank_), int(world_), int(port_), Path(out_)))

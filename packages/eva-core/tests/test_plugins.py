@@ -158,6 +158,7 @@ def test_observers_are_called(install, model, make_batches) -> None:
     assert bystander.steps == domain.steps
     assert domain.states == [state] and bystander.states == [state]
     assert domain.states[0] is state
+    assert state.extra["history"] == [{"step": s, "converged": c} for s, c, _ in domain.steps]
 
 
 def test_entry_point_that_fails_to_import(install, model, batches) -> None:

@@ -23,8 +23,9 @@ EXACT = {"rank": 4, "rho": 2.0, "tau": 0.0, "min_steps": BATCHES, "max_steps": B
 
 
 def assert_same_state(state: EvaState, reference: EvaState) -> None:
-    """The same fit: steps, ranks, convergence record, and spectra equal to float tolerance."""
+    """The same fit: steps, ranks, convergence record and history, and spectra equal to float tolerance."""
     assert (state.steps, state.ranks) == (reference.steps, reference.ranks)
+    assert state.extra["history"] == reference.extra["history"]
     for name, ref in reference.layers.items():
         layer = state.layers[name]
         assert (layer.rows, layer.converged_at, layer.source) == (ref.rows, ref.converged_at, ref.source), name

@@ -27,7 +27,8 @@ def test_save_load_round_trip(fitted: EvaState, tmp_path) -> None:
     assert list(loaded.ranks) == list(fitted.ranks)  # model order kept
     assert loaded.steps == fitted.steps == 6
     assert loaded.seconds == pytest.approx(fitted.seconds)
-    assert loaded.extra == {"domain": "generic"}
+    assert loaded.extra == fitted.extra and loaded.extra["domain"] == "generic"
+    assert [h["step"] for h in loaded.extra["history"]] == list(range(1, fitted.steps + 1))
     assert list(loaded.layers) == list(fitted.layers)
     for name, layer in fitted.layers.items():
         again = loaded.layers[name]

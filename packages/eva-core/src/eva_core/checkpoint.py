@@ -20,7 +20,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +50,12 @@ StatisticsFactory = Callable[[str, int, torch.device], InputStatistics]
 
 @dataclass
 class FitProgress:
-    """Where a fit stands: ``steps`` taken (batches per rank) and this rank's ``consumed`` batches."""
+    """Where a fit stands: ``steps`` taken (batches per rank), this rank's ``consumed`` batches, and the
+    ``history`` of convergence checks (``{"step", "converged"}`` each: layers converged after that step)."""
 
     steps: int = 0
     consumed: int = 0
+    history: list[dict[str, int]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,7 @@ class Checkpointing:
             "world_size": world,
             "steps": progress.steps,
             "consumed": progress.consumed,
+            "history": progress.history,
             "config": _config_json(config),
             "layers": layer_signature(layers),
             "layout": recorder.layout(),
@@ -277,7 +280,9 @@ class Checkpointing:
             group.layout_pending = bool(meta["layout_pending"])
             group.known_leaders = len(recorder.order)
         _log.info("resuming from %s after %d batches", path, meta["steps"])
-        return FitProgress(steps=int(meta["steps"]), consumed=int(meta["consumed"])), int(meta["plan_left"])
+        history = [{"step": int(h["step"]), "converged": int(h["converged"])} for h in meta.get("history", [])]
+        restored = FitProgress(steps=int(meta["steps"]), consumed=int(meta["consumed"]), history=history)
+        return restored, int(meta["plan_left"])
 
 
 def skip_consumed(stream: Iterator[Any], count: int, group: ProcessGroup | None) -> Iterator[Any]:
@@ -335,8 +340,8 @@ def _check_same(
 
 def _config_json(config: EvaConfig) -> dict[str, Any]:
     data = dataclasses.asdict(config)
-    for field in _IGNORED_FIELDS:
-        data.pop(field, None)
+    for name in _IGNORED_FIELDS:
+        data.pop(name, None)
     if isinstance(data["target_modules"], tuple):
         data["target_modules"] = list(data["target_modules"])
     return json.loads(json.dumps(data))

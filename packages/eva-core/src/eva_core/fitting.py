@@ -172,6 +172,7 @@ def _fit(model: nn.Module, batches: Iterable[Any], config: EvaConfig, checkpoint
                     recorder.activate(reopened)
                     done = sum(len(members[leader]) for leader in members if leader not in recorder.active)
                     bar.set_postfix_str(f"{done}/{len(layers)} layers converged")
+                    progress.history.append({"step": steps, "converged": done})
                     hooks.notify("eva_step_done", step=steps, converged=done, layers=len(layers))
                     if not recorder.active:
                         break
@@ -188,6 +189,7 @@ def _fit(model: nn.Module, batches: Iterable[Any], config: EvaConfig, checkpoint
     state = _final_state(layers, recorder, tracker, config, steps)
     state.seconds = time.perf_counter() - started
     state.extra["domain"] = hooks.domain
+    state.extra["history"] = progress.history  # layers converged after each check, for reports
     if group is not None:
         state.extra["world_size"] = group.size
         state.extra["batches"] = int(group.total(progress.consumed))

@@ -100,3 +100,44 @@ def test_every_method_gets_the_same_layers_and_rank() -> None:
         )
         shapes[method] = {n: tuple(p.shape) for n, p in peft_model.named_parameters() if p.requires_grad}
     assert all(shape == shapes["lora"] for shape in shapes.values())
+
+
+class _TransposedNet(nn.Module):
+    """Two GPT-2 ``Conv1D`` layers (weights stored (d_in, d_out)), as a Decision Transformer's blocks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from transformers.pytorch_utils import Conv1D
+
+        torch.manual_seed(0)
+        self.up, self.down = Conv1D(10, 12), Conv1D(6, 10)  # Conv1D(d_out, d_in)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(torch.relu(self.up(x)))
+
+
+def test_olora_on_conv1d_factors_w_as_peft_does_for_the_same_linear() -> None:
+    """The reference: peft's OLoRA on ``nn.Linear`` layers holding the same W (transposed storage)."""
+    pytest.importorskip("transformers")
+    from peft import LoraConfig
+
+    transposed = _TransposedNet()
+    linear = _model()
+    with torch.no_grad():
+        linear[0].weight.copy_(transposed.up.weight.T)
+        linear[0].bias.copy_(transposed.up.bias)
+        linear[2].weight.copy_(transposed.down.weight.T)
+        linear[2].bias.copy_(transposed.down.bias)
+    x = torch.randn(5, 12)
+    with torch.no_grad():
+        reference_output = transposed(x)
+    config = LoraConfig(r=3, lora_alpha=6, fan_in_fan_out=True)
+    ours = initialize(transposed, "olora", rank=3, target_modules=["up", "down"], lora_config=config)
+    theirs = initialize(linear, "olora", rank=3, target_modules=["0", "2"], lora_config=LoraConfig(r=3, lora_alpha=6))
+    for mine, peft_layer in ((ours.base_model.model.up, theirs.base_model.model[0]),
+                             (ours.base_model.model.down, theirs.base_model.model[2])):  # fmt: skip
+        torch.testing.assert_close(mine.lora_A["default"].weight, peft_layer.lora_A["default"].weight)
+        torch.testing.assert_close(mine.lora_B["default"].weight, peft_layer.lora_B["default"].weight)
+        torch.testing.assert_close(mine.get_base_layer().weight.T, peft_layer.get_base_layer().weight)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), reference_output, rtol=1e-5, atol=1e-5)  # W_res + sBA == W

@@ -10,7 +10,9 @@ dropout, ``modules_to_save``), so a comparison differs only in how ``A`` and ``B
   directions of the input.
 - ``pissa``: peft's PiSSA (``A``, ``B`` from the top singular triplets of ``W``; ``W`` replaced by the
   residual). ``pissa_niter_K`` uses the fast randomized SVD with ``K`` subspace iterations.
-- ``olora``: peft's OLoRA (``A``, ``B`` from the QR decomposition of ``W``; ``W`` replaced by the residual).
+- ``olora``: peft's OLoRA (``A``, ``B`` from the QR decomposition of ``W``; ``W`` replaced by the residual);
+  for layers stored transposed (``fan_in_fan_out``, GPT-2's ``Conv1D``) :mod:`eva_core.baselines`'
+  own, as peft's factors the transpose there.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
 from .api import init
+from .baselines import olora_fan_in_fan_out
 from .errors import InvalidConfigError
 
 __all__ = ["EVA_VARIANTS", "INIT_METHODS", "initialize", "peft_init_weights"]
@@ -88,7 +91,13 @@ def initialize(
         overrides = {"rank": rank, "target_modules": target_modules, **EVA_VARIANTS[method], **(eva_overrides or {})}
         return init(model, batches, lora_config=base, **overrides)
     weights = peft_init_weights(method)
+    transposed_olora = method == "olora" and base.fan_in_fan_out
+    if transposed_olora:
+        weights = True  # peft's OLoRA factors Conv1D's stored W^T: start plain, then factor W (baselines.py)
     targets = target_modules if isinstance(target_modules, str) else list(target_modules)
     # peft types the value as a Literal whose "pissa_niter_[number of iters]" no real string matches
     config = dataclasses.replace(base, r=rank, target_modules=targets, init_lora_weights=weights)  # type: ignore[arg-type]
-    return get_peft_model(model, config)
+    peft_model = get_peft_model(model, config)
+    if transposed_olora:
+        olora_fan_in_fan_out(peft_model)
+    return peft_model

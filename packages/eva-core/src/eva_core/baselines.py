@@ -35,12 +35,7 @@ def olora_fan_in_fan_out(model: PeftModel, adapter_name: str = "default") -> int
         how many layers were initialized.
     """
     count = 0
-    layer: Any  # peft's LoraLayer: its attributes are untyped module dicts
-    for layer in model.modules():
-        if not isinstance(layer, LoraLayer) or adapter_name not in layer.lora_A:
-            continue
-        if not getattr(layer, "fan_in_fan_out", False):
-            continue
+    for layer in _transposed_lora_layers(model, adapter_name):
         base = layer.get_base_layer()
         stored = base.weight  # (d_in, d_out), Conv1D's layout
         weight = stored.detach().to(torch.float32).T  # (d_out, d_in)
@@ -52,3 +47,13 @@ def olora_fan_in_fan_out(model: PeftModel, adapter_name: str = "default") -> int
         stored.copy_((weight - scale * b @ a).T.to(stored.dtype))
         count += 1
     return count
+
+
+def _transposed_lora_layers(model: PeftModel, adapter_name: str) -> list[Any]:
+    """peft LoRA layers holding ``adapter_name`` over a base weight stored (d_in, d_out) (typed ``Any``:
+    peft's module dicts are untyped)."""
+    return [
+        layer
+        for layer in model.modules()
+        if isinstance(layer, LoraLayer) and adapter_name in layer.lora_A and getattr(layer, "fan_in_fan_out", False)
+    ]

@@ -5,13 +5,16 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from typing import TYPE_CHECKING
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
 from .errors import InvalidConfigError
 from .state import EvaState
+
+if TYPE_CHECKING:
+    from peft import LoraConfig, PeftModel
 
 __all__ = ["apply", "lora_config_for"]
 
@@ -22,6 +25,8 @@ def lora_config_for(state: EvaState, lora_config: LoraConfig | None = None) -> L
     ``lora_config`` configures: ``alpha_l / r_l = alpha / r`` (``alpha_l / sqrt(r_l) = alpha / sqrt(r)``
     under rsLoRA). ``r`` is ``state.config.rank``; the default alpha equals it (scaling 1).
     """
+    from peft import LoraConfig  # peft (and transformers) load on first use: `import eva_core` stays light
+
     base = lora_config or LoraConfig(r=state.config.rank, lora_alpha=state.config.rank)
     if not isinstance(base, LoraConfig):
         raise InvalidConfigError(f"lora_config={base!r} must be a peft.LoraConfig or None.")
@@ -63,6 +68,8 @@ def apply(
         lora_config: dropout, bias, rsLoRA, ``modules_to_save``... are taken from it; ``r``,
             ``target_modules`` and the patterns are set from ``state``.
     """
+    from peft import PeftModel, get_peft_model
+
     if isinstance(model, PeftModel):
         raise InvalidConfigError(
             "apply(model=...) got a PeftModel; pass the base model (model.get_base_model() or a fresh load)."

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from peft import LoraConfig, PeftModel
 from torch import nn
 
 from .adapters import apply
 from .config import EvaConfig
 from .fitting import fit
+
+if TYPE_CHECKING:
+    from peft import LoraConfig, PeftModel
 
 __all__ = ["init"]
 

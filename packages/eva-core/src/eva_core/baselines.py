@@ -14,11 +14,12 @@ factors ``W`` itself.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from peft import PeftModel
-from peft.tuners.lora import LoraLayer
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 __all__ = ["olora_fan_in_fan_out"]
 
@@ -52,6 +53,8 @@ def olora_fan_in_fan_out(model: PeftModel, adapter_name: str = "default") -> int
 def _transposed_lora_layers(model: PeftModel, adapter_name: str) -> list[Any]:
     """peft LoRA layers holding ``adapter_name`` over a base weight stored (d_in, d_out) (typed ``Any``:
     peft's module dicts are untyped)."""
+    from peft.tuners.lora import LoraLayer
+
     return [
         layer
         for layer in model.modules()

@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
 from .api import init
 from .baselines import olora_fan_in_fan_out
 from .errors import InvalidConfigError
+
+if TYPE_CHECKING:
+    from peft import LoraConfig, PeftModel
 
 __all__ = ["EVA_VARIANTS", "INIT_METHODS", "initialize", "peft_init_weights"]
 
@@ -82,6 +84,8 @@ def initialize(
     Raises:
         InvalidConfigError: unknown ``method``, or ``eva`` without ``batches``.
     """
+    from peft import LoraConfig, get_peft_model
+
     base = lora_config or LoraConfig(r=rank, lora_alpha=rank)
     if method in EVA_VARIANTS:
         if batches is None:

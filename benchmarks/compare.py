@@ -115,10 +115,9 @@ def run_rl(args: argparse.Namespace, method: str, seed: int) -> eva_core.RunReco
     ``benchmarks/pretrain_rl.py``) fine-tuned on another task's dataset; held-out by rollouts in the
     environment (``--episodes``) and action MSE on held-out episodes (``--dev-limit``)."""
     import eva_rl
-    import eva_rl.pretrain
 
     if not Path(args.model).exists():  # an alias: build its datasets and model once (cached)
-        eva_rl.pretrain.pretrain(args.model)
+        eva_rl.pretrain(args.model)
     return eva_rl.finetune(
         args.model,
         args.task,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import eva_core
 from eva_core.testing import assert_one_line_error
@@ -21,6 +22,7 @@ from eva_core.testing import run_cli as eva
 
 FACTORY = """
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 def build():
@@ -159,3 +161,19 @@ def test_plugins_shows_disabled_plugins() -> None:
     assert result.returncode == 0
     for line in result.stdout.splitlines()[2:]:
         assert "disabled (EVA_DISABLE_PLUGINS)" in line
+
+
+def test_fit_whiten_saves_whitened_rows(generic_run: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    root, data, _ = generic_run
+    result = eva(
+        "fit", "tiny_factory:build", str(data), "--domain", "generic", "--rank", "2", "--tau", "0",
+        "--max-batches", "6", "--whiten", "--out", str(tmp_path / "white"), pythonpath=root,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    state = eva_core.EvaState.load(tmp_path / "white" / "state")
+    assert state.config.whiten
+    plain, whitened = state.components("0", whiten=False), state.components("0")
+    assert not torch.allclose(plain, whitened)  # rows divided by the std of their projections
+    adapter = load_file(tmp_path / "white" / "adapter" / "adapter_model.safetensors")
+    weight_a = next(tensor for key, tensor in adapter.items() if key.endswith("0.lora_A.weight"))
+    torch.testing.assert_close(weight_a, whitened.to(weight_a.dtype))

@@ -136,7 +136,7 @@ def eva_cli_batches(
     on the built-in fallback. firstresult: return None when this domain does not read that file.
 
     Args:
-        data: the DATA argument as typed (an existing path).
+        data: the DATA argument as typed: an existing file or folder, or a name (e.g. a task alias).
         loaded: what :func:`eva_cli_load_model` returned.
         batch_size: B, examples per batch.
         rows: read at most this many examples (``max_batches * batch_size``), or None for all.

@@ -20,6 +20,8 @@ from eva_core import PreparedBatch, hookimpl
 from eva_core.capture.rows import token_rows
 
 from . import architectures
+from .cli import eva_cli_batches as eva_cli_batches  # `eva fit` hooks
+from .cli import eva_cli_load_model as eva_cli_load_model
 from .tokens import token_mask
 
 if TYPE_CHECKING:

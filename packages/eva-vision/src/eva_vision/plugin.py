@@ -21,6 +21,8 @@ from eva_core.capture.rows import token_rows
 
 from .architectures import model_kind, target_modules
 from .batches import prepare
+from .cli import eva_cli_batches as eva_cli_batches  # `eva fit` hooks
+from .cli import eva_cli_load_model as eva_cli_load_model
 from .patches import adapter_support, conv_rows_fn
 
 if TYPE_CHECKING:

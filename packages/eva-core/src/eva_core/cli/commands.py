@@ -43,6 +43,7 @@ def run_fit(args: argparse.Namespace) -> int:
         max_steps=args.max_batches,
         target_modules=args.targets,
         seed=args.seed,
+        whiten=args.whiten,
         progress=not args.no_progress,
         domain=domain,
     )
@@ -146,11 +147,17 @@ def _options(pairs: list[str] | None) -> Mapping[str, str]:
 
 
 def _check_data(data: str) -> None:
+    """A DATA that exists must be readable, and one spelled as a path (or with a file suffix) must exist;
+    other names (a task alias such as ``walker2d``) are left to the domains."""
     path = Path(data).expanduser()
     if not path.exists():
-        raise UnreadableDataError(f"DATA={data!r}: no such file; pass the path of a data file (e.g. train.tsv).")
-    if not path.is_file() or not os.access(path, os.R_OK):
-        raise UnreadableDataError(f"DATA={data!r} is not a readable file; check its path and permissions.")
+        if data.startswith(_PATH_PREFIXES) or path.suffix or len(path.parts) > 1:
+            raise UnreadableDataError(
+                f"DATA={data!r}: no such file or folder; pass the path of a data file (e.g. train.tsv) or folder."
+            )
+        return
+    if not os.access(path, os.R_OK) or not (path.is_file() or path.is_dir()):
+        raise UnreadableDataError(f"DATA={data!r} is not a readable file or folder; check its path and permissions.")
 
 
 def _check_model(model: str) -> None:

@@ -37,7 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
         "fit", parents=[common], help="fit EVA on a model and a data file; save the state and a peft adapter"
     )
     fit.add_argument("model", metavar="MODEL", help="a model folder, an alias (minilm, smollm2) or module:factory")
-    fit.add_argument("data", metavar="DATA", help="a data file the domain reads (GLUE .tsv, GSM8K .jsonl, .pt)")
+    fit.add_argument(
+        "data",
+        metavar="DATA",
+        help="a data file or folder the domain reads (GLUE .tsv, GSM8K .jsonl, .pt), or a task alias",
+    )
     fit.add_argument("--domain", help="the eva domain to use (see `eva plugins`); default: the first that loads MODEL")
     fit.add_argument("--out", required=True, metavar="DIR", help="write DIR/state and DIR/adapter")
     fit.add_argument("--rank", "-r", type=int, default=8, help="r, the mean LoRA rank per layer (default 8)")
@@ -47,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--batch-size", type=int, default=16, help="examples per batch (default 16)")
     fit.add_argument("--targets", metavar="REGEX", help="target modules (a regex); default: the domain's choice")
     fit.add_argument("--seed", type=int, default=0, help="seed of the eigensolver's start (default 0)")
+    fit.add_argument(
+        "--whiten", action="store_true", help="scale each A row by 1/std of its projection (eva-vision's default)"
+    )
     fit.add_argument(
         "--option",
         "-o",

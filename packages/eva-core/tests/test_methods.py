@@ -141,3 +141,55 @@ def test_olora_on_conv1d_factors_w_as_peft_does_for_the_same_linear() -> None:
         torch.testing.assert_close(mine.get_base_layer().weight.T, peft_layer.get_base_layer().weight)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), reference_output, rtol=1e-5, atol=1e-5)  # W_res + sBA == W
+
+
+class _ConvNet(nn.Module):
+    """A 3x3 conv and a pointwise conv: peft's PiSSA/OLoRA refuse ``Conv2d``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem, self.point = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 6, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.point(torch.relu(self.stem(x)))
+
+
+@pytest.mark.parametrize("method", ["pissa", "olora"])
+def test_pointwise_conv_factors_as_peft_does_for_the_same_linear(method: str) -> None:
+    """A 1x1 conv is a linear map of each pixel: peft's own PiSSA/OLoRA on that ``nn.Linear`` is the reference."""
+    from peft import LoraConfig
+
+    conv = nn.Sequential(nn.Conv2d(12, 10, 1))
+    linear = nn.Sequential(nn.Linear(12, 10))
+    with torch.no_grad():
+        linear[0].weight.copy_(conv[0].weight.reshape(10, 12))
+        linear[0].bias.copy_(conv[0].bias)
+    config = LoraConfig(r=3, lora_alpha=6)
+    ours = initialize(conv, method, rank=3, target_modules=["0"], lora_config=config).base_model.model[0]
+    theirs = initialize(linear, method, rank=3, target_modules=["0"], lora_config=config).base_model.model[0]
+    torch.testing.assert_close(ours.lora_A["default"].weight.reshape(3, 12), theirs.lora_A["default"].weight)
+    torch.testing.assert_close(ours.lora_B["default"].weight.reshape(10, 3), theirs.lora_B["default"].weight)
+    torch.testing.assert_close(ours.get_base_layer().weight.reshape(10, 12), theirs.get_base_layer().weight)
+
+
+@pytest.mark.parametrize("method", ["pissa", "pissa_niter_4", "olora"])
+def test_conv_residual_plus_adapter_is_w(method: str) -> None:
+    model = _ConvNet()
+    x = torch.randn(2, 3, 6, 6)
+    with torch.no_grad():
+        reference = model(x)
+        stem = model.stem.weight.reshape(8, -1).clone()  # (C_out, C_in * 9)
+    peft_model = initialize(model, method, rank=2, target_modules=["stem", "point"])
+    layer = peft_model.base_model.model.stem
+    weight_a, weight_b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+    assert weight_a.shape == (2, 3, 3, 3) and weight_b.shape == (8, 2, 1, 1)
+    adapter = layer.scaling["default"] * weight_b.reshape(8, 2) @ weight_a.reshape(2, -1)  # (C_out, C_in * 9)
+    torch.testing.assert_close(layer.get_base_layer().weight.reshape(8, -1) + adapter, stem, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(peft_model(x), reference, rtol=1e-4, atol=1e-5)
+    if method == "pissa":  # the adapter holds the top right singular directions of W (the fast variant
+        # approximates them: with this flat random spectrum its second direction is off)
+        top = torch.linalg.svd(stem, full_matrices=False).Vh[:2]  # (2, C_in * 9)
+        rows = torch.linalg.qr(weight_a.reshape(2, -1).T).Q.T  # an orthonormal basis of A's row space
+        torch.testing.assert_close((top @ rows.T).norm(dim=-1), torch.ones(2), atol=1e-4, rtol=0)

@@ -1,15 +1,20 @@
-"""LoRA initializations the comparison needs where peft's own does not apply, written from their
-definitions.
+"""PiSSA and OLoRA for the layers peft's own versions cannot initialize, written from their definitions.
 
-OLoRA (Büyükakyüz, 2024) factors the pretrained weight ``W`` (d_out, d_in) as ``Q R`` and starts the
-adapter from its first ``r`` factors, keeping the rest in the base layer:
+Both factor the pretrained weight seen as a matrix ``W`` (d_out, d_in), start the adapter from its
+leading factors and keep the rest in the base layer, so the output is unchanged at step 0
+(``W_res + s * B @ A == W``, ``s`` the LoRA scaling):
 
-    B = Q[:, :r]  (d_out, r),   A = R[:r]  (r, d_in),   W_res = W - s * B @ A
+- PiSSA (Meng et al., 2024): ``W = U S V^T``; ``B = U_r sqrt(S_r / s)`` (d_out, r),
+  ``A = sqrt(S_r / s) V_r^T`` (r, d_in). ``pissa_niter_K`` takes the top triplets from
+  ``torch.svd_lowrank`` with K subspace iterations.
+- OLoRA (Büyükakyüz, 2024): ``W = Q R``; ``B = Q[:, :r]``, ``A = R[:r]``.
 
-so the model's output is unchanged at step 0. peft's ``init_lora_weights="olora"`` factors the stored
-weight as it is; for GPT-2's ``Conv1D`` (``fan_in_fan_out=True``) that is ``W^T`` (d_in, d_out), and the
-adapter it builds has the shapes of the transpose: its first forward pass fails. :func:`olora_fan_in_fan_out`
-factors ``W`` itself.
+peft applies them to ``nn.Linear`` only: for a ``Conv2d`` it raises, and for GPT-2's ``Conv1D``
+(weights stored (d_in, d_out), ``fan_in_fan_out=True``) its OLoRA factors the stored transpose and
+builds adapters of the wrong shapes. Here ``W`` is the layer's map as a matrix: a ``Conv1D``'s weight
+transposed, a ``Conv2d``'s weight flattened to (C_out, C_in * k_h * k_w) — the order of its unfolded
+patches — so ``A`` reshapes to peft's conv ``lora_A`` (r, C_in, k_h, k_w) and ``B`` to its 1 x 1
+``lora_B`` (C_out, r, 1, 1).
 """
 
 from __future__ import annotations
@@ -17,46 +22,75 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import nn
 
 if TYPE_CHECKING:
     from peft import PeftModel
 
-__all__ = ["olora_fan_in_fan_out"]
+__all__ = ["factor_weights", "needs_own_factoring"]
+
+
+def needs_own_factoring(method: str, modules: list[nn.Module], fan_in_fan_out: bool) -> bool:
+    """Whether ``method`` (``pissa``, ``pissa_niter_K``, ``olora``) on these target ``modules`` must use
+    :func:`factor_weights` instead of peft's: a conv among them, or OLoRA on transposed weights."""
+    if not (method == "olora" or method.startswith("pissa")):
+        return False
+    if any(isinstance(module, nn.modules.conv._ConvNd) for module in modules):
+        return True
+    return method == "olora" and fan_in_fan_out
 
 
 @torch.no_grad()
-def olora_fan_in_fan_out(model: PeftModel, adapter_name: str = "default") -> int:
-    """OLoRA-initialize every LoRA layer of ``model`` whose base weight is stored as (d_in, d_out).
+def factor_weights(model: PeftModel, method: str, adapter_name: str = "default") -> int:
+    """Initialize every LoRA layer of ``model`` by PiSSA or OLoRA and replace its base weight by the residual.
 
     Args:
-        model: a peft model built with ``fan_in_fan_out=True`` and any ``init_lora_weights`` (its
-            ``A``/``B`` and the targeted base weights are overwritten).
+        model: a peft model built with ``init_lora_weights=True`` (its ``A``/``B`` are overwritten).
+        method: ``pissa``, ``pissa_niter_K`` or ``olora``.
 
     Returns:
         how many layers were initialized.
     """
     count = 0
-    for layer in _transposed_lora_layers(model, adapter_name):
+    for layer in _lora_layers(model, adapter_name):
         base = layer.get_base_layer()
-        stored = base.weight  # (d_in, d_out), Conv1D's layout
-        weight = stored.detach().to(torch.float32).T  # (d_out, d_in)
+        weight_a, weight_b = layer.lora_A[adapter_name].weight, layer.lora_B[adapter_name].weight
         rank, scale = layer.r[adapter_name], layer.scaling[adapter_name]
-        q, upper = torch.linalg.qr(weight)  # (d_out, k), (k, d_in), k = min(d_out, d_in)
-        b, a = q[:, :rank], upper[:rank]  # (d_out, r), (r, d_in)
-        layer.lora_A[adapter_name].weight.copy_(a)
-        layer.lora_B[adapter_name].weight.copy_(b)
-        stored.copy_((weight - scale * b @ a).T.to(stored.dtype))
+        transposed = bool(getattr(layer, "fan_in_fan_out", False))  # only peft's Linear wrapper has the flag
+        matrix = _as_matrix(base.weight, transposed)  # (d_out, d_in)
+        b, a = _factors(matrix, rank, scale, method)  # (d_out, r), (r, d_in)
+        weight_a.copy_(a.reshape(weight_a.shape))  # (r, d_in) or (r, C_in, k_h, k_w)
+        weight_b.copy_(b.reshape(weight_b.shape))  # (d_out, r) or (C_out, r, 1, 1)
+        residual = matrix - scale * b @ a  # (d_out, d_in)
+        stored = residual.T if transposed else residual.reshape(base.weight.shape)
+        base.weight.copy_(stored.to(base.weight.dtype))
         count += 1
     return count
 
 
-def _transposed_lora_layers(model: PeftModel, adapter_name: str) -> list[Any]:
-    """peft LoRA layers holding ``adapter_name`` over a base weight stored (d_in, d_out) (typed ``Any``:
-    peft's module dicts are untyped)."""
+def _factors(matrix: torch.Tensor, rank: int, scale: float, method: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B, A)`` of ``method`` for ``matrix`` (d_out, d_in): (d_out, r) and (r, d_in)."""
+    if method == "olora":
+        q, upper = torch.linalg.qr(matrix)  # (d_out, k), (k, d_in)
+        return q[:, :rank], upper[:rank]
+    if method == "pissa":
+        u, s, vh = torch.linalg.svd(matrix, full_matrices=False)  # (d_out, k), (k,), (k, d_in)
+    else:  # pissa_niter_K
+        niter = int(method.removeprefix("pissa_niter_"))
+        u, s, v = torch.svd_lowrank(matrix, q=rank, niter=niter)  # (d_out, r), (r,), (d_in, r)
+        vh = v.T
+    root = torch.sqrt(s[:rank] / scale)  # (r,)
+    return u[:, :rank] * root, root[:, None] * vh[:rank]
+
+
+def _as_matrix(weight: torch.Tensor, fan_in_fan_out: bool) -> torch.Tensor:
+    """The layer's map as (d_out, d_in) float32: Conv1D's (d_in, d_out) transposed, a conv flattened."""
+    matrix = weight.detach().to(torch.float32)
+    return matrix.T if fan_in_fan_out else matrix.reshape(matrix.shape[0], -1)
+
+
+def _lora_layers(model: PeftModel, adapter_name: str) -> list[Any]:
+    """peft LoRA layers holding ``adapter_name`` (typed ``Any``: peft's module dicts are untyped)."""
     from peft.tuners.lora import LoraLayer
 
-    return [
-        layer
-        for layer in model.modules()
-        if isinstance(layer, LoraLayer) and adapter_name in layer.lora_A and getattr(layer, "fan_in_fan_out", False)
-    ]
+    return [layer for layer in model.modules() if isinstance(layer, LoraLayer) and adapter_name in layer.lora_A]

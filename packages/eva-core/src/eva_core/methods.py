@@ -10,21 +10,22 @@ dropout, ``modules_to_save``), so a comparison differs only in how ``A`` and ``B
   directions of the input.
 - ``pissa``: peft's PiSSA (``A``, ``B`` from the top singular triplets of ``W``; ``W`` replaced by the
   residual). ``pissa_niter_K`` uses the fast randomized SVD with ``K`` subspace iterations.
-- ``olora``: peft's OLoRA (``A``, ``B`` from the QR decomposition of ``W``; ``W`` replaced by the residual);
-  for layers stored transposed (``fan_in_fan_out``, GPT-2's ``Conv1D``) :mod:`eva_core.baselines`'
-  own, as peft's factors the transpose there.
+- ``olora``: peft's OLoRA (``A``, ``B`` from the QR decomposition of ``W``; ``W`` replaced by the residual).
+- For convs (and OLoRA on GPT-2's transposed ``Conv1D``), where peft's PiSSA/OLoRA do not apply,
+  :mod:`eva_core.baselines` factors ``W`` as a matrix by the same definitions.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from .api import init
-from .baselines import olora_fan_in_fan_out
+from .baselines import factor_weights, needs_own_factoring
 from .errors import InvalidConfigError
 
 if TYPE_CHECKING:
@@ -95,13 +96,23 @@ def initialize(
         overrides = {"rank": rank, "target_modules": target_modules, **EVA_VARIANTS[method], **(eva_overrides or {})}
         return init(model, batches, lora_config=base, **overrides)
     weights = peft_init_weights(method)
-    transposed_olora = method == "olora" and base.fan_in_fan_out
-    if transposed_olora:
-        weights = True  # peft's OLoRA factors Conv1D's stored W^T: start plain, then factor W (baselines.py)
     targets = target_modules if isinstance(target_modules, str) else list(target_modules)
+    own = needs_own_factoring(method, _modules(model, targets), bool(base.fan_in_fan_out))
+    if own:
+        weights = True  # peft cannot factor these layers: start plain, then factor W (baselines.py)
     # peft types the value as a Literal whose "pissa_niter_[number of iters]" no real string matches
     config = dataclasses.replace(base, r=rank, target_modules=targets, init_lora_weights=weights)  # type: ignore[arg-type]
     peft_model = get_peft_model(model, config)
-    if transposed_olora:
-        olora_fan_in_fan_out(peft_model)
+    if own:
+        factor_weights(peft_model, method)
     return peft_model
+
+
+def _modules(model: nn.Module, targets: list[str] | str) -> list[nn.Module]:
+    """The modules ``targets`` names (as peft matches them: a regex over the whole name, or names that
+    equal or end a module's name at a dot)."""
+    named = dict(model.named_modules())
+    if isinstance(targets, str):
+        return [module for name, module in named.items() if re.fullmatch(targets, name)]
+    wanted = set(targets)
+    return [module for name, module in named.items() if name in wanted or any(name.endswith("." + t) for t in wanted)]

@@ -105,3 +105,37 @@ def test_record_round_trips_through_json() -> None:
     data = json.loads(json.dumps(record.to_json()))
     assert data["curve"][1] == {"step": 10, "metrics": {"accuracy": 0.8, "loss": 0.4}}
     assert data["extra"]["ranks"] == {"a": 2}
+
+
+def test_record_of_a_run_counts_trainable_parameters_and_keeps_the_eva_summary() -> None:
+    from eva_core import EvalPoint, RunRecord, eva_summary, initialize
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    batches = [torch.randn(16, 8) * torch.logspace(0, -2, 8) for _ in range(4)]
+    peft_model = initialize(
+        model, "eva", batches, rank=2, target_modules=["0"], eva_overrides={"tau": 0.0, "progress": False}
+    )
+    curve = (EvalPoint(0, {"loss": 1.0}),)
+    record = RunRecord.of(
+        peft_model, method="eva", seed=0, metric="loss", init_seconds=1.0, train_seconds=2.0, curve=curve,
+        extra={"lr": 1e-3},
+    )  # fmt: skip
+    assert record.trainable_parameters == peft_model.get_nb_trainable_parameters()[0] == 2 * 8 + 8 * 2
+    assert record.extra["lr"] == 1e-3 and record.extra["ranks"] == {"0": 2}
+    assert record.extra["eva_batches"] == peft_model.eva_state.steps
+    assert eva_summary(model=nn.Linear(2, 2)) == {}
+
+
+def test_shuffled_epochs_visit_every_batch_once_per_epoch_in_a_seeded_order() -> None:
+    from itertools import islice
+
+    from eva_core import shuffled_epochs
+
+    first, second = (
+        list(islice(shuffled_epochs(list(range(5)), seed=3), 10)),
+        list(islice(shuffled_epochs(list(range(5)), seed=3), 10)),
+    )
+    assert first == second
+    assert sorted(first[:5]) == sorted(first[5:]) == list(range(5))
+    assert first[:5] != first[5:]  # each epoch draws a new order

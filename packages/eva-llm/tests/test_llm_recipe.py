@@ -50,9 +50,9 @@ def test_finetune_records_the_run(smollm2_tokenizer: Any, method: str) -> None:
     assert all(set(point.metrics) == {"loss", "exact_match"} for point in record.curve)
     assert 0.0 <= record.final() <= 1.0
     assert record.final("loss") > 0 and record.init_seconds > 0 and record.trainable_parameters > 0
-    assert ("eva_ranks" in record.extra) == (method == "eva")
+    assert ("ranks" in record.extra) == (method == "eva")
     if method == "eva":
-        assert sum(record.extra["eva_ranks"].values()) == 2 * 14
+        assert sum(record.extra["ranks"].values()) == 2 * 14
 
 
 def test_finetune_rejects_bad_arguments(smollm2_tokenizer: Any) -> None:

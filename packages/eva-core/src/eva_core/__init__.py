@@ -35,7 +35,7 @@ from .methods import EVA_VARIANTS, INIT_METHODS, initialize
 from .paths import cache_dir, data_dir
 from .plugins import plugin_manager
 from .ranks import allocate_ranks
-from .runs import EvalPoint, RunRecord, train
+from .runs import EvalPoint, RunRecord, eva_summary, shuffled_epochs, train
 from .state import EvaState, LayerSpectrum
 
 __version__ = "0.1.0"
@@ -73,6 +73,7 @@ __all__ = [
     "apply",
     "cache_dir",
     "data_dir",
+    "eva_summary",
     "fit",
     "hookimpl",
     "hookspec",
@@ -80,5 +81,6 @@ __all__ = [
     "initialize",
     "lora_config_for",
     "plugin_manager",
+    "shuffled_epochs",
     "train",
 ]

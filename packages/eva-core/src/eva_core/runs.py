@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .errors import EmptyDataError, InvalidConfigError
 
-__all__ = ["EvalPoint", "RunRecord", "train"]
+__all__ = ["EvalPoint", "RunRecord", "eva_summary", "shuffled_epochs", "train"]
 
 _log = logging.getLogger(__name__)
 
@@ -65,6 +65,50 @@ class RunRecord:
     def to_json(self) -> dict[str, Any]:
         """A JSON-serialisable dict (``json.dumps`` ready)."""
         return asdict(self)
+
+    @classmethod
+    def of(
+        cls,
+        model: nn.Module,
+        *,
+        method: str,
+        seed: int,
+        metric: str,
+        init_seconds: float,
+        train_seconds: float,
+        curve: tuple[EvalPoint, ...],
+        extra: Mapping[str, Any] | None = None,
+    ) -> RunRecord:
+        """The record of a run of ``model`` (the trained peft model): its trainable parameters counted, and
+        for an EVA run (a model with an ``eva_state``) ``extra`` gains :func:`eva_summary`."""
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        return cls(
+            method=method,
+            seed=seed,
+            metric=metric,
+            init_seconds=init_seconds,
+            train_seconds=train_seconds,
+            trainable_parameters=int(trainable),
+            curve=curve,
+            extra={**(extra or {}), **eva_summary(model)},
+        )
+
+
+def eva_summary(model: nn.Module) -> dict[str, Any]:
+    """What a run keeps of an EVA fit: ``ranks`` per layer, ``eva_batches`` consumed and ``eva_seconds``
+    taken; empty for a model without an ``eva_state`` (any other initialization)."""
+    state = getattr(model, "eva_state", None)
+    if state is None:
+        return {}
+    return {"ranks": dict(state.ranks), "eva_batches": state.steps, "eva_seconds": state.seconds}
+
+
+def shuffled_epochs(batches: Sequence[Any], seed: int) -> Iterator[Any]:
+    """``batches`` epoch after epoch, each epoch in a new order drawn from ``seed`` (endless)."""
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        for index in torch.randperm(len(batches), generator=generator).tolist():
+            yield batches[index]
 
 
 def train(

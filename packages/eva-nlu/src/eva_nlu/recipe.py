@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from peft import PeftModel
 from torch import nn
 
 import eva_core
@@ -147,39 +146,23 @@ def finetune(
     started = time.perf_counter()
     curve = eva_core.train(
         peft_model,
-        _cycle(train_batches, seed),
+        eva_core.shuffled_epochs(train_batches, seed),
         _loss,
         lambda m: evaluate(m, dev_batches, spec),
         steps=steps,
         eval_at=eval_at,
         lr=lr,
     )
-    return eva_core.RunRecord(
+    return eva_core.RunRecord.of(
+        peft_model,
         method=method,
         seed=seed,
         metric=spec.headline,
         init_seconds=init_seconds,
         train_seconds=time.perf_counter() - started,
-        trainable_parameters=int(peft_model.get_nb_trainable_parameters()[0]),
         curve=curve,
-        extra=_extra(peft_model),
     )
 
 
 def _loss(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
     return model(**batch).loss
-
-
-def _cycle(batches: Sequence[Any], seed: int) -> Iterator[Any]:
-    """Epoch after epoch over ``batches``, each epoch in a new seeded order."""
-    generator = torch.Generator().manual_seed(seed)
-    while True:
-        for index in torch.randperm(len(batches), generator=generator).tolist():
-            yield batches[index]
-
-
-def _extra(model: PeftModel) -> dict[str, Any]:
-    state = getattr(model, "eva_state", None)
-    if state is None:
-        return {}
-    return {"ranks": dict(state.ranks), "eva_batches": state.steps, "eva_seconds": state.seconds}

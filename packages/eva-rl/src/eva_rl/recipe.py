@@ -154,16 +154,13 @@ def finetune(
         "dataset_low": data.low,
         "dataset_high": data.high,
     }
-    state = getattr(peft_model, "eva_state", None)
-    if state is not None:
-        extra.update(ranks=dict(state.ranks), eva_batches=state.steps, eva_seconds=state.seconds)
-    return RunRecord(
+    return RunRecord.of(
+        peft_model,
         method=method,
         seed=seed,
         metric=metric,
         init_seconds=init_seconds,
         train_seconds=train_seconds,
-        trainable_parameters=int(peft_model.get_nb_trainable_parameters()[0]),
         curve=curve,
         extra=extra,
     )

@@ -9,12 +9,11 @@ layers keep their pretrained statistics while training (:func:`eva_vision.freeze
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual alias
-from peft import PeftModel
 from torch import nn
 
 import eva_core
@@ -156,35 +155,19 @@ def finetune(
     started = time.perf_counter()
     curve = eva_core.train(
         peft_model,
-        _cycle(train_batches, seed),
+        eva_core.shuffled_epochs(train_batches, seed),
         lambda m, batch: F.cross_entropy(logits(freeze_batch_norm(m), batch[0], kind), batch[1]),
         lambda m: evaluate(m, dev_batches, kind),
         steps=steps,
         eval_at=eval_at,
         lr=lr,
     )
-    return eva_core.RunRecord(
+    return eva_core.RunRecord.of(
+        peft_model,
         method=method,
         seed=seed,
         metric="accuracy",
         init_seconds=init_seconds,
         train_seconds=time.perf_counter() - started,
-        trainable_parameters=int(peft_model.get_nb_trainable_parameters()[0]),
         curve=curve,
-        extra=_extra(peft_model),
     )
-
-
-def _cycle(batches: Sequence[Any], seed: int) -> Iterator[Any]:
-    """Epoch after epoch over ``batches``, each epoch in a new seeded order."""
-    generator = torch.Generator().manual_seed(seed)
-    while True:
-        for index in torch.randperm(len(batches), generator=generator).tolist():
-            yield batches[index]
-
-
-def _extra(model: PeftModel) -> dict[str, Any]:
-    state = getattr(model, "eva_state", None)
-    if state is None:
-        return {}
-    return {"ranks": dict(state.ranks), "eva_batches": state.steps, "eva_seconds": state.seconds}

@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn import functional
 
 from eva_core import TooFewRowsWarning, apply, fit, hookimpl, plugin_manager
-from eva_core.fitting import _input_width
+from eva_core.capture import input_width
 
 SETTINGS = {"rank": 2, "rho": 1.0, "tau": 0.0, "min_steps": 3, "max_steps": 3, "progress": False}
 
@@ -81,7 +81,7 @@ def test_conv_lora_a_holds_the_patch_components(patch_domain: None) -> None:
 
 
 def test_input_width_of_layers_that_never_ran() -> None:
-    assert _input_width(nn.Linear(5, 3)) == 5
-    assert _input_width(nn.Conv2d(6, 4, kernel_size=(3, 2))) == 36
-    assert _input_width(nn.Conv2d(8, 8, kernel_size=3, groups=8)) == 9
-    assert _input_width(nn.ReLU()) == 0
+    assert input_width(nn.Linear(5, 3)) == 5
+    assert input_width(nn.Conv2d(6, 4, kernel_size=(3, 2))) == 36
+    assert input_width(nn.Conv2d(8, 8, kernel_size=3, groups=8)) == 9
+    assert input_width(nn.ReLU()) == 0

@@ -6,31 +6,28 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from .capture import InputRecorder, StopForward, input_width
+from .batch_feed import BatchProgress, model_device, prepare
+from .capture import InputRecorder, StopForward
 from .checkpoint import Checkpointing, FitProgress, skip_consumed
 from .config import EvaConfig
-from .convergence import ConvergenceTracker, GroupProgress
-from .distributed import ProcessGroup, join_process_group
+from .convergence import ConvergenceTracker
+from .distributed import join_process_group
 from .errors import (
     EmptyDataError,
     InvalidConfigError,
     NoTargetLayersError,
-    NotConvergedWarning,
-    TooFewRowsWarning,
-    UnsupportedBatchError,
     UnsupportedLayerError,
-    warn,
 )
-from .hookspecs import PreparedBatch, RowsFn
+from .fit_state import final_state, warn_not_converged
+from .hookspecs import RowsFn
 from .plugins import DomainHooks, plugin_manager
-from .state import EvaState, LayerSpectrum, allocate_layer_ranks
+from .state import EvaState
 from .svd import GramStatistics, InputStatistics, SketchStatistics
 from .targets import select_modules
 
@@ -101,7 +98,6 @@ def fit(
 
 
 _END = object()
-_input_width = input_width  # the name the tests of conv layers import
 
 
 def _fit(model: nn.Module, batches: Iterable[Any], config: EvaConfig, checkpoints: Checkpointing | None) -> EvaState:
@@ -109,7 +105,7 @@ def _fit(model: nn.Module, batches: Iterable[Any], config: EvaConfig, checkpoint
     hooks = DomainHooks(plugin_manager(), model, config.domain)
     layers = _target_layers(model, config, hooks)
     rows_fns = _rows_functions(layers, hooks)
-    device = _model_device(model)
+    device = model_device(model)
     group = join_process_group(config)
     plan = _StatisticsPlan(config)
     make = plan.make if group is None else group.statistics_factory(plan.make)
@@ -130,7 +126,7 @@ def _fit(model: nn.Module, batches: Iterable[Any], config: EvaConfig, checkpoint
     model.eval()
 
     def forward(batch: Any) -> None:
-        prepared = _prepare(hooks, batch, model, config, device)
+        prepared = prepare(hooks, batch, model, config, device)
         recorder.begin_batch(prepared.row_mask)
         with contextlib.suppress(StopForward):
             model(*prepared.args, **prepared.kwargs)
@@ -139,7 +135,7 @@ def _fit(model: nn.Module, batches: Iterable[Any], config: EvaConfig, checkpoint
 
     synced = progress.steps
     try:
-        with recorder, _progress(stream, batches, config, group, progress.consumed) as bar:
+        with recorder, BatchProgress(stream, batches, config, group, progress.consumed) as bar:
             exhausted = False
 
             def next_batch() -> bool:  # this rank's part of a distributed step
@@ -186,14 +182,14 @@ def _fit(model: nn.Module, batches: Iterable[Any], config: EvaConfig, checkpoint
     steps = progress.steps
     if steps == 0:
         raise EmptyDataError("fit(batches=...) yielded no batch; pass a non-empty iterable (a DataLoader, a list).")
-    state = _final_state(layers, recorder, tracker, config, steps)
+    state = final_state(layers, recorder, tracker, config, steps)
     state.seconds = time.perf_counter() - started
     state.extra["domain"] = hooks.domain
     state.extra["history"] = progress.history  # layers converged after each check, for reports
     if group is not None:
         state.extra["world_size"] = group.size
         state.extra["batches"] = int(group.total(progress.consumed))
-    _warn_not_converged(state, config)
+    warn_not_converged(state, config)
     hooks.notify("eva_ranks_allocated", state=state)
     _log.info("EVA fit: %d batches, %.2fs, ranks %s", steps, state.seconds, state.ranks)
     return state
@@ -242,142 +238,3 @@ def _rows_functions(layers: dict[str, nn.Module], hooks: DomainHooks) -> dict[st
             )
         fns[name] = fn
     return fns
-
-
-def _prepare(
-    hooks: DomainHooks, batch: Any, model: nn.Module, config: EvaConfig, device: torch.device | None
-) -> PreparedBatch:
-    prepared = hooks.call("eva_prepare_batch", batch=batch, model=model, config=config)
-    if prepared is None:
-        raise UnsupportedBatchError(
-            f"batches yielded a {type(batch).__name__}, which no eva plugin (domain {hooks.domain!r}) can feed "
-            "to the model; yield a dict of tensors (keyword arguments), a tuple (positional arguments) or a "
-            "tensor, or install the domain package for this kind of data."
-        )
-    if device is None:
-        return prepared
-    return PreparedBatch(
-        args=_to_device(prepared.args, device),
-        kwargs=_to_device(dict(prepared.kwargs), device),
-        row_mask=None if prepared.row_mask is None else prepared.row_mask.to(device),
-    )
-
-
-def _to_device(value: Any, device: torch.device) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, dict):
-        return {key: _to_device(item, device) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_to_device(item, device) for item in value)
-    return value
-
-
-def _model_device(model: nn.Module) -> torch.device | None:
-    for parameter in model.parameters():
-        if parameter.device.type != "meta":
-            return parameter.device
-    return None
-
-
-class _progress:  # noqa: N801 - used as a context manager like tqdm
-    """A progress bar over the batch iterator (shown by rank 0 only); ``next(bar)`` reads the next batch."""
-
-    def __init__(
-        self, stream: Iterator[Any], batches: Iterable[Any], config: EvaConfig, group: ProcessGroup | None, start: int
-    ) -> None:
-        total = config.max_steps
-        if hasattr(batches, "__len__"):
-            total = min(total, len(batches))  # type: ignore[arg-type]
-        shown = config.progress and (group is None or group.rank == 0)
-        self.bar = tqdm(
-            stream, total=total, initial=start, desc="EVA", unit="batch", disable=None if shown else True, leave=False
-        )
-        self.iterator = iter(self.bar)
-
-    def __next__(self) -> Any:
-        return next(self.iterator)
-
-    def set_postfix_str(self, text: str) -> None:
-        self.bar.set_postfix_str(text)
-
-    def __enter__(self) -> _progress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.bar.close()
-
-
-def _final_state(
-    layers: dict[str, nn.Module], recorder: InputRecorder, tracker: ConvergenceTracker, config: EvaConfig, steps: int
-) -> EvaState:
-    if not any(int(stats.rows_seen().item()) for stats in recorder.statistics.values()):
-        raise EmptyDataError(
-            "every row was masked out (attention_mask 0 or labels -100 everywhere) or no targeted layer ran; "
-            "check the batches' masks, or pass a different target_modules."
-        )
-    measured = {
-        leader: _measured(leader, recorder.statistics[leader], tracker.groups.get(leader), config)
-        for leader in recorder.order
-    }
-    spectra: dict[str, LayerSpectrum] = {}
-    for name, module in layers.items():
-        leader = recorder.leader_of.get(name)
-        if leader is None:
-            warn(f"layer {name!r} never ran during the fit; it gets rank 0.", TooFewRowsWarning)
-            spectra[name] = _empty(name, input_width(module), rows=0)
-        else:  # a follower shares its leader's spectrum
-            spectra[name] = measured[leader]
-    return EvaState(layers=spectra, ranks=allocate_layer_ranks(spectra, config), steps=steps, config=config)
-
-
-def _empty(name: str, width: int, rows: int) -> LayerSpectrum:
-    nothing = torch.zeros(0)
-    return LayerSpectrum(torch.zeros(0, width), nothing, nothing, nothing, rows, False, None, name)
-
-
-def _measured(name: str, stats: InputStatistics, progress: GroupProgress | None, config: EvaConfig) -> LayerSpectrum:
-    rows = int(stats.rows_seen().item())
-    usable = max(rows - 1, 0) if config.centered else rows
-    k = min(config.max_components, stats.dim, usable)
-    if stats.dim < config.max_components:
-        warn(
-            f"layer {name!r} has d_in={stats.dim} < round(rho*rank)={config.max_components}; it can take at most "
-            f"{stats.dim} ranks. Lower rank or rho, or leave it out of target_modules.",
-        )
-    if usable < min(config.max_components, stats.dim):
-        centering = " (one goes to centering)" if config.centered else ""
-        warn(
-            f"layer {name!r} saw {rows} rows{centering}, so it has {usable} components where "
-            f"{config.max_components} were asked for; it can take at most {k} ranks. Feed more or longer "
-            "batches, or check the masks.",
-            TooFewRowsWarning,
-        )
-    if k == 0:
-        return _empty(name, stats.dim, rows)
-    previous = progress.spectrum.components if progress is not None and progress.spectrum is not None else None
-    spectrum = stats.top(k, previous=previous, exact=True)
-    converged_at = progress.converged_at if progress is not None else None
-    return LayerSpectrum(
-        components=spectrum.components,
-        singular_values=spectrum.singular_values,
-        explained_variance=spectrum.explained_variance,
-        explained_variance_ratio=spectrum.explained_variance_ratio,
-        rows=rows,
-        converged=converged_at is not None,
-        converged_at=converged_at,
-        source=name,
-    )
-
-
-def _warn_not_converged(state: EvaState, config: EvaConfig) -> None:
-    pending = [name for name in state.not_converged if state.layers[name].rows > 0]
-    if pending:
-        why = f"max_steps={config.max_steps} was reached" if state.steps >= config.max_steps else "the data ran out"
-        shown = ", ".join(pending[:5]) + (f" and {len(pending) - 5} more" if len(pending) > 5 else "")
-        warn(
-            f"EVA stopped after {state.steps} batches ({why}) before {len(pending)} of {len(state.layers)} "
-            f"layers converged: {shown}. Their components are the best estimate from the rows seen; feed more "
-            "batches, raise max_steps, or lower tau.",
-            NotConvergedWarning,
-        )

@@ -19,8 +19,8 @@ import json
 import logging
 import os
 import re
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +34,10 @@ from .config import EvaConfig
 from .convergence import ConvergenceTracker
 from .distributed import ProcessGroup
 from .errors import CheckpointMismatchError, InvalidConfigError
+from .fit_progress import FitProgress
 from .svd import InputStatistics
 
-__all__ = ["Checkpointing", "FitProgress", "layer_signature", "skip_consumed"]
+__all__ = ["Checkpointing", "layer_signature"]
 
 _log = logging.getLogger(__name__)
 
@@ -46,16 +47,6 @@ _KEEP = 2
 _IGNORED_FIELDS = ("progress",)  # config fields that do not change the result
 
 StatisticsFactory = Callable[[str, int, torch.device], InputStatistics]
-
-
-@dataclass
-class FitProgress:
-    """Where a fit stands: ``steps`` taken (batches per rank), this rank's ``consumed`` batches, and the
-    ``history`` of convergence checks (``{"step", "converged"}`` each: layers converged after that step)."""
-
-    steps: int = 0
-    consumed: int = 0
-    history: list[dict[str, int]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -283,27 +274,6 @@ class Checkpointing:
         history = [{"step": int(h["step"]), "converged": int(h["converged"])} for h in meta.get("history", [])]
         restored = FitProgress(steps=int(meta["steps"]), consumed=int(meta["consumed"]), history=history)
         return restored, int(meta["plan_left"])
-
-
-def skip_consumed(stream: Iterator[Any], count: int, group: ProcessGroup | None) -> Iterator[Any]:
-    """``stream`` after its first ``count`` batches (those a resumed fit consumed before its checkpoint).
-
-    Raises:
-        CheckpointMismatchError: ``stream`` has fewer than ``count`` batches.
-    """
-    end = object()
-
-    def skip() -> None:
-        for seen in range(count):
-            if next(stream, end) is end:
-                raise CheckpointMismatchError(
-                    f"resume: the batches ran out after {seen} but the checkpoint had consumed {count}; pass the "
-                    "same batches, in the same order, as the interrupted fit."
-                )
-
-    if count:
-        skip() if group is None else group.agree(skip, "while skipping the batches consumed before the checkpoint")
-    return stream
 
 
 def layer_signature(layers: dict[str, nn.Module]) -> dict[str, list[Any]]:

@@ -14,7 +14,7 @@ from torch import nn
 
 from .batch_feed import BatchProgress, model_device, prepare
 from .capture import InputRecorder, StopForward
-from .checkpoint import Checkpointing, FitProgress, skip_consumed
+from .checkpoint import Checkpointing
 from .config import EvaConfig
 from .convergence import ConvergenceTracker
 from .distributed import join_process_group
@@ -24,6 +24,7 @@ from .errors import (
     NoTargetLayersError,
     UnsupportedLayerError,
 )
+from .fit_progress import FitProgress, skip_consumed
 from .fit_state import final_state, warn_not_converged
 from .hookspecs import RowsFn
 from .plugins import DomainHooks, plugin_manager

@@ -173,7 +173,7 @@ def test_pointwise_conv_factors_as_peft_does_for_the_same_linear(method: str) ->
     torch.testing.assert_close(ours.get_base_layer().weight.reshape(10, 12), theirs.get_base_layer().weight)
 
 
-@pytest.mark.parametrize("method", ["pissa", "pissa_niter_4", "olora"])
+@pytest.mark.parametrize("method", ["pissa", "pissa_niter_4", "milora", "olora"])
 def test_conv_residual_plus_adapter_is_w(method: str) -> None:
     model = _ConvNet()
     x = torch.randn(2, 3, 6, 6)
@@ -193,3 +193,7 @@ def test_conv_residual_plus_adapter_is_w(method: str) -> None:
         top = torch.linalg.svd(stem, full_matrices=False).Vh[:2]  # (2, C_in * 9)
         rows = torch.linalg.qr(weight_a.reshape(2, -1).T).Q.T  # an orthonormal basis of A's row space
         torch.testing.assert_close((top @ rows.T).norm(dim=-1), torch.ones(2), atol=1e-4, rtol=0)
+    if method == "milora":  # the adapter holds the two smallest of W's 8 singular directions
+        minor = torch.linalg.svd(stem, full_matrices=False).Vh[-2:]  # (2, C_in * 9)
+        rows = torch.linalg.qr(weight_a.reshape(2, -1).T).Q.T
+        torch.testing.assert_close((minor @ rows.T).norm(dim=-1), torch.ones(2), atol=1e-4, rtol=0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from .adapters import apply, lora_config_for
 from .api import init
 from .config import EvaConfig, RedistributionMetric
+from .cost import Cost, measure_cost
 from .errors import (
     AmbiguousDomainError,
     CheckpointMismatchError,
@@ -31,7 +32,7 @@ from .errors import (
 )
 from .fitting import fit
 from .hookspecs import LoadedModel, PreparedBatch, RowsFn, hookimpl, hookspec
-from .methods import EVA_VARIANTS, INIT_METHODS, initialize
+from .methods import ALL_METHODS, EVA_VARIANTS, INIT_METHODS, initialize
 from .paths import cache_dir, data_dir
 from .plugins import plugin_manager
 from .ranks import allocate_ranks
@@ -41,6 +42,7 @@ from .state import EvaState, LayerSpectrum
 __version__ = "0.1.0"
 
 __all__ = [
+    "ALL_METHODS",
     "EVA_VARIANTS",
     "INIT_METHODS",
     "AmbiguousDomainError",
@@ -69,6 +71,7 @@ __all__ = [
     "TooFewRowsWarning",
     "UnsupportedBatchError",
     "UnsupportedLayerError",
+    "Cost",
     "allocate_ranks",
     "apply",
     "cache_dir",
@@ -80,6 +83,7 @@ __all__ = [
     "init",
     "initialize",
     "lora_config_for",
+    "measure_cost",
     "plugin_manager",
     "shuffled_epochs",
     "train",

@@ -1,12 +1,15 @@
-"""PiSSA and OLoRA for the layers peft's own versions cannot initialize, written from their definitions.
+"""PiSSA, MiLoRA and OLoRA written from their definitions, for the layers peft cannot initialize.
 
-Both factor the pretrained weight seen as a matrix ``W`` (d_out, d_in), start the adapter from its
-leading factors and keep the rest in the base layer, so the output is unchanged at step 0
+Each factors the pretrained weight seen as a matrix ``W`` (d_out, d_in), starts the adapter from some of
+its factors and keeps the rest in the base layer, so the output is unchanged at step 0
 (``W_res + s * B @ A == W``, ``s`` the LoRA scaling):
 
 - PiSSA (Meng et al., 2024): ``W = U S V^T``; ``B = U_r sqrt(S_r / s)`` (d_out, r),
   ``A = sqrt(S_r / s) V_r^T`` (r, d_in). ``pissa_niter_K`` takes the top triplets from
   ``torch.svd_lowrank`` with K subspace iterations.
+- MiLoRA (Wang et al., 2024): as PiSSA but from the r *smallest* singular triplets, so the adapter starts
+  in the directions the pretrained weight uses least and ``W_res`` keeps the principal ones. peft has no
+  MiLoRA: every layer, ``nn.Linear`` included, is initialized here.
 - OLoRA (Büyükakyüz, 2024): ``W = Q R``; ``B = Q[:, :r]``, ``A = R[:r]``.
 
 peft applies them to ``nn.Linear`` only: for a ``Conv2d`` it raises, and for GPT-2's ``Conv1D``
@@ -31,8 +34,11 @@ __all__ = ["factor_weights", "needs_own_factoring"]
 
 
 def needs_own_factoring(method: str, modules: list[nn.Module], fan_in_fan_out: bool) -> bool:
-    """Whether ``method`` (``pissa``, ``pissa_niter_K``, ``olora``) on these target ``modules`` must use
-    :func:`factor_weights` instead of peft's: a conv among them, or OLoRA on transposed weights."""
+    """Whether ``method`` (``pissa``, ``pissa_niter_K``, ``milora``, ``olora``) on these target ``modules``
+    must use :func:`factor_weights` instead of peft's: always for MiLoRA (peft has none), else when a conv
+    is among them, or for OLoRA on transposed weights."""
+    if method == "milora":
+        return True
     if not (method == "olora" or method.startswith("pissa")):
         return False
     if any(isinstance(module, nn.modules.conv._ConvNd) for module in modules):
@@ -42,11 +48,11 @@ def needs_own_factoring(method: str, modules: list[nn.Module], fan_in_fan_out: b
 
 @torch.no_grad()
 def factor_weights(model: PeftModel, method: str, adapter_name: str = "default") -> int:
-    """Initialize every LoRA layer of ``model`` by PiSSA or OLoRA and replace its base weight by the residual.
+    """Initialize every LoRA layer of ``model`` by PiSSA, MiLoRA or OLoRA; its base weight becomes the residual.
 
     Args:
         model: a peft model built with ``init_lora_weights=True`` (its ``A``/``B`` are overwritten).
-        method: ``pissa``, ``pissa_niter_K`` or ``olora``.
+        method: ``pissa``, ``pissa_niter_K``, ``milora`` or ``olora``.
 
     Returns:
         how many layers were initialized.
@@ -73,8 +79,10 @@ def _factors(matrix: torch.Tensor, rank: int, scale: float, method: str) -> tupl
     if method == "olora":
         q, upper = torch.linalg.qr(matrix)  # (d_out, k), (k, d_in)
         return q[:, :rank], upper[:rank]
-    if method == "pissa":
+    if method in ("pissa", "milora"):
         u, s, vh = torch.linalg.svd(matrix, full_matrices=False)  # (d_out, k), (k,), (k, d_in)
+        if method == "milora":  # the r minor triplets, largest of them first
+            u, s, vh = u[:, -rank:], s[-rank:], vh[-rank:]  # (d_out, r), (r,), (r, d_in)
     else:  # pissa_niter_K
         niter = int(method.removeprefix("pissa_niter_"))
         u, s, v = torch.svd_lowrank(matrix, q=rank, niter=niter)  # (d_out, r), (r,), (d_in, r)

@@ -47,6 +47,8 @@ class RunRecord:
         trainable_parameters: parameters with ``requires_grad`` (adapters and the trained head).
         curve: held-out metrics at the evaluation steps, step 0 first.
         extra: anything else worth keeping (EVA ranks, batches consumed, ...).
+        init_peak_bytes: memory high-water mark of the initialization above what was in use before it
+            (:func:`eva_core.measure_cost`), ``None`` where it could not be measured.
     """
 
     method: str
@@ -57,6 +59,7 @@ class RunRecord:
     trainable_parameters: int
     curve: tuple[EvalPoint, ...]
     extra: Mapping[str, Any] = field(default_factory=dict)
+    init_peak_bytes: int | None = None
 
     def final(self, name: str | None = None) -> float:
         """The last evaluation's value of ``name`` (default: the headline metric)."""
@@ -78,6 +81,7 @@ class RunRecord:
         train_seconds: float,
         curve: tuple[EvalPoint, ...],
         extra: Mapping[str, Any] | None = None,
+        init_peak_bytes: int | None = None,
     ) -> RunRecord:
         """The record of a run of ``model`` (the trained peft model): its trainable parameters counted, and
         for an EVA run (a model with an ``eva_state``) ``extra`` gains :func:`eva_summary`."""
@@ -91,16 +95,27 @@ class RunRecord:
             trainable_parameters=int(trainable),
             curve=curve,
             extra={**(extra or {}), **eva_summary(model)},
+            init_peak_bytes=init_peak_bytes,
         )
 
 
 def eva_summary(model: nn.Module) -> dict[str, Any]:
-    """What a run keeps of an EVA fit: ``ranks`` per layer, ``eva_batches`` consumed and ``eva_seconds``
-    taken; empty for a model without an ``eva_state`` (any other initialization)."""
+    """What a run keeps of an EVA fit: ``ranks`` per layer, ``eva_batches`` consumed, ``eva_seconds``
+    taken and ``explained_variance``, each layer's explained-variance ratios of the components the fit
+    kept (descending); empty for a model without an ``eva_state`` (any other initialization)."""
     state = getattr(model, "eva_state", None)
     if state is None:
         return {}
-    return {"ranks": dict(state.ranks), "eva_batches": state.steps, "eva_seconds": state.seconds}
+    spectra = {
+        name: [round(float(value), 6) for value in layer.explained_variance_ratio]
+        for name, layer in state.layers.items()
+    }
+    return {
+        "ranks": dict(state.ranks),
+        "eva_batches": state.steps,
+        "eva_seconds": state.seconds,
+        "explained_variance": spectra,
+    }
 
 
 def shuffled_epochs(batches: Sequence[Any], seed: int) -> Iterator[Any]:
@@ -133,6 +148,8 @@ def train(
             each epoch if it shuffles), or an endless iterator.
         loss_fn: ``(model, batch) -> scalar loss``.
         evaluate: ``model -> {metric: value}`` on held-out data; called in eval mode under no_grad.
+            A tuner that reallocates ranks while training (AdaLoRA: ``base_model.update_and_allocate``)
+            is called after every optimizer step, before the gradients are cleared.
         steps: optimizer steps.
         eval_at: steps after which to evaluate (0 evaluates before training).
         lr: peak learning rate of AdamW.
@@ -155,6 +172,7 @@ def train(
     )
     wanted = sorted(set(eval_at))
     stream = _epochs(batches)
+    reallocate = getattr(getattr(model, "base_model", None), "update_and_allocate", None)
     points = []
     if 0 in wanted:
         points.append(_evaluate(model, evaluate, 0))
@@ -167,6 +185,8 @@ def train(
         torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
         optimizer.step()
         schedule.step()
+        if reallocate is not None:
+            reallocate(step)
         optimizer.zero_grad(set_to_none=True)
         if step in wanted:
             points.append(_evaluate(model, evaluate, step))

@@ -22,7 +22,7 @@ import torch
 from peft import LoraConfig
 from torch import nn
 
-from eva_core import InvalidConfigError, RunRecord, initialize, train
+from eva_core import InvalidConfigError, RunRecord, initialize, measure_cost, train
 
 from . import architectures
 from .api import DOMAIN, LLM_DEFAULTS, lora_config_for_model
@@ -67,7 +67,7 @@ def finetune(
     Args:
         model: a transformers folder (e.g. :func:`eva_llm.smollm2_checkpoint`) or a causal LM module
             (wrapped in place; pass ``tokenizer`` with it).
-        method: ``lora``, ``eva``, ``pissa``, ``olora`` (see :data:`eva_core.INIT_METHODS`).
+        method: any of :data:`eva_core.ALL_METHODS` (see :func:`eva_core.initialize`).
         steps: optimizer steps; ``eval_at``: steps after which to evaluate (default ``(0, steps)``).
         rank: the (average) LoRA rank. ``lr``: AdamW peak learning rate. ``batch_size``: problems a step.
         train_problems, eval_problems: how many problems to train on / hold out for the loss.
@@ -109,17 +109,18 @@ def finetune(
     config = lora_config_for_model(model, rank, lora_config, targets=targets)
     overrides = {"domain": DOMAIN, "rho": LLM_DEFAULTS.rho, "tau": LLM_DEFAULTS.tau, "progress": progress}
 
-    started = time.perf_counter()
-    peft_model = initialize(
-        model,
-        method,
-        loader,
-        rank=rank,
-        target_modules=targets,
-        lora_config=config,
-        eva_overrides={**overrides, **(eva_overrides or {})},
-    )
-    init_seconds = time.perf_counter() - started
+    with measure_cost() as init_cost:
+        peft_model = initialize(
+            model,
+            method,
+            loader,
+            rank=rank,
+            target_modules=targets,
+            lora_config=config,
+            eva_overrides={**overrides, **(eva_overrides or {})},
+            loss_fn=answer_loss,
+            steps=steps,
+        )
 
     schedule = tuple(eval_at) if eval_at is not None else (0, steps)
     evaluations = iter(sorted(set(schedule)))
@@ -159,7 +160,8 @@ def finetune(
         method=method,
         seed=seed,
         metric=metric,
-        init_seconds=init_seconds,
+        init_seconds=init_cost.seconds,
+        init_peak_bytes=init_cost.peak_bytes,
         train_seconds=train_seconds,
         curve=curve,
         extra=extra,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F  # noqa: N812 - the usual alias
 from torch import nn
 
 import eva_core
@@ -63,15 +64,17 @@ def load_model(name_or_path: str, task: str | GlueTask) -> tuple[nn.Module, Any]
 def evaluate(
     model: nn.Module, dev_batches: Sequence[Mapping[str, torch.Tensor]], task: str | GlueTask
 ) -> dict[str, float]:
-    """The task's GLUE metrics and mean loss of ``model`` over ``dev_batches`` (which carry ``labels``)."""
+    """The task's GLUE metrics and mean loss of ``model`` over ``dev_batches`` (which carry ``labels``).
+
+    The loss is computed from the logits, not taken from the model's output: a tuner may add its own
+    regularizer to that (AdaLoRA adds its orthogonality penalty), which is not the task's loss."""
     spec = get_task(task)
     predictions, labels, losses, count = [], [], 0.0, 0
     for batch in dev_batches:
-        out = model(**batch)
-        logits = out.logits  # (B, num_labels)
+        logits = model(**{key: value for key, value in batch.items() if key != "labels"}).logits  # (B, num_labels)
         predictions.append(logits.squeeze(-1) if spec.is_regression else logits.argmax(-1))
         labels.append(batch["labels"])
-        losses += float(out.loss) * len(batch["labels"])
+        losses += float(_task_loss(logits, batch["labels"], spec)) * len(batch["labels"])
         count += len(batch["labels"])
     metrics = glue_metrics(spec, torch.cat(predictions), torch.cat(labels))
     metrics["loss"] = losses / max(count, 1)
@@ -103,7 +106,7 @@ def finetune(
         model: a name or path (see :func:`load_model`) or a loaded sequence classifier (then pass
             ``tokenizer``).
         task: a GLUE task name (``sst2``, ``mrpc``, ``cola``, ``stsb``...).
-        method: ``lora``, ``eva``, ``pissa``, ``olora`` (see :func:`eva_core.initialize`).
+        method: any of :data:`eva_core.ALL_METHODS` (see :func:`eva_core.initialize`).
         train, dev: a TSV/CSV path, or a list of dicts with the task's columns and ``label``.
         steps: optimizer steps; ``eval_at`` the steps to evaluate at (default: 0, 4 more, and ``steps``).
         seed: seeds the head, random adapters, and the order of training batches.
@@ -129,19 +132,20 @@ def finetune(
     dev_batches = make_batches(dev_rows, tokenizer, spec, 2 * batch_size, max_length=max_length)
     eval_at = list(eval_at) if eval_at is not None else sorted({0, *(steps * k // 4 for k in range(1, 5))})
 
-    started = time.perf_counter()
     overrides = {key: value for key, value in DEFAULTS.items() if key != "rank"}
     overrides.update(domain="nlu", progress=False, seed=seed, **(eva_overrides or {}))
-    peft_model = eva_core.initialize(
-        model,
-        method,
-        train_batches,
-        rank=rank,
-        target_modules=target_modules(model),
-        lora_config=default_lora_config(model, rank),
-        eva_overrides=overrides,
-    )
-    init_seconds = time.perf_counter() - started
+    with eva_core.measure_cost() as init_cost:
+        peft_model = eva_core.initialize(
+            model,
+            method,
+            train_batches,
+            rank=rank,
+            target_modules=target_modules(model),
+            lora_config=default_lora_config(model, rank),
+            eva_overrides=overrides,
+            loss_fn=_loss,
+            steps=steps,
+        )
 
     started = time.perf_counter()
     curve = eva_core.train(
@@ -158,10 +162,19 @@ def finetune(
         method=method,
         seed=seed,
         metric=spec.headline,
-        init_seconds=init_seconds,
+        init_seconds=init_cost.seconds,
+        init_peak_bytes=init_cost.peak_bytes,
         train_seconds=time.perf_counter() - started,
         curve=curve,
     )
+
+
+def _task_loss(logits: torch.Tensor, labels: torch.Tensor, spec: GlueTask) -> torch.Tensor:
+    """The task's loss as transformers' sequence classifiers compute it: MSE for regression, else
+    cross-entropy. ``logits``: (B, num_labels); ``labels``: (B,)."""
+    if spec.is_regression:
+        return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
+    return F.cross_entropy(logits, labels)
 
 
 def _loss(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:

@@ -26,7 +26,7 @@ import torch
 from peft import LoraConfig
 from torch import nn
 
-from eva_core import InvalidConfigError, RunRecord, initialize, train
+from eva_core import InvalidConfigError, RunRecord, initialize, measure_cost, train
 
 from . import architectures
 from .api import DEFAULTS, DOMAIN, default_lora_config
@@ -69,7 +69,7 @@ def finetune(
         model: a pretrained alias (``dt-halfcheetah``) or a ``DecisionTransformerModel`` (wrapped in place).
         task: a task alias (``walker2d``), a :class:`Task` (its cached dataset is loaded) or a loaded
             :class:`TaskData`.
-        method: ``lora``, ``eva``, ``eva_whiten``, ``pissa``, ``olora`` (see :func:`eva_core.initialize`).
+        method: any of :data:`eva_core.ALL_METHODS` (see :func:`eva_core.initialize`).
         steps: optimizer steps; ``eval_at``: steps after which to evaluate (default ``(0, steps)``).
         rank: the (average) LoRA rank. ``lr``: AdamW peak learning rate. ``batch_size``: windows a step.
         context: K, timesteps per window (default: the pretrained model's, else 20).
@@ -107,17 +107,18 @@ def finetune(
     targets = architectures.target_modules(module)
     config = lora_config or default_lora_config(module, rank)
     overrides = {"domain": DOMAIN, "rho": DEFAULTS["rho"], "tau": DEFAULTS["tau"], "progress": progress}
-    started = time.perf_counter()
-    peft_model = initialize(
-        module,
-        method,
-        loader,
-        rank=rank,
-        target_modules=targets,
-        lora_config=config,
-        eva_overrides={**overrides, **(eva_overrides or {})},
-    )
-    init_seconds = time.perf_counter() - started
+    with measure_cost() as init_cost:
+        peft_model = initialize(
+            module,
+            method,
+            loader,
+            rank=rank,
+            target_modules=targets,
+            lora_config=config,
+            eva_overrides={**overrides, **(eva_overrides or {})},
+            loss_fn=action_loss,
+            steps=steps,
+        )
     goal = data.high if target_return is None else target_return
 
     def evaluate(adapted: nn.Module) -> dict[str, float]:
@@ -159,7 +160,8 @@ def finetune(
         method=method,
         seed=seed,
         metric=metric,
-        init_seconds=init_seconds,
+        init_seconds=init_cost.seconds,
+        init_peak_bytes=init_cost.peak_bytes,
         train_seconds=train_seconds,
         curve=curve,
         extra=extra,

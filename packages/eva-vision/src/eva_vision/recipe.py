@@ -107,7 +107,7 @@ def finetune(
         model: ``"dinov2-local"`` or ``"efficientnet-lite0"`` (:data:`MODEL_ALIASES`; a new head for the
             task), or a loaded model with its head already sized (then pass ``image_spec``).
         task: ``"fmnist-5-9"`` or ``"digits"`` (:data:`eva_vision.TASKS`).
-        method: ``lora``, ``eva``, ``eva_whiten``, ``pissa``, ``olora`` (see :func:`eva_core.initialize`).
+        method: any of :data:`eva_core.ALL_METHODS` (see :func:`eva_core.initialize`).
             ``eva`` uses this domain's :data:`DEFAULTS`, whitening included.
         steps: optimizer steps; ``eval_at`` the steps to evaluate at (default: 0, 4 more, and ``steps``).
         seed: seeds the head, random adapters, and the order of training batches.
@@ -137,26 +137,31 @@ def finetune(
     dev_batches = image_batches(*spec.load("dev", dev_limit), 2 * batch_size, **prep)
     eval_at = list(eval_at) if eval_at is not None else sorted({0, *(steps * k // 4 for k in range(1, 5))})
 
-    started = time.perf_counter()
     overrides = {key: value for key, value in DEFAULTS.items() if key != "rank"}
     overrides.update(domain="vision", progress=False, seed=seed, **(eva_overrides or {}))
+
+    def loss(m: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return F.cross_entropy(logits(freeze_batch_norm(m), batch[0], kind), batch[1])
+
     torch.manual_seed(seed)
-    peft_model = eva_core.initialize(
-        model,
-        method,
-        train_batches,
-        rank=rank,
-        target_modules=target_modules(model),
-        lora_config=default_lora_config(model, rank),
-        eva_overrides=overrides,
-    )
-    init_seconds = time.perf_counter() - started
+    with eva_core.measure_cost() as init_cost:
+        peft_model = eva_core.initialize(
+            model,
+            method,
+            train_batches,
+            rank=rank,
+            target_modules=target_modules(model),
+            lora_config=default_lora_config(model, rank),
+            eva_overrides=overrides,
+            loss_fn=loss,
+            steps=steps,
+        )
 
     started = time.perf_counter()
     curve = eva_core.train(
         peft_model,
         eva_core.shuffled_epochs(train_batches, seed),
-        lambda m, batch: F.cross_entropy(logits(freeze_batch_norm(m), batch[0], kind), batch[1]),
+        loss,
         lambda m: evaluate(m, dev_batches, kind),
         steps=steps,
         eval_at=eval_at,
@@ -167,7 +172,8 @@ def finetune(
         method=method,
         seed=seed,
         metric="accuracy",
-        init_seconds=init_seconds,
+        init_seconds=init_cost.seconds,
+        init_peak_bytes=init_cost.peak_bytes,
         train_seconds=time.perf_counter() - started,
         curve=curve,
     )

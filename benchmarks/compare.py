@@ -181,6 +181,15 @@ def _mean_std(values: Sequence[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
+def _peak_mib(runs: Sequence[dict[str, Any]]) -> str:
+    """Mean init peak memory in MiB, or ``—`` when a run did not measure it (older records)."""
+    peaks = [r.get("init_peak_bytes") for r in runs]
+    known = [float(peak) for peak in peaks if peak is not None]
+    if len(known) < len(peaks):
+        return "—"
+    return f"{statistics.mean(known) / 2**20:.0f}"
+
+
 def table(args: argparse.Namespace, runs: dict[str, dict[str, Any]]) -> str:
     """Markdown: one row per method, mean ± std over seeds of the headline metric at each eval step."""
     chosen = [runs[_key(m, s)] for m in args.methods for s in args.seeds if _key(m, s) in runs]
@@ -189,7 +198,7 @@ def table(args: argparse.Namespace, runs: dict[str, dict[str, Any]]) -> str:
     metric = chosen[0]["metric"]
     steps = [point["step"] for point in chosen[0]["curve"]]
     extra_metrics = [name for name in chosen[0]["curve"][-1]["metrics"] if name != metric]
-    head = ["method", "init s", "trainable params", *[f"{metric} @{s}" for s in steps]]
+    head = ["method", "init s", "init peak MiB", "trainable params", *[f"{metric} @{s}" for s in steps]]
     head += [f"final {name}" for name in extra_metrics]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method in args.methods:
@@ -199,6 +208,7 @@ def table(args: argparse.Namespace, runs: dict[str, dict[str, Any]]) -> str:
         cells = [
             f"{method} (n={len(mine)})",
             f"{statistics.mean(r['init_seconds'] for r in mine):.1f}",
+            _peak_mib(mine),
             f"{round(statistics.mean(r['trainable_parameters'] for r in mine)):,}",
         ]
         for index in range(len(steps)):
@@ -215,7 +225,12 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--task", default="gsm8k", help="sst2/mrpc (nlu), gsm8k (llm), fmnist-5-9/digits (vision), walker2d (rl)"
     )
-    parser.add_argument("--methods", nargs="+", default=list(eva_core.INIT_METHODS))
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(eva_core.INIT_METHODS),
+        help=f"any of {', '.join(eva_core.ALL_METHODS)}, pissa_niter_K (default: %(default)s)",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--eval-at", type=int, nargs="+", default=None, help="default: 0, quarters of --steps")

@@ -71,8 +71,10 @@ def test_recipe_runs_eva_and_records_ranks() -> None:
     )
     assert record.metric == "accuracy" and [p.step for p in record.curve] == [0, 4]
     assert set(record.curve[-1].metrics) == {"accuracy", "loss"}
-    assert set(record.extra) == {"ranks", "eva_batches", "eva_seconds"}
+    assert set(record.extra) == {"ranks", "eva_batches", "eva_seconds", "explained_variance"}
     assert sum(record.extra["ranks"].values()) == 2 * len(record.extra["ranks"])
+    assert record.extra["explained_variance"].keys() == record.extra["ranks"].keys()
+    assert record.init_peak_bytes is None or record.init_peak_bytes > 0
 
 
 def test_recipe_runs_a_peft_baseline_on_efficientnet() -> None:

@@ -63,16 +63,23 @@ def calibrated_model(
     Raises:
         InvalidConfigError: no batch, or a targeted layer peft cannot initialize with ``method``.
     """
-    from peft import LoraGAConfig, get_peft_model
-    from peft.tuners.lora.config import CordaConfig
-    from peft.tuners.lora.corda import preprocess_corda
-    from peft.tuners.lora.loraga import preprocess_loraga
+    from peft import get_peft_model
+
+    try:
+        from peft import LoraGAConfig
+        from peft.tuners.lora.config import CordaConfig
+    except ImportError as error:
+        raise InvalidConfigError(
+            f"method={method!r}: the installed peft has no CorDA/LoRA-GA ({error}); upgrade it: pip install -U peft"
+        ) from error
 
     _refuse_unsupported(model, method, config)
     calibration = list(itertools.islice(iter(batches), calibration_batches))
     if not calibration:
         raise InvalidConfigError(f"method={method!r} reads training data: batches yielded no batch.")
     if method == "corda":
+        from peft.tuners.lora.corda import preprocess_corda  # imports attrs, which peft does not declare
+
         config = dataclasses.replace(config, init_lora_weights="corda", corda_config=CordaConfig(corda_method="ipm"))
 
         def run_model() -> None:
@@ -83,6 +90,8 @@ def calibrated_model(
 
         preprocess_corda(model, config, run_model=run_model)
     else:
+        from peft.tuners.lora.loraga import preprocess_loraga
+
         config = dataclasses.replace(config, init_lora_weights="lora_ga", lora_ga_config=LoraGAConfig())  # type: ignore[arg-type]
 
         def train_step() -> None:

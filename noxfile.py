@@ -129,7 +129,7 @@ def compare(session: nox.Session) -> None:
 @nox.session(python=PYTHON, default=False)
 def report(session: nox.Session) -> None:
     """The paper-style report (``benchmarks/report.py``; pass its arguments after ``--``): regenerates
-    docs/results/paper from the cached runs and reruns only what is missing; about 95 minutes on 2 cores
+    docs/results/paper from the cached runs and reruns only what is missing; about 2 hours on 2 cores
     when nothing is cached (``-- --render-only`` runs nothing)."""
     domains = ["eva-nlu", "eva-llm", "eva-vision", "eva-rl"]
     _install_torch(session, domains)

@@ -10,7 +10,7 @@ curves, EVA's ranks and spectra. ``<out-dir>/README.md`` indexes the domains.
 
 Examples (from the repository root)::
 
-    python benchmarks/report.py                        # ~95 min on 2 cores when nothing is cached
+    python benchmarks/report.py                        # ~2 h on 2 cores when nothing is cached
     python benchmarks/report.py --render-only          # tables and figures from what is cached
     python benchmarks/report.py --domains nlu --methods lora eva --seeds 0
     python benchmarks/report.py --large                # longer runs, into docs/results/paper-large

@@ -26,17 +26,18 @@ AdaLoRA, in the adapter peft builds):
 from __future__ import annotations
 
 import dataclasses
-import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-import torch
 from torch import nn
+from torch.nn.modules.conv import _ConvNd
 
 from .api import init
 from .baselines import factor_weights, needs_own_factoring
 from .errors import InvalidConfigError
 from .peft_methods import DATA_METHODS, adalora_model, calibrated_model
+from .runs import LossFn
+from .targets import select_modules
 
 if TYPE_CHECKING:
     from peft import LoraConfig, PeftModel
@@ -61,8 +62,6 @@ ALL_METHODS: tuple[str, ...] = (
 and EVA's variants."""
 
 _WEIGHT_FACTORINGS = ("pissa", "milora", "olora")
-
-LossFn = Callable[[nn.Module, Any], torch.Tensor]
 
 
 def peft_init_weights(method: str) -> bool | str:
@@ -129,6 +128,9 @@ def initialize(
             base = dataclasses.replace(base, use_dora=True)
         return init(model, batches, lora_config=base, **overrides)  # type: ignore[arg-type]
     config = dataclasses.replace(base, r=rank, target_modules=targets)
+    targeted = select_modules(model, targets)
+    if method == "adalora" or method in DATA_METHODS:
+        _refuse_convolutions(method, targeted)
     if method == "adalora":
         return adalora_model(model, config, steps=steps)
     if method in DATA_METHODS:
@@ -136,7 +138,7 @@ def initialize(
         data, loss = cast("Iterable[Any]", batches), cast("LossFn", loss_fn)  # checked by _require above
         return calibrated_model(model, method, config, data, loss, calibration_batches=calibration_batches)
     weights = peft_init_weights(method)
-    own = needs_own_factoring(method, _modules(model, targets), bool(base.fan_in_fan_out))
+    own = needs_own_factoring(method, list(targeted.values()), bool(base.fan_in_fan_out))
     if own:
         weights = True  # peft cannot factor these layers: start plain, then factor W (baselines.py)
     # peft types the value as a Literal whose "pissa_niter_[number of iters]" no real string matches
@@ -157,11 +159,12 @@ def _require(method: str, **needed: object) -> None:
         )
 
 
-def _modules(model: nn.Module, targets: list[str] | str) -> list[nn.Module]:
-    """The modules ``targets`` names (as peft matches them: a regex over the whole name, or names that
-    equal or end a module's name at a dot)."""
-    named = dict(model.named_modules())
-    if isinstance(targets, str):
-        return [module for name, module in named.items() if re.fullmatch(targets, name)]
-    wanted = set(targets)
-    return [module for name, module in named.items() if name in wanted or any(name.endswith("." + t) for t in wanted)]
+def _refuse_convolutions(method: str, targeted: Mapping[str, nn.Module]) -> None:
+    """Raise for targeted convolutions: peft implements ``method`` for nn.Linear and GPT-2 Conv1D only."""
+    convs = [f"{name} ({type(module).__name__})" for name, module in targeted.items() if isinstance(module, _ConvNd)]
+    if convs:
+        raise InvalidConfigError(
+            f"method={method!r}: peft implements it for nn.Linear and GPT-2 Conv1D layers only, and "
+            f"target_modules includes {len(convs)} convolution(s), e.g. {', '.join(convs[:3])}; "
+            "target the linear layers only, or pick lora, dora, pissa, milora, olora or eva."
+        )

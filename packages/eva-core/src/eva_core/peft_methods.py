@@ -14,8 +14,8 @@ All three are peft's own; this module only feeds them what they ask for, the sam
   every step. Here ``target_r`` is the comparison's rank and ``init_r = ceil(1.5 r)``; the budget starts
   shrinking after 10 % of the steps and is final for the last 20 %.
 
-peft implements all three for ``nn.Linear`` and GPT-2's ``Conv1D`` only; a convolution among the targets
-is refused by name.
+peft implements all three for ``nn.Linear`` and GPT-2's ``Conv1D`` only; :func:`eva_core.initialize`
+refuses a convolution among the targets by name before calling these.
 """
 
 from __future__ import annotations
@@ -24,20 +24,19 @@ import dataclasses
 import itertools
 import math
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from .errors import InvalidConfigError
+from .runs import LossFn
 
 if TYPE_CHECKING:
     from peft import LoraConfig, PeftModel
 
 __all__ = ["DATA_METHODS", "adalora_model", "calibrated_model", "single_examples"]
-
-LossFn = Callable[[nn.Module, Any], torch.Tensor]
 
 DATA_METHODS: tuple[str, ...] = ("corda", "loraga")
 """peft initializations that read training data (and, for LoRA-GA, the loss) before training."""
@@ -61,7 +60,7 @@ def calibrated_model(
         loss_fn: ``(model, batch) -> scalar loss``: LoRA-GA back-propagates it, CorDA only runs the forward.
 
     Raises:
-        InvalidConfigError: no batch, or a targeted layer peft cannot initialize with ``method``.
+        InvalidConfigError: no batch.
     """
     from peft import get_peft_model
 
@@ -73,7 +72,6 @@ def calibrated_model(
             f"method={method!r}: the installed peft has no CorDA/LoRA-GA ({error}); upgrade it: pip install -U peft"
         ) from error
 
-    _refuse_unsupported(model, method, config)
     calibration = list(itertools.islice(iter(batches), calibration_batches))
     if not calibration:
         raise InvalidConfigError(f"method={method!r} reads training data: batches yielded no batch.")
@@ -111,8 +109,7 @@ def adalora_model(model: nn.Module, config: LoraConfig, *, steps: int | None) ->
     shares (alpha, dropout, ``modules_to_save``, ``fan_in_fan_out``, task type).
 
     Raises:
-        InvalidConfigError: ``steps`` missing (AdaLoRA schedules its budget over the whole run), or a
-            targeted convolution.
+        InvalidConfigError: ``steps`` missing (AdaLoRA schedules its budget over the whole run).
     """
     from peft import AdaLoraConfig, get_peft_model
 
@@ -121,7 +118,6 @@ def adalora_model(model: nn.Module, config: LoraConfig, *, steps: int | None) ->
             f"method='adalora' schedules its rank budget over training: pass steps=<the training steps> "
             f"(>= 2), got steps={steps!r}."
         )
-    _refuse_unsupported(model, "adalora", config)
     adalora = AdaLoraConfig(
         init_r=math.ceil(1.5 * config.r),
         target_r=config.r,
@@ -172,20 +168,3 @@ def _slice(batch: Any, index: int, size: int) -> Any:
     if isinstance(batch, (tuple, list)):
         return type(batch)(_slice(value, index, size) for value in batch)
     return batch
-
-
-def _refuse_unsupported(model: nn.Module, method: str, config: LoraConfig) -> None:
-    """Raise for targeted layers peft's ``method`` cannot initialize (anything but Linear / Conv1D)."""
-    from peft.tuners.lora import LoraModel
-
-    unsupported = [
-        f"{name} ({type(module).__name__})"
-        for name, module in model.named_modules()
-        if LoraModel._check_target_module_exists(config, name) and isinstance(module, nn.modules.conv._ConvNd)
-    ]
-    if unsupported:
-        raise InvalidConfigError(
-            f"method={method!r}: peft implements it for nn.Linear and GPT-2 Conv1D layers only, and "
-            f"target_modules includes {len(unsupported)} convolution(s), e.g. {', '.join(unsupported[:3])}; "
-            "target the linear layers only, or pick lora, dora, pissa, milora, olora or eva."
-        )

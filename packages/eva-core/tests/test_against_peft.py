@@ -7,6 +7,7 @@ import torch
 from minilm import BLOCK_LINEARS, load_minilm, sentence_batches, sst2_sentences
 
 import eva_core
+import eva_core.ranks
 
 peft = pytest.importorskip("peft")
 from peft.tuners.lora.eva import get_eva_state_dict  # noqa: E402
@@ -99,4 +100,4 @@ def test_ranks_follow_exact_explained_variance(setting) -> None:  # type: ignore
     state = eva_core.fit(model, batches, rank=RANK, tau=0.0, min_steps=2, target_modules=BLOCK_LINEARS, progress=False)
     exact = exact_components(model, batches, list(state.ranks), 2 * RANK)
     ratios = {name: (s[: 2 * RANK] ** 2) / (s**2).sum() for name, (_, s) in exact.items()}
-    assert eva_core.allocate_ranks(ratios, RANK * len(ratios)) == state.ranks
+    assert eva_core.ranks.allocate_ranks(ratios, RANK * len(ratios)) == state.ranks

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from eva_core import EvaConfig, EvaState, LayerSpectrum, allocate_ranks
-from eva_core.state import allocate_layer_ranks
+from eva_core import EvaConfig, EvaState, LayerSpectrum
+from eva_core.fitting.spectra import ConvergenceTracker, GroupProgress
+from eva_core.ranks import allocate_layer_ranks, allocate_ranks
+from eva_core.svd import Spectrum
 
 # scores of two layers, worked by hand: sorted candidates are
 #   a0 .5, b0 .4, a1 .3, b1 .2, a2 .1, b2 .05
@@ -128,3 +130,45 @@ def test_state_allocation_capped_by_stored_components() -> None:
     ranks = allocate_layer_ranks(short, config)
     assert ranks["three"] == 2
     assert sum(ranks.values()) == min(4 * 3, 6 + 6 + 2)
+
+
+def running(layer: LayerSpectrum) -> Spectrum:
+    """The same spectrum as a convergence check holds it."""
+    return Spectrum(
+        components=layer.components,
+        singular_values=layer.singular_values,
+        explained_variance=layer.explained_variance,
+        explained_variance_ratio=layer.explained_variance_ratio,
+        rows=layer.rows,
+    )
+
+
+def tracker_with(spectra: dict[str, LayerSpectrum], config: EvaConfig, layer_count: int) -> ConvergenceTracker:
+    tracker = ConvergenceTracker(config, layer_count)
+    tracker.groups = {name: GroupProgress(spectrum=running(layer)) for name, layer in spectra.items()}
+    return tracker
+
+
+@pytest.mark.parametrize("redistribution", ["explained_variance_ratio", "explained_variance", "uniform"])
+@pytest.mark.parametrize(("rank", "rho"), [(2, 1.5), (1, 3.0), (4, 1.0), (3, 2.0)])
+def test_convergence_allocates_as_the_state_does(rank: int, rho: float, redistribution: str) -> None:
+    """The ranks a convergence check works with are the ones the state gets from the same spectra."""
+    config = EvaConfig(rank=rank, rho=rho, redistribution=redistribution)
+    tracker = tracker_with(LAYERS, config, layer_count=len(LAYERS))
+    state = EvaState(layers=LAYERS, ranks=dict.fromkeys(LAYERS, 0), steps=2, config=config).reallocate()
+    assert tracker.group_ranks({name: [name] for name in LAYERS}) == state.ranks
+
+
+def test_convergence_counts_layers_not_measured_yet_and_shared_inputs() -> None:
+    """Unmeasured layers still count towards the budget; a group needs the largest rank of its members."""
+    config = EvaConfig(rank=2, rho=3.0)
+    measured = {"one": LAYERS["one"], "three": LAYERS["three"]}
+    tracker = tracker_with(measured, config, layer_count=4)
+    members = {"one": ["one", "one_shared"], "three": ["three"]}
+    per_layer = {"one": measured["one"], "one_shared": measured["one"], "three": measured["three"]}
+    expected = allocate_layer_ranks(per_layer, config, layer_count=4)  # budget 2 * 4 over three layers
+    assert sum(expected.values()) == 8
+    assert tracker.group_ranks(members) == {
+        "one": max(expected["one"], expected["one_shared"]),
+        "three": expected["three"],
+    }

@@ -9,7 +9,8 @@ import torch
 from peft import LoraConfig, PeftModel
 from torch import nn
 
-from eva_core import EvaConfig, EvaState, InvalidConfigError, LayerSpectrum, apply, fit, init, lora_config_for
+from eva_core import EvaConfig, EvaState, LayerSpectrum, apply, fit, init, lora_config_for
+from eva_core.errors import InvalidConfigError
 
 
 @pytest.fixture

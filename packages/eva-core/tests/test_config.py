@@ -6,7 +6,8 @@ import dataclasses
 
 import pytest
 
-from eva_core import EvaConfig, EvaError, InvalidConfigError
+from eva_core import EvaConfig, EvaError
+from eva_core.errors import InvalidConfigError
 
 
 def test_defaults() -> None:

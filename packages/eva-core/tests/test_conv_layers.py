@@ -11,8 +11,9 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from eva_core import TooFewRowsWarning, apply, fit, hookimpl, plugin_manager
+from eva_core import PluginManager, apply, fit, hookimpl, plugin_manager
 from eva_core.capture import input_width
+from eva_core.errors import TooFewRowsWarning
 
 SETTINGS = {"rank": 2, "rho": 1.0, "tau": 0.0, "min_steps": 3, "max_steps": 3, "progress": False}
 
@@ -45,10 +46,10 @@ class PatchRows:
 
 
 @pytest.fixture
-def patch_domain(monkeypatch: pytest.MonkeyPatch) -> None:
+def patch_domain() -> PluginManager:
     manager = plugin_manager(load_entry_points=False)
-    manager.register(PatchRows(), name="patches")
-    monkeypatch.setattr("eva_core.fitting.plugin_manager", lambda: manager)
+    manager.register(PatchRows(), "patches")
+    return manager
 
 
 def image_batches(count: int) -> list[torch.Tensor]:
@@ -57,17 +58,17 @@ def image_batches(count: int) -> list[torch.Tensor]:
     return [torch.randn(4, 3, 12, 12, generator=generator) * scale for _ in range(count)]
 
 
-def test_conv_lora_a_holds_the_patch_components(patch_domain: None) -> None:
+def test_conv_lora_a_holds_the_patch_components(patch_domain: PluginManager) -> None:
     torch.manual_seed(0)
     model = ConvNet().eval()
     batches = image_batches(3)
     with pytest.warns(TooFewRowsWarning, match="'unused' never ran"):
-        state = fit(model, batches, target_modules=["stem", "point", "unused"], **SETTINGS)
+        state = fit(model, batches, target_modules=["stem", "point", "unused"], plugins=patch_domain, **SETTINGS)
     assert state.layers["stem"].components.shape == (2, 3 * 3 * 3)
     assert state.layers["unused"].components.shape == (0, 6 * 3 * 2)
     with torch.no_grad():
         reference = model(batches[0])
-    peft_model = apply(model, state)
+    peft_model = apply(model, state, plugins=patch_domain)
     layers = dict(peft_model.get_base_model().named_modules())
     for name in ("stem", "point"):
         weight_a = layers[name].lora_A["default"].weight  # (r, C_in, k_h, k_w)

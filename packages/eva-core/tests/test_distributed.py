@@ -18,7 +18,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from eva_core import EvaState, InvalidConfigError, fit
+from eva_core import EvaState, fit
+from eva_core.capture import InputRecorder
+from eva_core.errors import InvalidConfigError
+from eva_core.fitting.distributed import join_process_group
+from eva_core.fitting.process_group import SingleProcess
+from eva_core.svd import GramStatistics
 
 HERE = Path(__file__).resolve()
 BATCHES = 6
@@ -248,6 +253,42 @@ def test_distributed_setting_is_validated() -> None:
 
     with pytest.raises(InvalidConfigError, match=r"EvaConfig\.distributed='yes' is invalid"):
         EvaConfig(distributed="yes")  # type: ignore[arg-type]
+
+
+def test_a_single_process_is_a_group_of_one() -> None:
+    """Without a process group the fit runs on ``SingleProcess``: every action runs at once, nothing is
+    exchanged, and the statistics are the plain ones."""
+    assert isinstance(join_process_group(None), SingleProcess)  # torch.distributed is not initialized here
+    assert isinstance(join_process_group(False), SingleProcess)
+    group = join_process_group(None)
+
+    def make(name: str, dim: int, device: torch.device) -> GramStatistics:
+        return GramStatistics(dim, device)
+
+    def failing() -> bool:
+        raise RuntimeError("boom: this process's data loader broke")
+
+    recorder = InputRecorder({}, {}, make)
+    assert group.statistics_factory(make) is make
+    assert (group.rank, group.size, group.layout_pending) == (0, 1, False)
+    assert group.step(lambda: True, recorder) is True
+    assert group.step(lambda: False, recorder) is False
+    assert group.agree(lambda: "loaded", "while loading") == "loaded"
+    assert group.gather([2, 4]) == [[2, 4]]
+    group.sync(recorder)
+    group.resume(True, recorder)
+    assert group.layout_pending is False
+    assert group.summary(consumed=5) == {}
+    with pytest.raises(RuntimeError, match="boom"):
+        group.step(failing, recorder)
+    with pytest.raises(RuntimeError, match="boom"):
+        group.agree(failing, "while loading")
+
+
+def test_a_single_process_fit_records_no_world(make_model, batches) -> None:
+    state = fit(make_model(0), batches, **SETTINGS)
+    assert "world_size" not in state.extra
+    assert "batches" not in state.extra
 
 
 if __name__ == "__main__":

@@ -10,10 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from eva_core import (
+from eva_core import EvaError, EvaWarning, fit
+from eva_core.errors import (
     EmptyDataError,
-    EvaError,
-    EvaWarning,
     InconsistentSharedInputError,
     InvalidConfigError,
     NonFiniteActivationError,
@@ -21,7 +20,6 @@ from eva_core import (
     TooFewRowsWarning,
     UnsupportedBatchError,
     UnsupportedLayerError,
-    fit,
 )
 
 QUICK = {"tau": 0.0, "min_steps": 2, "max_steps": 2, "progress": False}

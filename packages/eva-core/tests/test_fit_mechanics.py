@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from eva_core import NotConvergedWarning, apply, fit
+from eva_core import apply, fit
+from eva_core.errors import NotConvergedWarning
 
 QKV = ("q", "k", "v")
 

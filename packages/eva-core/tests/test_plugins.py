@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import sys
 import types
 from importlib.metadata import EntryPoint
@@ -9,7 +10,8 @@ from importlib.metadata import EntryPoint
 import pytest
 import torch
 
-from eva_core import AmbiguousDomainError, PluginLoadError, PreparedBatch, fit, hookimpl, plugin_manager
+from eva_core import PreparedBatch, fit, hookimpl, plugin_manager
+from eva_core.errors import AmbiguousDomainError, InvalidConfigError, PluginLoadError
 from eva_core.plugins import manager
 
 MODULE = "eva_core_test_fake_plugins"
@@ -184,7 +186,7 @@ def test_disabled_plugins_are_skipped(install, monkeypatch, model, batches, skip
     install("broken", value="nonexistent_module_xyz:plugin")
     install("fake", Domain(claims=False))
     monkeypatch.setenv("EVA_DISABLE_PLUGINS", skip)
-    names = {name for name, _ in plugin_manager().list_name_plugin()}
+    names = set(plugin_manager().names)
     assert "broken" not in names
     assert ("fake" in names) == (skip != "*")
     assert fit(model, batches, **QUICK).steps == 2
@@ -192,7 +194,7 @@ def test_disabled_plugins_are_skipped(install, monkeypatch, model, batches, skip
 
 def test_manager_without_entry_points(install) -> None:
     install("broken", value="nonexistent_module_xyz:plugin")
-    names = [name for name, _ in plugin_manager(load_entry_points=False).list_name_plugin()]
+    names = plugin_manager(load_entry_points=False).names
     assert names == ["generic"]
 
 
@@ -202,4 +204,90 @@ def test_every_fit_builds_a_fresh_manager(install, model, batches) -> None:
     fit(model, batches, **QUICK)
     fit(model, batches, **QUICK)
     assert [step for step, _, _ in plugin.steps] == [1, 2, 1, 2]
-    assert [name for name, _ in plugin_manager(load_entry_points=False).list_name_plugin()] == ["generic"]
+    assert plugin_manager(load_entry_points=False).names == ["generic"]
+
+
+def test_a_misspelt_hook_fails_when_the_plugin_loads(install) -> None:
+    class Misspelt:
+        @hookimpl
+        def eva_target_module(self, model, config):  # the contract's hook is eva_target_modules
+            return ["head"]
+
+    install("typo", Misspelt())
+    with pytest.raises(PluginLoadError) as info:
+        plugin_manager()
+    message = str(info.value)
+    assert "eva plugin 'typo'" in message and "eva_target_module" in message
+    assert "eva_target_modules" in message  # the hooks that exist, so the fix is visible
+    assert "EVA_DISABLE_PLUGINS=typo" in message
+
+
+class Defaults(Domain):
+    """A domain with its own EvaConfig and LoraConfig defaults."""
+
+    def __init__(self, defaults: dict, lora: dict | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.defaults, self.lora = defaults, lora or {}
+
+    @hookimpl
+    def eva_default_config(self, model):
+        return self.defaults
+
+    @hookimpl
+    def eva_lora_fields(self, model, targets):
+        return self.lora
+
+
+def test_the_domain_supplies_the_default_config_and_overrides_win(install, model, batches) -> None:
+    install("fake", Defaults({"rank": 3, "rho": 1.0, "whiten": True}, targets=["blocks.0.up", "blocks.1.up"]))
+    state = fit(model, batches, tau=0.0, max_steps=2, progress=False)
+    assert (state.config.rank, state.config.rho, state.config.whiten) == (3, 1.0, True)
+    assert state.ranks == {"blocks.0.up": 3, "blocks.1.up": 3}
+    assert fit(model, batches, rank=2, tau=0.0, max_steps=2, progress=False).config.rank == 2  # keyword wins
+
+
+def test_an_explicit_config_is_used_as_given(install, model, batches) -> None:
+    from eva_core import EvaConfig
+
+    install("fake", Defaults({"rank": 3, "whiten": True}, targets=["head"]))
+    state = fit(model, batches, EvaConfig(rank=2, tau=0.0, max_steps=2, progress=False))
+    assert (state.config.rank, state.config.whiten) == (2, False)
+
+
+def test_an_invalid_domain_default_names_the_plugin(install, model, batches) -> None:
+    install("fake", Defaults({"rnak": 3}, targets=["head"]))
+    with pytest.raises(InvalidConfigError, match=r"the 'fake' eva plugin's eva_default_config returned \{'rnak': 3\}"):
+        fit(model, batches, **QUICK)
+
+
+def test_apply_takes_the_domain_lora_fields_unless_a_lora_config_is_given(install, model, batches) -> None:
+    from peft import LoraConfig
+
+    from eva_core import apply
+
+    install("fake", Defaults({}, {"modules_to_save": ["head"], "lora_dropout": 0.25}, targets=["blocks.0.up"]))
+    state = fit(model, batches, **QUICK)
+    peft_model = apply(copy.deepcopy(model), state)
+    config = peft_model.peft_config["default"]
+    assert (list(config.modules_to_save), config.lora_dropout, config.lora_alpha) == (["head"], 0.25, 2)
+    own = apply(copy.deepcopy(model), state, LoraConfig(r=2, lora_alpha=4)).peft_config["default"]
+    assert (own.modules_to_save, own.lora_dropout, own.lora_alpha) == (None, 0.0, 4)
+
+
+def test_init_is_fit_then_apply_with_the_domain_defaults(install, model, batches) -> None:
+    from eva_core import init
+
+    install("fake", Defaults({"rank": 3, "rho": 1.0}, {"modules_to_save": ["head"]}, targets=["blocks.0.up"]))
+    peft_model = init(copy.deepcopy(model), batches, tau=0.0, max_steps=2, progress=False)
+    assert peft_model.eva_state.ranks == {"blocks.0.up": 3}
+    assert list(peft_model.peft_config["default"].modules_to_save) == ["head"]
+
+
+def test_a_state_from_a_domain_not_installed_here_warns_on_apply(install, model, batches) -> None:
+    from eva_core import EvaWarning, apply
+
+    install("fake", Domain(targets=["head"]))
+    state = fit(model, batches, **QUICK)
+    state.extra["domain"] = "elsewhere"
+    with pytest.warns(EvaWarning, match="fitted with the eva domain 'elsewhere', which is not installed here"):
+        apply(copy.deepcopy(model), state)

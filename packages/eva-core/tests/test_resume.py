@@ -15,7 +15,8 @@ import torch
 from conftest import WIDTH, tiny_model, token_batches
 from torch import nn
 
-from eva_core import CheckpointMismatchError, EvaState, InvalidConfigError, NotConvergedWarning, fit
+from eva_core import EvaState, fit
+from eva_core.errors import CheckpointMismatchError, InvalidConfigError, NotConvergedWarning
 
 HERE = Path(__file__).resolve()
 BATCHES = 12

@@ -9,7 +9,8 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from eva_core import EvaConfig, EvaState, EvaWarning, InvalidConfigError, LayerSpectrum, ReallocationError, fit
+from eva_core import EvaConfig, EvaState, EvaWarning, LayerSpectrum, fit
+from eva_core.errors import InvalidConfigError, ReallocationError
 
 SPECTRUM_FIELDS = ("components", "singular_values", "explained_variance", "explained_variance_ratio")
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from .errors import InvalidConfigError
+from .errors import EvaWarning, InvalidConfigError, warn
+from .plugins import DomainHooks, PluginManager, plugin_manager
 from .state import EvaState
 
 if TYPE_CHECKING:
@@ -19,17 +21,32 @@ if TYPE_CHECKING:
 __all__ = ["apply", "lora_config_for"]
 
 
-def lora_config_for(state: EvaState, lora_config: LoraConfig | None = None) -> LoraConfig:
+def lora_config_for(
+    state: EvaState, lora_config: LoraConfig | None = None, domain_fields: Mapping[str, Any] | None = None
+) -> LoraConfig:
     """The ``LoraConfig`` that realises ``state``: only layers with rank > 0 targeted, per-layer ranks in
     ``rank_pattern`` and, for ranks other than ``r``, ``alpha_pattern`` set so the LoRA scaling stays what
     ``lora_config`` configures: ``alpha_l / r_l = alpha / r`` (``alpha_l / sqrt(r_l) = alpha / sqrt(r)``
     under rsLoRA). ``r`` is ``state.config.rank``; the default alpha equals it (scaling 1).
+
+    Args:
+        state: the fit.
+        lora_config: alpha, dropout, bias, ``modules_to_save``...; default: ``domain_fields`` with
+            ``lora_alpha = r``.
+        domain_fields: the domain's ``LoraConfig`` fields (``eva_lora_fields``: heads, task type,
+            ``fan_in_fan_out``); with a ``lora_config`` only ``fan_in_fan_out=True`` is taken from them.
     """
     from peft import LoraConfig  # peft (and transformers) load on first use: `import eva_core` stays light
 
-    base = lora_config or LoraConfig(r=state.config.rank, lora_alpha=state.config.rank)
-    if not isinstance(base, LoraConfig):
-        raise InvalidConfigError(f"lora_config={base!r} must be a peft.LoraConfig or None.")
+    fields = dict(domain_fields or {})
+    if lora_config is None:
+        base = LoraConfig(**{"r": state.config.rank, "lora_alpha": state.config.rank, **fields})
+    elif not isinstance(lora_config, LoraConfig):
+        raise InvalidConfigError(f"lora_config={lora_config!r} must be a peft.LoraConfig or None.")
+    elif fields.get("fan_in_fan_out") and not lora_config.fan_in_fan_out:
+        base = dataclasses.replace(lora_config, fan_in_fan_out=True)  # the layers store W as (d_in, d_out)
+    else:
+        base = lora_config
     rank = state.config.rank
     alpha: float = base.lora_alpha * (rank / base.r if not base.use_rslora else math.sqrt(rank / base.r))
     kept = [name for name, r in state.ranks.items() if r > 0]
@@ -54,7 +71,12 @@ def lora_config_for(state: EvaState, lora_config: LoraConfig | None = None) -> L
 
 @torch.no_grad()
 def apply(
-    model: nn.Module, state: EvaState, lora_config: LoraConfig | None = None, adapter_name: str = "default"
+    model: nn.Module,
+    state: EvaState,
+    lora_config: LoraConfig | None = None,
+    adapter_name: str = "default",
+    *,
+    plugins: PluginManager | None = None,
 ) -> PeftModel:
     """Wrap ``model`` in a peft LoRA model whose ``lora_A`` rows are the EVA components and ``lora_B = 0``.
 
@@ -66,7 +88,10 @@ def apply(
         model: the model ``state`` was fitted on (not yet a ``PeftModel``).
         state: from :func:`eva_core.fit` or :meth:`EvaState.load`.
         lora_config: dropout, bias, rsLoRA, ``modules_to_save``... are taken from it; ``r``,
-            ``target_modules`` and the patterns are set from ``state``.
+            ``target_modules`` and the patterns are set from ``state``. Default: the fitted domain's
+            fields (its head in ``modules_to_save``, its task type), ``lora_alpha = r``.
+        adapter_name: the peft adapter to create.
+        plugins: the plugin manager to ask for the domain's fields (default: a fresh one).
     """
     from peft import PeftModel, get_peft_model
 
@@ -74,7 +99,9 @@ def apply(
         raise InvalidConfigError(
             "apply(model=...) got a PeftModel; pass the base model (model.get_base_model() or a fresh load)."
         )
-    config = lora_config_for(state, lora_config)
+    kept = [name for name, rank in state.ranks.items() if rank > 0]
+    fields = _domain(model, state, plugins or plugin_manager()).lora_fields(model, kept)
+    config = lora_config_for(state, lora_config, fields)
     peft_model = get_peft_model(model, config, adapter_name=adapter_name)
     modules = dict(peft_model.get_base_model().named_modules())
     for name, rank in state.ranks.items():
@@ -94,6 +121,20 @@ def apply(
         weight_a.copy_(rows)
         layer.lora_B[adapter_name].weight.zero_()
     return peft_model
+
+
+def _domain(model: nn.Module, state: EvaState, manager: PluginManager) -> DomainHooks:
+    """The hooks of the domain ``state`` was fitted with; the model's own domain if that one is gone."""
+    fitted = state.extra.get("domain", state.config.domain)
+    if fitted is not None and fitted not in manager.names:
+        warn(
+            f"the state was fitted with the eva domain {fitted!r}, which is not installed here; the adapter gets "
+            f"the LoraConfig fields of the domain that claims {type(model).__name__} instead. Install that domain's "
+            "package, or pass lora_config=... with its heads in modules_to_save.",
+            EvaWarning,
+        )
+        fitted = None
+    return manager.for_model(model, fitted)
 
 
 def _alpha_factor(layer_rank: int, rank: int, rslora: bool) -> float:

@@ -21,11 +21,16 @@ __all__ = [
     "InconsistentSharedInputError",
     "InvalidConfigError",
     "MissingDataError",
+    "MissingExtraError",
+    "MissingModelError",
+    "MissingStateError",
     "NonFiniteActivationError",
     "NotConvergedWarning",
     "PluginLoadError",
     "ReallocationError",
     "TooFewRowsWarning",
+    "UnknownDomainError",
+    "UnreadableDataError",
     "UnsupportedBatchError",
     "UnsupportedLayerError",
     "NoTargetLayersError",
@@ -88,6 +93,26 @@ class AmbiguousDomainError(EvaError, ValueError):
 
 class ReallocationError(EvaError, ValueError):
     """A saved state holds too few components for the requested budget."""
+
+
+class UnknownDomainError(EvaError, ValueError):
+    """``eva fit --domain`` names no installed eva plugin; the message lists the installed ones."""
+
+
+class MissingModelError(EvaError, FileNotFoundError):
+    """``eva fit``'s MODEL is a path that does not exist, or no installed domain can load it."""
+
+
+class UnreadableDataError(EvaError, ValueError):
+    """``eva fit``'s DATA is missing, unreadable, or of a kind the chosen domain does not read."""
+
+
+class MissingStateError(EvaError, FileNotFoundError):
+    """A folder given to ``eva report`` / ``eva reallocate`` holds no saved :class:`eva_core.EvaState`."""
+
+
+class MissingExtraError(EvaError, ImportError):
+    """An optional dependency of a feature is not installed; the message names the pip extra."""
 
 
 class EvaWarning(UserWarning):

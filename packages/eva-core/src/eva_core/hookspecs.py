@@ -1,7 +1,9 @@
 """The plugin contract: what a domain package (``eva-llm``, ``eva-vision``, ...) tells eva-core.
 
 A plugin is a module or object with functions named like the specs below, decorated with
-``eva_core.hookimpl``, and registered under the ``eva`` entry-point group::
+``eva_core.hookimpl``, and registered under the ``eva`` entry-point group (the markers and the values the
+hooks exchange, :class:`PreparedBatch`, :class:`LoadedModel` and ``RowsFn``, are defined in
+:mod:`eva_core.contract` and importable from here)::
 
     [project.entry-points.eva]
     vision = "eva_vision.plugin"
@@ -17,15 +19,12 @@ to load the model and to read the data file.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import pluggy
+from .contract import PROJECT, LoadedModel, PreparedBatch, RowsFn, hookimpl, hookspec
 
 if TYPE_CHECKING:
-    import torch
-    from peft import LoraConfig
     from torch import nn
 
     from .config import EvaConfig
@@ -33,52 +32,28 @@ if TYPE_CHECKING:
 
 __all__ = ["PROJECT", "LoadedModel", "PreparedBatch", "RowsFn", "hookimpl", "hookspec"]
 
-PROJECT = "eva"
-hookspec = pluggy.HookspecMarker(PROJECT)
-hookimpl = pluggy.HookimplMarker(PROJECT)
-
-RowsFn = Callable[["torch.Tensor", "torch.Tensor | None"], "tuple[torch.Tensor, torch.Tensor | None]"]
-"""``(layer_input, row_mask) -> (rows, rows_mask)``: turns a layer's input (e.g. (B, T, d_in)) and the
-batch's row mask (e.g. (B, T) bool, or None) into rows (N, d_in) and a mask (N,) bool or None."""
-
-
-@dataclass(frozen=True)
-class PreparedBatch:
-    """One batch as the model takes it, with the mask of rows that feed the SVD.
-
-    Attributes:
-        args: positional arguments of ``model(*args, **kwargs)``.
-        kwargs: keyword arguments.
-        row_mask: (B, T) bool, true where a token/patch/timestep counts; ``None`` means all do.
-    """
-
-    args: tuple[Any, ...] = ()
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
-    row_mask: torch.Tensor | None = None
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """A model loaded for ``eva fit``, with what reading its data and saving its adapter need.
-
-    Attributes:
-        model: the base model, in eval mode, not yet wrapped by peft.
-        processor: what turns the domain's raw data into model inputs (a tokenizer, an image processor),
-            or ``None``; handed back to :func:`eva_cli_batches`.
-        lora_config: dropout, alpha, ``task_type``, ``modules_to_save``... of the adapter ``eva fit``
-            saves (``r`` and the targets come from the fit); ``None`` takes peft's defaults with
-            ``lora_alpha = r``.
-    """
-
-    model: nn.Module
-    processor: Any = None
-    lora_config: LoraConfig | None = None
-
 
 @hookspec
 def eva_claims_model(model: nn.Module) -> bool:  # type: ignore[empty-body]
     """Whether this plugin's domain knows ``model`` (e.g. is a ViT). Called once per fit on every plugin;
     the results are collected. Two claims make the fit ask for ``EvaConfig.domain``."""
+
+
+@hookspec(firstresult=True)
+def eva_default_config(model: nn.Module) -> Mapping[str, Any] | None:
+    """This domain's default :class:`EvaConfig` fields for ``model`` (e.g. ``{"rank": 8, "whiten": True}``),
+    used when the caller passes no ``config``; the caller's keyword overrides still win. Called once per
+    ``fit``, ``init`` and ``eva fit``. firstresult: the generic plugin answers ``{}`` (EvaConfig's defaults)."""
+
+
+@hookspec(firstresult=True)
+def eva_lora_fields(model: nn.Module, targets: Sequence[str]) -> Mapping[str, Any] | None:
+    """The ``peft.LoraConfig`` fields this domain's adapters need on ``model`` whose layers ``targets`` get
+    adapters: the task head in ``modules_to_save``, ``task_type``, ``fan_in_fan_out`` for layers that store
+    their weight transposed (GPT-2's ``Conv1D``). Called once per ``apply``. Used as the ``LoraConfig``
+    when the caller passes none; with the caller's own ``LoraConfig`` only ``fan_in_fan_out=True`` is
+    taken from here (without it the adapter's shapes are wrong). firstresult: the generic plugin
+    answers ``{}``."""
 
 
 @hookspec(firstresult=True)

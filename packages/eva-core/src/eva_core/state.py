@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from .config import EvaConfig
 from .errors import ReallocationError
-from .ranks import allocate_ranks, component_scores
+from .ranks import allocate_layer_ranks, component_scores
 
 __all__ = ["EvaState", "LayerSpectrum"]
 
@@ -179,14 +179,6 @@ class EvaState:
             seconds=float(meta.get("seconds", 0.0)),
             extra=dict(meta.get("extra", {})),
         )
-
-
-def allocate_layer_ranks(layers: Mapping[str, LayerSpectrum], config: EvaConfig) -> dict[str, int]:
-    """Hand out ``config.rank * len(layers)`` ranks by ``config.redistribution``, each layer capped at
-    ``round(rho * rank)`` and at the components it holds."""
-    caps = {name: min(config.max_components, layer.components.shape[0]) for name, layer in layers.items()}
-    scores = {name: layer.score(config.redistribution) for name, layer in layers.items()}
-    return allocate_ranks(scores, budget=config.rank * len(layers), caps=caps)
 
 
 def _config_to_json(config: EvaConfig) -> dict[str, Any]:

@@ -13,15 +13,16 @@ below, and pytest runs every check against that plugin, model and data::
         @pytest.fixture
         def plugin(self): return eva_vision.plugin
 
-Override the ``lora_config`` fixture when the domain's layers need their own ``LoraConfig`` (GPT-2's
-``Conv1D`` needs ``fan_in_fan_out=True``).
+The fit is applied with the domain's own ``LoraConfig`` fields (``eva_lora_fields``); override the
+``lora_config`` fixture to apply with another ``LoraConfig``.
 
 ``run_cli`` and ``assert_one_line_error`` drive the ``eva`` command line in a subprocess, as a user
 would, for the command-line tests of eva-core and of the domains that add to it.
 
-The checks: the plugin claims the model (unless ``domain`` is ``"generic"``), names existing layers,
-gives each a rows function, prepares every batch into inputs the model accepts, and a fit + apply
-leaves the base weights bit-identical with a step-0 output equal to the base model's.
+The checks: the plugin claims the model (unless ``domain`` is ``"generic"``), its default ``EvaConfig``
+and ``LoraConfig`` fields are valid (heads name real modules), it names existing layers, gives each a rows
+function, prepares every batch into inputs the model accepts, and a fit + apply leaves the base weights
+bit-identical with a step-0 output equal to the base model's.
 """
 
 from __future__ import annotations
@@ -38,12 +39,8 @@ import torch
 from peft import LoraConfig
 from torch import nn
 
-from .adapters import apply
-from .config import EvaConfig
-from .fitting import fit
-from .hookspecs import PreparedBatch
-from .plugins import DomainHooks, plugin_manager
-from .plugins.manager import DISABLE_ENV
+from eva_core import EvaConfig, PreparedBatch, apply, fit, plugin_manager  # the contract tests use the public API
+from eva_core.plugins import DISABLE_ENV, DomainHooks
 
 __all__ = ["PluginContract", "assert_one_line_error", "model_output", "run_cli"]
 
@@ -68,8 +65,8 @@ class PluginContract:
     def hooks(self, model: nn.Module, plugin: object) -> DomainHooks:
         manager = plugin_manager(load_entry_points=False)
         if self.domain != "generic":
-            manager.register(plugin, name=self.domain)
-        return DomainHooks(manager, model)
+            manager.register(plugin, self.domain)
+        return manager.for_model(model)
 
     @pytest.fixture
     def lora_config(self, model: nn.Module) -> LoraConfig | None:
@@ -83,8 +80,19 @@ class PluginContract:
     def test_claims_model(self, hooks: DomainHooks) -> None:
         assert hooks.domain == self.domain
 
+    def test_default_config_is_valid(self, hooks: DomainHooks, model: nn.Module) -> None:
+        defaults = hooks.default_config(model)
+        assert hooks.config(model, None, {}) == EvaConfig(**defaults)  # every key an EvaConfig field, valid values
+
+    def test_lora_fields_are_valid(self, hooks: DomainHooks, model: nn.Module, config: EvaConfig) -> None:
+        fields = hooks.lora_fields(model, hooks.target_modules(model, config))
+        LoraConfig(r=2, **fields)  # every key a LoraConfig field peft accepts
+        heads = fields.get("modules_to_save") or []
+        names = dict(model.named_modules())
+        assert all(head in names for head in heads), f"modules_to_save names no module: {heads}"
+
     def test_targets_exist(self, hooks: DomainHooks, model: nn.Module, config: EvaConfig) -> None:
-        targets = hooks.call("eva_target_modules", model=model, config=config)
+        targets = hooks.target_modules(model, config)
         names = dict(model.named_modules())
         assert targets, "the plugin targets no layer"
         missing = [t for t in targets if t not in names]
@@ -92,15 +100,15 @@ class PluginContract:
 
     def test_every_target_has_rows(self, hooks: DomainHooks, model: nn.Module, config: EvaConfig) -> None:
         modules = dict(model.named_modules())
-        for name in hooks.call("eva_target_modules", model=model, config=config):
-            assert hooks.call("eva_layer_rows", name=name, module=modules[name]) is not None, name
+        for name in hooks.target_modules(model, config):
+            assert hooks.layer_rows(name, modules[name]) is not None, name
 
     def test_prepares_batches(
         self, hooks: DomainHooks, model: nn.Module, batches: list[Any], config: EvaConfig
     ) -> None:
         assert len(batches) >= 2, "give the contract at least two batches"
         for batch in batches:
-            prepared = hooks.call("eva_prepare_batch", batch=batch, model=model, config=config)
+            prepared = hooks.prepare_batch(batch, model, config)
             assert isinstance(prepared, PreparedBatch)
             if prepared.row_mask is not None:
                 assert prepared.row_mask.dtype == torch.bool
@@ -113,20 +121,18 @@ class PluginContract:
         model: nn.Module,
         batches: list[Any],
         config: EvaConfig,
-        plugin: object,
         lora_config: LoraConfig | None,
-        monkeypatch: pytest.MonkeyPatch,
     ) -> None:
-        monkeypatch.setattr("eva_core.fitting.plugin_manager", lambda: hooks.manager)
         model.eval()
         before = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        prepared = hooks.call("eva_prepare_batch", batch=batches[0], model=model, config=config)
+        prepared = hooks.prepare_batch(batches[0], model, config)
+        assert prepared is not None, "the plugin cannot prepare the first batch"
         with torch.no_grad():
             reference = model_output(model, prepared)
-        state = fit(model, batches, config)
+        state = fit(model, batches, config, plugins=hooks.manager)
         assert state.steps >= 1
         assert sum(state.ranks.values()) == config.rank * len(state.ranks)
-        peft_model = apply(copy.deepcopy(model), state, lora_config)
+        peft_model = apply(copy.deepcopy(model), state, lora_config, plugins=hooks.manager)
         with torch.no_grad():
             adapted = model_output(peft_model.get_base_model(), prepared)
         torch.testing.assert_close(adapted, reference, rtol=0, atol=0)

@@ -24,8 +24,8 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from ..contract import RowsFn
 from ..errors import InconsistentSharedInputError
-from ..hookspecs import RowsFn
 from ..svd import InputStatistics
 
 __all__ = ["InputRecorder", "StopForward"]

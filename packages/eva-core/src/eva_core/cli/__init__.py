@@ -6,6 +6,7 @@ Domain packages extend ``eva fit`` through the ``eva_cli_load_model`` and ``eva_
 
 from __future__ import annotations
 
-from .main import build_parser, main
+from .main import main
+from .parser import build_parser
 
 __all__ = ["build_parser", "main"]

@@ -1,25 +1,20 @@
-"""The installed domains as the command line sees them: listing them, and asking the chosen one to
-load a model and read a data file (``eva_cli_load_model`` / ``eva_cli_batches``)."""
+"""The installed domains as the command line sees them: listing them, loading a model and reading a data
+file through the one plugin manager ``fit`` uses, with the command line's file fallback added."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from importlib.metadata import version as dist_version
 from typing import Any
 
-import pluggy
-
-from ..hookspecs import PROJECT, LoadedModel
-from ..plugins import DISABLE_ENV, plugin_manager
+from ..contract import LoadedModel
+from ..errors import MissingModelError, UnknownDomainError, UnreadableDataError
+from ..plugins import GENERIC, DomainHooks, PluginManager, discover, plugin_manager
 from . import fallback
-from .errors import MissingModelError, UnknownDomainError, UnreadableDataError
 
-__all__ = ["GENERIC", "CliDomains", "PluginInfo", "installed_plugins"]
+__all__ = ["CliDomains", "PluginInfo", "installed_plugins"]
 
-GENERIC = "generic"
 _CLI_HOOKS = ("eva_cli_load_model", "eva_cli_batches")
 
 
@@ -48,24 +43,13 @@ class PluginInfo:
 
 
 def installed_plugins() -> list[PluginInfo]:
-    """Every plugin of the ``eva`` entry-point group (each imported to check it loads), after eva-core's
-    built-in ``generic`` one. A plugin that fails to import is listed with its error, not raised."""
+    """Every plugin of the ``eva`` entry-point group (as :func:`eva_core.plugins.discover` finds them), after
+    eva-core's built-in ``generic`` one. A plugin that fails to import is listed with its error, not raised."""
     core = PluginInfo(GENERIC, "eva-core", dist_version("eva-core"), "eva_core.plugins.generic", "built in", _CLI_HOOKS)
     infos = [core]
-    skipped = {name.strip() for name in os.environ.get(DISABLE_ENV, "").split(",") if name.strip()}
-    for point in sorted(entry_points(group=PROJECT), key=lambda p: p.name):
-        dist = getattr(point, "dist", None)
-        name, version = (dist.name, dist.version) if dist is not None else ("?", "?")
-        if "*" in skipped or point.name in skipped:
-            infos.append(PluginInfo(point.name, name, version, point.value, f"disabled ({DISABLE_ENV})"))
-            continue
-        try:
-            plugin = point.load()
-        except Exception as error:  # third-party import-time failures of any kind
-            infos.append(PluginInfo(point.name, name, version, point.value, f"failed: {error!r}"))
-            continue
-        hooks = tuple(hook for hook in _CLI_HOOKS if hasattr(plugin, hook))
-        infos.append(PluginInfo(point.name, name, version, point.value, "loaded", hooks))
+    for entry in discover():
+        hooks = tuple(hook for hook in _CLI_HOOKS if hasattr(entry.plugin, hook))
+        infos.append(PluginInfo(entry.domain, entry.distribution, entry.version, entry.value, entry.status, hooks))
     return infos
 
 
@@ -77,14 +61,13 @@ class CliDomains:
     """
 
     def __init__(self) -> None:
-        self.manager: pluggy.PluginManager = plugin_manager()
-        self.manager.register(fallback, name=fallback.NAME)
+        self.manager: PluginManager = plugin_manager()
+        self.manager.register(fallback, fallback.NAME, builtin=True)
 
     @property
     def names(self) -> list[str]:
         """The installed domains, sorted, then ``generic``."""
-        found = sorted(name for name, _ in self.manager.list_name_plugin() if name not in (GENERIC, fallback.NAME))
-        return [*found, GENERIC]
+        return [*self.manager.domains, GENERIC]
 
     def check(self, domain: str) -> str:
         """``domain`` itself if installed.
@@ -99,58 +82,47 @@ class CliDomains:
             )
         return domain
 
-    def load_model(
-        self, model: str, data: str, options: Mapping[str, str], domain: str | None
-    ) -> tuple[str, LoadedModel]:
-        """``(domain, loaded)``: ``domain`` (or, when None, each installed domain in turn, then the
-        fallback) loads ``model``.
+    def load_model(self, model: str, data: str, options: Mapping[str, str], domain: str | None) -> LoadedModel:
+        """The model ``domain`` (or, when None, the first installed domain that knows ``model``, then the
+        fallback: ``module:factory``) loads.
 
         Raises:
             MissingModelError: no domain tried loads ``model``.
         """
         tried = [self.check(domain)] if domain is not None else self.names
         for name in tried:
-            keep = [fallback.NAME] if domain is not None or name == GENERIC else []
-            loaded = self._call(name, keep, "eva_cli_load_model", model=model, data=data, options=options)
+            fallbacks = domain is not None or name == GENERIC
+            loaded = self.manager.hooks(name, fallbacks=fallbacks).cli_load_model(model, data, options)
             if loaded is not None:
-                return name, loaded
+                return loaded
         raise MissingModelError(
             f"MODEL={model!r}: no eva domain loads it (tried: {', '.join(tried)}); pass a local model folder, an "
             "alias a domain knows (nlu: minilm; llm: smollm2), or package.module:factory."
         )
 
+    def for_model(self, loaded: LoadedModel, domain: str | None) -> DomainHooks:
+        """The hooks of the domain that fits ``loaded.model``: ``domain``, else the one that claims it
+        (the rule ``eva_core.fit`` follows)."""
+        return self.manager.for_model(loaded.model, domain)
+
     def batches(
         self,
-        domain: str,
+        hooks: DomainHooks,
         data: str,
         loaded: LoadedModel,
         batch_size: int,
         rows: int | None,
         options: Mapping[str, str],
     ) -> Iterable[Any]:
-        """The batches domain ``domain`` (or the fallback) reads from ``data``.
+        """The batches domain ``hooks.domain`` (or the fallback) reads from ``data``.
 
         Raises:
             UnreadableDataError: neither reads that kind of file.
         """
-        found = self._call(
-            domain,
-            [fallback.NAME],
-            "eva_cli_batches",
-            data=data,
-            loaded=loaded,
-            batch_size=batch_size,
-            rows=rows,
-            options=options,
-        )
+        found = hooks.cli_batches(data, loaded, batch_size, rows, options)
         if found is None:
             raise UnreadableDataError(
-                f"DATA={data!r}: domain {domain!r} does not read this kind of file; see `eva plugins` and "
+                f"DATA={data!r}: domain {hooks.domain!r} does not read this kind of file; see `eva plugins` and "
                 "docs/cli.md for the formats each domain reads (e.g. nlu: GLUE .tsv; llm: GSM8K .jsonl; any: .pt)."
             )
         return found
-
-    def _call(self, domain: str, keep: list[str], hook: str, **kwargs: Any) -> Any:
-        allowed = {domain, *keep}
-        others = [plugin for name, plugin in self.manager.list_name_plugin() if name not in allowed]
-        return self.manager.subset_hook_caller(hook, remove_plugins=others)(**kwargs)

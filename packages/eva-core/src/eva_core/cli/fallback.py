@@ -16,9 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import InvalidConfigError
-from ..hookspecs import LoadedModel, hookimpl
-from .errors import MissingModelError, UnreadableDataError
+from ..contract import LoadedModel, hookimpl
+from ..errors import InvalidConfigError, MissingModelError, UnreadableDataError
 
 __all__ = ["NAME", "eva_cli_batches", "eva_cli_load_model"]
 

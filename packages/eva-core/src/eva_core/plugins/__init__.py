@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .manager import DISABLE_ENV, DomainHooks, plugin_manager
+from .manager import DISABLE_ENV, GENERIC, DomainHooks, PluginEntry, PluginManager, discover, plugin_manager
 
-__all__ = ["DISABLE_ENV", "DomainHooks", "plugin_manager"]
+__all__ = ["DISABLE_ENV", "GENERIC", "DomainHooks", "PluginEntry", "PluginManager", "discover", "plugin_manager"]

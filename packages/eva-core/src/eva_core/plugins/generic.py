@@ -15,12 +15,22 @@ import torch
 from torch import nn
 
 from ..capture.rows import token_rows
-from ..hookspecs import PreparedBatch, RowsFn, hookimpl
+from ..contract import PreparedBatch, RowsFn, hookimpl
 
 if TYPE_CHECKING:
     from ..config import EvaConfig
 
 IGNORE_INDEX = -100
+
+
+@hookimpl(trylast=True)
+def eva_default_config(model: nn.Module) -> Mapping[str, Any] | None:
+    return {}  # EvaConfig's own defaults
+
+
+@hookimpl(trylast=True)
+def eva_lora_fields(model: nn.Module, targets: Sequence[str]) -> Mapping[str, Any] | None:
+    return {}  # peft's LoraConfig defaults
 
 
 @hookimpl(trylast=True)

@@ -1,22 +1,41 @@
-"""Building the plugin manager and choosing which domain plugin serves a model."""
+"""The plugin manager: one discovery of the ``eva`` entry-point group, one rule for which domain serves a
+model, and a typed method per hook.
+
+Each hook is called through a method of :class:`DomainHooks` (as tox wraps ``pm.hook.tox_*``), so a call
+site reads like a function call and a renamed hook fails the type check; ``check_pending`` makes a
+plugin with a misspelt ``eva_*`` implementation fail when it is registered, not silently never run.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from .. import hookspecs
-from ..errors import AmbiguousDomainError, PluginLoadError
+from ..errors import (
+    AmbiguousDomainError,
+    InvalidConfigError,
+    NoTargetLayersError,
+    PluginLoadError,
+    UnsupportedLayerError,
+)
+from ..targets import select_modules
 from . import generic
 
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["DISABLE_ENV", "DomainHooks", "plugin_manager"]
+    from ..config import EvaConfig
+    from ..hookspecs import LoadedModel, PreparedBatch, RowsFn
+    from ..state import EvaState
+
+__all__ = ["DISABLE_ENV", "GENERIC", "DomainHooks", "PluginEntry", "PluginManager", "discover", "plugin_manager"]
 
 _log = logging.getLogger(__name__)
 
@@ -24,91 +43,268 @@ DISABLE_ENV = "EVA_DISABLE_PLUGINS"
 """Comma-separated entry-point names to skip (``*`` skips all); e.g. ``EVA_DISABLE_PLUGINS=vision``."""
 
 GENERIC = "generic"
+"""The built-in plugin every domain falls back to (``EvaConfig.domain="generic"`` picks it alone)."""
 
 
-def plugin_manager(load_entry_points: bool = True) -> pluggy.PluginManager:
-    """A fresh manager with the hook specs, the built-in generic plugin and, unless told not to, every
-    plugin of the ``eva`` entry-point group that ``EVA_DISABLE_PLUGINS`` does not name.
+@dataclass(frozen=True)
+class PluginEntry:
+    """One entry point of the ``eva`` group as discovery found it.
 
-    Raises:
-        PluginLoadError: an entry point failed to import; the message names it and its distribution.
+    Attributes:
+        domain: the entry-point name (what ``EvaConfig.domain`` picks).
+        distribution: the package that registers it, and its ``version``.
+        value: the module or object the entry point names.
+        plugin: the loaded plugin, or ``None`` when it is disabled or failed.
+        status: ``loaded``, ``disabled (EVA_DISABLE_PLUGINS)`` or ``failed: <error>``.
+        error: the import error of a failed plugin.
     """
-    manager = pluggy.PluginManager(hookspecs.PROJECT)
-    manager.add_hookspecs(hookspecs)
-    manager.register(generic, name=GENERIC)
-    if load_entry_points:
-        _load_entry_points(manager)
-    return manager
+
+    domain: str
+    distribution: str
+    version: str
+    value: str
+    plugin: object | None
+    status: str
+    error: BaseException | None = None
 
 
-def _load_entry_points(manager: pluggy.PluginManager) -> None:
+def discover() -> list[PluginEntry]:
+    """Every entry point of the ``eva`` group, sorted by name, each loaded unless ``EVA_DISABLE_PLUGINS``
+    names it. A plugin that fails to import is returned with its error, not raised."""
     skipped = {name.strip() for name in os.environ.get(DISABLE_ENV, "").split(",") if name.strip()}
-    for point in entry_points(group=hookspecs.PROJECT):
-        if "*" in skipped or point.name in skipped:
-            _log.debug("skipping eva plugin %r (%s)", point.name, DISABLE_ENV)
-            continue
-        if manager.has_plugin(point.name):
-            continue
+    found = []
+    for point in sorted(entry_points(group=hookspecs.PROJECT), key=lambda p: p.name):
         dist = getattr(point, "dist", None)
-        where = f"{dist.name} {dist.version}" if dist is not None else "an unknown distribution"
+        name, version = (dist.name, dist.version) if dist is not None else ("an unknown distribution", "?")
+        if "*" in skipped or point.name in skipped:
+            found.append(PluginEntry(point.name, name, version, point.value, None, f"disabled ({DISABLE_ENV})"))
+            continue
         try:
             plugin = point.load()
         except Exception as error:  # any import-time failure of third-party code
+            found.append(PluginEntry(point.name, name, version, point.value, None, f"failed: {error!r}", error))
+            continue
+        found.append(PluginEntry(point.name, name, version, point.value, plugin, "loaded"))
+    return found
+
+
+class PluginManager:
+    """The hook specs, the built-in generic plugin and, unless told not to, every plugin of the ``eva``
+    entry-point group that ``EVA_DISABLE_PLUGINS`` does not name.
+
+    Args:
+        load_entry_points: load the installed domain plugins (False: the generic plugin only).
+
+    Raises:
+        PluginLoadError: an entry point failed to import, or implements a hook the contract does not
+            have (a misspelt ``eva_*`` name); the message names it and its distribution.
+    """
+
+    def __init__(self, load_entry_points: bool = True) -> None:
+        self._pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self._pm.add_hookspecs(hookspecs)
+        self._builtin: set[str] = set()
+        self.register(generic, GENERIC, builtin=True)
+        if load_entry_points:
+            for entry in discover():
+                self._register_entry(entry)
+
+    def _register_entry(self, entry: PluginEntry) -> None:
+        where = f"{entry.domain!r} ({entry.value}, from {entry.distribution})"
+        if entry.error is not None:
             raise PluginLoadError(
-                f"eva plugin {point.name!r} ({point.value}, from {where}) failed to load: {error!r}. "
-                f"Fix or uninstall that package, or skip it with {DISABLE_ENV}={point.name}."
+                f"eva plugin {where} failed to load: {entry.error!r}. Fix or uninstall that package, or skip it "
+                f"with {DISABLE_ENV}={entry.domain}."
+            ) from entry.error
+        if entry.plugin is None:
+            _log.debug("skipping eva plugin %r (%s)", entry.domain, DISABLE_ENV)
+            return
+        self.register(entry.plugin, entry.domain, where=where)
+        _log.debug("loaded eva plugin %s", where)
+
+    def register(self, plugin: object, name: str, *, builtin: bool = False, where: str | None = None) -> None:
+        """Register ``plugin`` as domain ``name`` (``builtin``: a fallback kept beside every domain).
+
+        Raises:
+            PluginLoadError: ``plugin`` implements a hook the contract does not have.
+        """
+        if self._pm.has_plugin(name):
+            return
+        self._pm.register(plugin, name=name)
+        if builtin:
+            self._builtin.add(name)
+        try:
+            self._pm.check_pending()
+        except pluggy.PluginValidationError as error:
+            self._pm.unregister(name=name)
+            self._builtin.discard(name)
+            raise PluginLoadError(
+                f"eva plugin {where or repr(name)} is invalid: {error}. Hooks are the eva_* functions of "
+                f"eva_core.hookspecs ({', '.join(hook_names())}); fix the name, or skip it with {DISABLE_ENV}={name}."
             ) from error
-        manager.register(plugin, name=point.name)
-        _log.debug("loaded eva plugin %r from %s", point.name, where)
+
+    def unregister(self, name: str) -> None:
+        self._pm.unregister(name=name)
+        self._builtin.discard(name)
+
+    @property
+    def names(self) -> list[str]:
+        """Every registered plugin, in registration order (``generic`` first)."""
+        return [name for name, _ in self._pm.list_name_plugin()]
+
+    @property
+    def domains(self) -> list[str]:
+        """The domain plugins (not the built-in ones), sorted."""
+        return sorted(name for name in self.names if name not in self._builtin)
+
+    def choose_domain(self, model: nn.Module, requested: str | None = None) -> str:
+        """The domain that serves ``model``: ``requested`` if given, else the one domain plugin that claims
+        the model, else ``generic``. ``fit``, ``init``, ``apply`` and ``eva fit`` all decide this way.
+
+        Raises:
+            InvalidConfigError: ``requested`` is not installed; the message lists what is.
+            AmbiguousDomainError: two plugins claim the model and nothing was requested.
+        """
+        if requested is not None:
+            if requested not in self.names:
+                raise InvalidConfigError(
+                    f"EvaConfig.domain={requested!r} is not an installed eva plugin; installed: "
+                    f"{sorted([*self.domains, GENERIC])}. Install the package for that domain (e.g. "
+                    "`pip install eva-llm`) or pick one of those."
+                )
+            return requested
+        claims = [name for name in self.domains if self.hooks(name, fallbacks=False).claims(model)]
+        if len(claims) > 1:
+            raise AmbiguousDomainError(
+                f"plugins {claims} all claim {type(model).__name__}; pick one with EvaConfig(domain=...), "
+                f"e.g. domain={claims[0]!r}."
+            )
+        return claims[0] if claims else GENERIC
+
+    def hooks(self, domain: str, *, fallbacks: bool = True) -> DomainHooks:
+        """The typed hooks of ``domain``, answered by the built-in plugins too unless ``fallbacks`` is False."""
+        return DomainHooks(self, domain, fallbacks=fallbacks)
+
+    def for_model(self, model: nn.Module, requested: str | None = None) -> DomainHooks:
+        """The hooks of the domain :meth:`choose_domain` picks for ``model``."""
+        return self.hooks(self.choose_domain(model, requested))
+
+    def _only(self, domain: str, hook: str, fallbacks: bool = True) -> Any:
+        """A caller of ``hook`` on ``domain`` and (with ``fallbacks``) the built-in plugins only."""
+        keep = {domain, *(self._builtin if fallbacks else ())}
+        others = [plugin for name, plugin in self._pm.list_name_plugin() if name not in keep]
+        return self._pm.subset_hook_caller(hook, remove_plugins=others)
+
+    def _all(self, hook: str) -> Any:
+        return getattr(self._pm.hook, hook)
 
 
 class DomainHooks:
-    """Calls the hooks of one domain plugin plus the generic fallback, and observers of all plugins.
+    """The hooks of one domain plugin, each answered by that plugin first and then by the built-in ones
+    (``generic``, and on the command line its file fallback); observers reach every plugin."""
 
-    Args:
-        manager: from :func:`plugin_manager`.
-        model: the model being fitted (domain plugins are asked whether they claim it).
-        domain: a plugin name to use, or None to auto-detect.
-
-    Raises:
-        AmbiguousDomainError: two plugins claim the model and ``domain`` is None.
-        ValueError: ``domain`` names no registered plugin.
-    """
-
-    def __init__(self, manager: pluggy.PluginManager, model: nn.Module, domain: str | None = None) -> None:
+    def __init__(self, manager: PluginManager, domain: str, *, fallbacks: bool = True) -> None:
         self.manager = manager
-        plugins = dict(manager.list_name_plugin())
-        if domain is None:
-            domain = _claiming_domain(manager, plugins, model)
-        elif domain not in plugins:
-            raise ValueError(
-                f"EvaConfig.domain={domain!r} is not an installed eva plugin; installed: {sorted(plugins)}. "
-                "Install the package for that domain (e.g. `pip install eva-llm`) or pick one of those."
-            )
         self.domain = domain
-        self._others = [plugin for name, plugin in plugins.items() if name not in (domain, GENERIC)]
+        self.fallbacks = fallbacks
 
-    def call(self, hook: str, /, **kwargs: Any) -> Any:
-        """Call ``hook`` on the domain plugin and the generic one only."""
-        return self.manager.subset_hook_caller(hook, remove_plugins=self._others)(**kwargs)
+    def _call(self, hook: str, **kwargs: Any) -> Any:
+        return self.manager._only(self.domain, hook, self.fallbacks)(**kwargs)
 
-    def notify(self, hook: str, /, **kwargs: Any) -> None:
-        """Call observer ``hook`` on every registered plugin."""
-        getattr(self.manager.hook, hook)(**kwargs)
+    def claims(self, model: nn.Module) -> bool:
+        return any(self._call("eva_claims_model", model=model))
 
+    def default_config(self, model: nn.Module) -> dict[str, Any]:
+        return dict(self._call("eva_default_config", model=model) or {})
 
-def _claiming_domain(manager: pluggy.PluginManager, plugins: dict[str, Any], model: nn.Module) -> str:
-    claims = []
-    for name in plugins:
-        if name == GENERIC:
-            continue
-        others = [p for n, p in plugins.items() if n != name]
-        answers = manager.subset_hook_caller("eva_claims_model", remove_plugins=others)(model=model)
-        if any(answers):
-            claims.append(name)
-    if len(claims) > 1:
-        raise AmbiguousDomainError(
-            f"plugins {claims} all claim {type(model).__name__}; pick one with EvaConfig(domain=...), "
-            f"e.g. domain={claims[0]!r}."
+    def config(self, model: nn.Module, config: EvaConfig | None, overrides: Mapping[str, Any]) -> EvaConfig:
+        """``config`` (default: this domain's :meth:`default_config`) with ``overrides`` applied.
+
+        Raises:
+            InvalidConfigError: an override names no ``EvaConfig`` field or holds an invalid value.
+        """
+        from ..config import EvaConfig
+
+        base = config
+        if base is None:
+            defaults = self.default_config(model)
+            try:
+                base = EvaConfig().replace(**defaults)
+            except InvalidConfigError as error:
+                raise InvalidConfigError(
+                    f"the {self.domain!r} eva plugin's eva_default_config returned {defaults!r}, which is invalid: "
+                    f"{error} Fix the plugin, or pass config=EvaConfig(...) explicitly."
+                ) from error
+        return base.replace(**overrides) if overrides else base
+
+    def lora_fields(self, model: nn.Module, targets: Sequence[str]) -> dict[str, Any]:
+        return dict(self._call("eva_lora_fields", model=model, targets=list(targets)) or {})
+
+    def target_modules(self, model: nn.Module, config: EvaConfig) -> list[str]:
+        return list(self._call("eva_target_modules", model=model, config=config) or ())
+
+    def layers(self, model: nn.Module, config: EvaConfig) -> dict[str, nn.Module]:
+        """The layers a fit measures, in model order: ``config.target_modules``, else the domain's.
+
+        Raises:
+            NoTargetLayersError: nothing is targeted, or the targets match no module.
+        """
+        targets = config.target_modules
+        if targets is None:
+            targets = tuple(self.target_modules(model, config))
+            if not targets:
+                raise NoTargetLayersError(
+                    f"the {self.domain!r} eva plugin finds no layer to adapt in {type(model).__name__}; pass "
+                    "target_modules (names or a regex from model.named_modules())."
+                )
+        return select_modules(model, targets)
+
+    def rows_functions(self, layers: Mapping[str, nn.Module]) -> dict[str, RowsFn]:
+        """Each layer's rows function (``eva_layer_rows``).
+
+        Raises:
+            UnsupportedLayerError: no plugin can turn a layer's inputs into rows.
+        """
+        functions = {}
+        for name, module in layers.items():
+            function = self.layer_rows(name, module)
+            if function is None:
+                raise UnsupportedLayerError(
+                    f"target_modules selects {name!r}, a {type(module).__name__}, whose inputs no installed eva "
+                    f"plugin can turn into rows (domain {self.domain!r}); target nn.Linear layers, or install the "
+                    "domain package that supports this layer type."
+                )
+            functions[name] = function
+        return functions
+
+    def layer_rows(self, name: str, module: nn.Module) -> RowsFn | None:
+        return self._call("eva_layer_rows", name=name, module=module)
+
+    def prepare_batch(self, batch: Any, model: nn.Module, config: EvaConfig) -> PreparedBatch | None:
+        return self._call("eva_prepare_batch", batch=batch, model=model, config=config)
+
+    def cli_load_model(self, model: str, data: str, options: Mapping[str, str]) -> LoadedModel | None:
+        return self._call("eva_cli_load_model", model=model, data=data, options=options)
+
+    def cli_batches(
+        self, data: str, loaded: LoadedModel, batch_size: int, rows: int | None, options: Mapping[str, str]
+    ) -> Iterable[Any] | None:
+        return self._call(
+            "eva_cli_batches", data=data, loaded=loaded, batch_size=batch_size, rows=rows, options=options
         )
-    return claims[0] if claims else GENERIC
+
+    def step_done(self, step: int, converged: int, layers: int) -> None:
+        self.manager._all("eva_step_done")(step=step, converged=converged, layers=layers)
+
+    def ranks_allocated(self, state: EvaState) -> None:
+        self.manager._all("eva_ranks_allocated")(state=state)
+
+
+def hook_names() -> list[str]:
+    """The hooks of the contract, as plugins spell them."""
+    return sorted(name for name in vars(hookspecs) if name.startswith("eva_"))
+
+
+def plugin_manager(load_entry_points: bool = True) -> PluginManager:
+    """A fresh :class:`PluginManager` (built on every call: no import-time global)."""
+    return PluginManager(load_entry_points)

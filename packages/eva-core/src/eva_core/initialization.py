@@ -10,6 +10,7 @@ from torch import nn
 from .adapters import apply
 from .config import EvaConfig
 from .fitting import fit
+from .plugins import PluginManager, plugin_manager
 
 if TYPE_CHECKING:
     from peft import LoraConfig, PeftModel
@@ -22,14 +23,20 @@ def init(
     batches: Iterable[Any],
     config: EvaConfig | None = None,
     lora_config: LoraConfig | None = None,
+    *,
+    plugins: PluginManager | None = None,
     **overrides: Any,
 ) -> PeftModel:
     """EVA-initialize LoRA adapters on ``model``: :func:`fit` over ``batches``, then :func:`apply`.
 
-    ``overrides`` replace single :class:`EvaConfig` fields, e.g. ``init(model, loader, rank=8, rho=1)``.
+    The domain that claims ``model`` (eva-nlu for a BERT, eva-vision for a DINOv2...) supplies the default
+    ``config`` and ``lora_config``, so ``eva_core.init(dinov2, loader)`` equals ``eva_vision.init(dinov2,
+    loader)``. ``overrides`` replace single :class:`EvaConfig` fields, e.g. ``init(model, loader, rank=8,
+    rho=1)``, and may hold :func:`fit`'s checkpoint arguments.
     The returned model's ``eva_state`` attribute holds the :class:`EvaState` (ranks, spectra, steps).
     """
-    state = fit(model, batches, config, **overrides)
-    peft_model = apply(model, state, lora_config)
+    manager = plugins or plugin_manager()
+    state = fit(model, batches, config, plugins=manager, **overrides)
+    peft_model = apply(model, state, lora_config, plugins=manager)
     peft_model.eva_state = state  # type: ignore[assignment]
     return peft_model

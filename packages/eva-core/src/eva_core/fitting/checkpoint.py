@@ -19,25 +19,25 @@ import json
 import logging
 import os
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from .capture import InputRecorder, input_width
-from .config import EvaConfig
-from .convergence import ConvergenceTracker
-from .distributed import ProcessGroup
-from .errors import CheckpointMismatchError, InvalidConfigError
-from .fit_progress import FitProgress
-from .svd import InputStatistics
+from ..capture import input_width
+from ..errors import CheckpointMismatchError, InvalidConfigError
 
-__all__ = ["Checkpointing", "layer_signature"]
+if TYPE_CHECKING:
+    from ..capture import InputRecorder
+    from ..config import EvaConfig
+    from .process_group import ProcessGroup
+    from .spectra import ConvergenceTracker
+
+__all__ = ["Checkpointing", "FitProgress", "layer_signature"]
 
 _log = logging.getLogger(__name__)
 
@@ -46,12 +46,21 @@ _NAME = re.compile(r"eva-fit\.rank(\d+)-of(\d+)\.step(\d+)\.safetensors")
 _KEEP = 2
 _IGNORED_FIELDS = ("progress",)  # config fields that do not change the result
 
-StatisticsFactory = Callable[[str, int, torch.device], InputStatistics]
+
+@dataclass
+class FitProgress:
+    """Where a fit stands: ``steps`` taken (batches per rank), this rank's ``consumed`` batches, and the
+    ``history`` of convergence checks (``{"step", "converged"}`` each: layers converged after that step)."""
+
+    steps: int = 0
+    consumed: int = 0
+    history: list[dict[str, int]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class Checkpointing:
-    """Where and how often a fit writes checkpoints, and whether it resumes from one.
+    """Where and how often a fit writes checkpoints, and whether it resumes from one; ``Checkpointing()``
+    neither writes nor resumes.
 
     Args:
         directory: the folder checkpoints are written to (None: no checkpoints are written).
@@ -73,8 +82,8 @@ class Checkpointing:
         checkpoint_every: int | None,
         resume: bool,
         resume_from: str | os.PathLike[str] | None,
-    ) -> Checkpointing | None:
-        """Validate ``fit``'s checkpoint arguments; None when the fit neither writes nor resumes.
+    ) -> Checkpointing:
+        """Validate ``fit``'s checkpoint arguments.
 
         Raises:
             InvalidConfigError: an argument is out of range or needs another one.
@@ -102,7 +111,7 @@ class Checkpointing:
                 "interrupted fit."
             )
         if checkpoint_dir is None and resume_from is None:
-            return None
+            return cls()
         source = Path(resume_from) if resume_from is not None else Path(checkpoint_dir) if resume else None  # type: ignore[arg-type]
         return cls(
             directory=None if checkpoint_dir is None else Path(checkpoint_dir),
@@ -113,6 +122,7 @@ class Checkpointing:
 
     # writing ---------------------------------------------------------------------------------------
     def due(self, steps: int) -> bool:
+        """Whether a checkpoint is written after ``steps`` batches."""
         return self.directory is not None and steps % self.every == 0
 
     def start(self, rank: int, world: int) -> None:
@@ -132,11 +142,11 @@ class Checkpointing:
         recorder: InputRecorder,
         tracker: ConvergenceTracker,
         plan_left: int,
-        group: ProcessGroup | None,
+        group: ProcessGroup,
     ) -> Path:
         """Write this rank's running state after ``progress.steps`` batches, atomically."""
         assert self.directory is not None
-        rank, world = (0, 1) if group is None else (group.rank, group.size)
+        rank, world = group.rank, group.size
         tensors: dict[str, torch.Tensor] = {}
         statistics = {}
         for leader, stats in recorder.statistics.items():
@@ -165,7 +175,7 @@ class Checkpointing:
             "statistics": statistics,
             "progress": fields,
             "plan_left": plan_left,
-            "layout_pending": bool(group is not None and group.layout_pending),
+            "layout_pending": group.layout_pending,
         }
         final = self.directory / f"eva-fit.rank{rank}-of{world}.step{progress.steps:08d}.safetensors"
         temporary = final.with_name(f".{final.name}.tmp")
@@ -183,25 +193,21 @@ class Checkpointing:
         config: EvaConfig,
         recorder: InputRecorder,
         tracker: ConvergenceTracker,
-        make: StatisticsFactory,
-        group: ProcessGroup | None,
+        group: ProcessGroup,
     ) -> tuple[FitProgress, int | None]:
         """Load the checkpoint to resume from into the recorder and tracker, or prepare the folder for a
         fresh fit. Returns the progress and the statistics plan's memory left (None: fresh fit)."""
-        rank, world = (0, 1) if group is None else (group.rank, group.size)
         path = self.choose(group)
         if path is None:
-            self.start(rank, world)
+            self.start(group.rank, group.size)
             return FitProgress(), None
 
-        def restore() -> tuple[FitProgress, int]:
-            return self.restore(path, config, layer_signature(layers), recorder, tracker, make, group)
+        def restore() -> tuple[FitProgress, int | None]:
+            return self.restore(path, config, layer_signature(layers), recorder, tracker, group)
 
-        if group is None:
-            return restore()
-        return group.agree(restore, "while loading the checkpoint to resume from")  # type: ignore[no-any-return]
+        return group.agree(restore, "while loading the checkpoint to resume from")
 
-    def choose(self, group: ProcessGroup | None) -> Path | None:
+    def choose(self, group: ProcessGroup) -> Path | None:
         """The checkpoint this rank resumes from: the latest step every rank has; None to start afresh.
 
         Raises:
@@ -210,9 +216,9 @@ class Checkpointing:
         """
         if self.resume_from is None:
             return None
-        rank, world = (0, 1) if group is None else (group.rank, group.size)
-        mine = dict(_listing(self.resume_from, rank, world))
-        everyone = [set(mine)] if group is None else [set(steps) for steps in group.gather(sorted(mine))]
+        world = group.size
+        mine = dict(_listing(self.resume_from, group.rank, world))
+        everyone = [set(steps) for steps in group.gather(sorted(mine))]
         common = set.intersection(*everyone)
         if common:
             return mine[max(common)]
@@ -237,10 +243,10 @@ class Checkpointing:
         signature: dict[str, list[Any]],
         recorder: InputRecorder,
         tracker: ConvergenceTracker,
-        make: StatisticsFactory,
-        group: ProcessGroup | None,
+        group: ProcessGroup,
     ) -> tuple[FitProgress, int]:
-        """Load ``path`` into the recorder and tracker; returns the progress and the plan's memory left.
+        """Load ``path`` into the recorder (its statistics made by its own factory) and tracker; returns the
+        progress and the plan's memory left.
 
         Raises:
             CheckpointMismatchError: the checkpoint's config, targeted layers or world size differ.
@@ -249,12 +255,12 @@ class Checkpointing:
             meta = json.loads((handle.metadata() or {}).get("eva", "{}"))
             if meta.get("format") != _FORMAT:
                 raise CheckpointMismatchError(f"{path} is not an EVA fit checkpoint ({_FORMAT}); pass another folder.")
-            _check_same(path, meta, config, signature, group)
+            _check_same(path, meta, config, signature, group.size)
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - not a dict
         recorder.restore_layout(meta["layout"])
         recorder.statistics.clear()
         for leader, info in meta["statistics"].items():
-            stats = make(leader, int(info["dim"]), torch.device(info["device"]))
+            stats = recorder.make_statistics(leader, int(info["dim"]), torch.device(info["device"]))
             if type(stats).__name__ != info["kind"]:
                 raise CheckpointMismatchError(
                     f"{path}: layer {leader!r} was measured with {info['kind']} but would now use "
@@ -267,9 +273,7 @@ class Checkpointing:
             recorder.statistics[leader] = stats
         progress = {key[len("progress/") :]: value for key, value in tensors.items() if key.startswith("progress/")}
         tracker.restore_progress(meta["progress"], progress)
-        if group is not None:
-            group.layout_pending = bool(meta["layout_pending"])
-            group.known_leaders = len(recorder.order)
+        group.resume(bool(meta["layout_pending"]), recorder)
         _log.info("resuming from %s after %d batches", path, meta["steps"])
         history = [{"step": int(h["step"]), "converged": int(h["converged"])} for h in meta.get("history", [])]
         restored = FitProgress(steps=int(meta["steps"]), consumed=int(meta["consumed"]), history=history)
@@ -282,9 +286,8 @@ def layer_signature(layers: dict[str, nn.Module]) -> dict[str, list[Any]]:
 
 
 def _check_same(
-    path: Path, meta: dict[str, Any], config: EvaConfig, signature: dict[str, list[Any]], group: ProcessGroup | None
+    path: Path, meta: dict[str, Any], config: EvaConfig, signature: dict[str, list[Any]], world: int
 ) -> None:
-    world = 1 if group is None else group.size
     if meta["world_size"] != world:
         raise CheckpointMismatchError(
             f"{path} was written by a fit on {meta['world_size']} process(es) but this fit runs on {world}; "

@@ -1,4 +1,6 @@
-"""Deciding, after each batch, which measured layers have converged.
+"""The spectra a fit measures: after each check, which measured layers have converged; at the end, every
+layer's exact spectrum and its rank (:func:`final_state`), and the warning naming the layers that had not
+converged.
 
 A group of layers sharing one input (a *leader* and its followers) has converged when each of its top
 ``r`` components has absolute cosine similarity >= tau with the same component at the previous check,
@@ -10,15 +12,22 @@ again (as peft does).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 
-from .config import EvaConfig
-from .errors import NonFiniteActivationError
-from .ranks import allocate_ranks, component_scores
-from .svd import InputStatistics, Spectrum
+from ..capture import input_width
+from ..config import EvaConfig
+from ..errors import EmptyDataError, NonFiniteActivationError, NotConvergedWarning, TooFewRowsWarning, warn
+from ..ranks import allocate_layer_ranks
+from ..state import EvaState, LayerSpectrum
+from ..svd import InputStatistics, Spectrum
 
-__all__ = ["ConvergenceTracker", "GroupProgress"]
+if TYPE_CHECKING:
+    from ..capture import InputRecorder
+
+__all__ = ["ConvergenceTracker", "GroupProgress", "final_state", "warn_not_converged"]
 
 _SPECTRUM_FIELDS = ("components", "singular_values", "explained_variance", "explained_variance_ratio")
 
@@ -44,7 +53,7 @@ class ConvergenceTracker:
 
     def __init__(self, config: EvaConfig, layer_count: int) -> None:
         self.config = config
-        self.budget = config.rank * layer_count
+        self.layer_count = layer_count
         self.groups: dict[str, GroupProgress] = {}
 
     def check(
@@ -128,21 +137,18 @@ class ConvergenceTracker:
             )
 
     def group_ranks(self, members: dict[str, list[str]]) -> dict[str, int]:
-        """leader -> the largest rank the current spectra would give any member of its group."""
-        scores: dict[str, torch.Tensor] = {}
+        """leader -> the largest rank the current spectra would give any member of its group (a member
+        shares its leader's spectrum; layers not measured yet count towards the budget)."""
+        spectra: dict[str, Spectrum] = {}
         owner: dict[str, str] = {}
         for leader, names in members.items():
             progress = self.groups.get(leader)
             if progress is None or progress.spectrum is None:
                 continue
             for name in names:
-                scores[name] = component_scores(
-                    progress.spectrum.explained_variance,
-                    progress.spectrum.explained_variance_ratio,
-                    self.config.redistribution,
-                )
+                spectra[name] = progress.spectrum
                 owner[name] = leader
-        ranks = allocate_ranks(scores, self.budget, caps=dict.fromkeys(scores, self.config.max_components))
+        ranks = allocate_layer_ranks(spectra, self.config, layer_count=self.layer_count)
         result: dict[str, int] = {}
         for name, rank in ranks.items():
             result[owner[name]] = max(result.get(owner[name], 0), rank)
@@ -157,3 +163,85 @@ class ConvergenceTracker:
             return False
         cosine = torch.nn.functional.cosine_similarity(now, then, dim=1).abs()  # (need,)
         return bool((cosine >= self.config.tau).all().item())
+
+
+def final_state(
+    layers: dict[str, nn.Module], recorder: InputRecorder, tracker: ConvergenceTracker, config: EvaConfig, steps: int
+) -> EvaState:
+    """The state after ``steps`` batches: each layer's exact top components from its group's statistics
+    (warm-started from the last convergence check), a layer that never ran at rank 0, ranks allocated.
+
+    Raises:
+        EmptyDataError: every row was masked out, or no targeted layer ran.
+    """
+    if not any(int(stats.rows_seen().item()) for stats in recorder.statistics.values()):
+        raise EmptyDataError(
+            "every row was masked out (attention_mask 0 or labels -100 everywhere) or no targeted layer ran; "
+            "check the batches' masks, or pass a different target_modules."
+        )
+    measured = {
+        leader: _measured(leader, recorder.statistics[leader], tracker.groups.get(leader), config)
+        for leader in recorder.order
+    }
+    spectra: dict[str, LayerSpectrum] = {}
+    for name, module in layers.items():
+        leader = recorder.leader_of.get(name)
+        if leader is None:
+            warn(f"layer {name!r} never ran during the fit; it gets rank 0.", TooFewRowsWarning)
+            spectra[name] = _empty(name, input_width(module), rows=0)
+        else:  # a follower shares its leader's spectrum
+            spectra[name] = measured[leader]
+    return EvaState(layers=spectra, ranks=allocate_layer_ranks(spectra, config), steps=steps, config=config)
+
+
+def _empty(name: str, width: int, rows: int) -> LayerSpectrum:
+    nothing = torch.zeros(0)
+    return LayerSpectrum(torch.zeros(0, width), nothing, nothing, nothing, rows, False, None, name)
+
+
+def _measured(name: str, stats: InputStatistics, progress: GroupProgress | None, config: EvaConfig) -> LayerSpectrum:
+    rows = int(stats.rows_seen().item())
+    usable = max(rows - 1, 0) if config.centered else rows
+    k = min(config.max_components, stats.dim, usable)
+    if stats.dim < config.max_components:
+        warn(
+            f"layer {name!r} has d_in={stats.dim} < round(rho*rank)={config.max_components}; it can take at most "
+            f"{stats.dim} ranks. Lower rank or rho, or leave it out of target_modules.",
+        )
+    if usable < min(config.max_components, stats.dim):
+        centering = " (one goes to centering)" if config.centered else ""
+        warn(
+            f"layer {name!r} saw {rows} rows{centering}, so it has {usable} components where "
+            f"{config.max_components} were asked for; it can take at most {k} ranks. Feed more or longer "
+            "batches, or check the masks.",
+            TooFewRowsWarning,
+        )
+    if k == 0:
+        return _empty(name, stats.dim, rows)
+    previous = progress.spectrum.components if progress is not None and progress.spectrum is not None else None
+    spectrum = stats.top(k, previous=previous, exact=True)
+    converged_at = progress.converged_at if progress is not None else None
+    return LayerSpectrum(
+        components=spectrum.components,
+        singular_values=spectrum.singular_values,
+        explained_variance=spectrum.explained_variance,
+        explained_variance_ratio=spectrum.explained_variance_ratio,
+        rows=rows,
+        converged=converged_at is not None,
+        converged_at=converged_at,
+        source=name,
+    )
+
+
+def warn_not_converged(state: EvaState, config: EvaConfig) -> None:
+    """Warn (:class:`NotConvergedWarning`) naming the layers that saw rows but had not converged."""
+    pending = [name for name in state.not_converged if state.layers[name].rows > 0]
+    if pending:
+        why = f"max_steps={config.max_steps} was reached" if state.steps >= config.max_steps else "the data ran out"
+        shown = ", ".join(pending[:5]) + (f" and {len(pending) - 5} more" if len(pending) > 5 else "")
+        warn(
+            f"EVA stopped after {state.steps} batches ({why}) before {len(pending)} of {len(state.layers)} "
+            f"layers converged: {shown}. Their components are the best estimate from the rows seen; feed more "
+            "batches, raise max_steps, or lower tau.",
+            NotConvergedWarning,
+        )

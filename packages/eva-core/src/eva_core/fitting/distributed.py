@@ -21,51 +21,53 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
-from .capture import InputRecorder
-from .config import EvaConfig
-from .errors import DistributedFitError, InvalidConfigError
-from .svd import GramStatistics, InputStatistics, Spectrum
+from ..errors import DistributedFitError, InvalidConfigError
+from ..svd import GramStatistics, InputStatistics, Spectrum
+from .process_group import ProcessGroup, SingleProcess
 
-__all__ = ["ProcessGroup", "SharedStatistics", "join_process_group"]
+if TYPE_CHECKING:
+    from ..capture.recorder import InputRecorder, StatisticsFactory
+
+__all__ = ["SharedStatistics", "TorchProcessGroup", "join_process_group"]
 
 _log = logging.getLogger(__name__)
 
-StatisticsFactory = Callable[[str, int, torch.device], InputStatistics]
+T = TypeVar("T")
 
 
-def join_process_group(config: EvaConfig) -> ProcessGroup | None:
-    """The process group the fit runs in, or ``None`` for a single-process fit (no collective at all).
+def join_process_group(distributed: bool | None) -> ProcessGroup:
+    """The processes the fit runs on: :class:`TorchProcessGroup`, or :class:`SingleProcess` for a fit on
+    this process alone (no collective at all).
 
-    ``config.distributed`` None uses ``torch.distributed`` when it is initialized with more than one
-    rank; True requires it; False never uses it (every rank fits alone on its own batches).
+    ``distributed`` (``EvaConfig.distributed``) None uses ``torch.distributed`` when it is initialized with
+    more than one rank; True requires it; False never uses it (every rank fits alone on its own batches).
 
     Raises:
         InvalidConfigError: ``distributed=True`` but no process group is initialized.
     """
-    if config.distributed is False:
-        return None
+    if distributed is False:
+        return SingleProcess()
     ready = dist.is_available() and dist.is_initialized()
-    if not ready:
-        if config.distributed:
-            raise InvalidConfigError(
-                "EvaConfig.distributed=True but torch.distributed is not initialized; launch with torchrun "
-                "(or accelerate launch) and call torch.distributed.init_process_group() (accelerate's "
-                "Accelerator() does it) before fit, or pass distributed=None."
-            )
-        return None
-    if dist.get_world_size() == 1:
-        return None
-    return ProcessGroup()
+    if distributed and not ready:
+        raise InvalidConfigError(
+            "EvaConfig.distributed=True but torch.distributed is not initialized; launch with torchrun "
+            "(or accelerate launch) and call torch.distributed.init_process_group() (accelerate's "
+            "Accelerator() does it) before fit, or pass distributed=None."
+        )
+    if not ready or dist.get_world_size() == 1:
+        return SingleProcess()
+    return TorchProcessGroup()
 
 
-class ProcessGroup:
-    """The default ``torch.distributed`` group as the fit uses it: per-step agreement, statistics
-    exchange, error propagation. Tensors travel on CUDA under NCCL, on the CPU otherwise."""
+class TorchProcessGroup:
+    """The default ``torch.distributed`` group as the fit uses it (a :class:`ProcessGroup`): per-step
+    agreement, statistics exchange, error propagation. Tensors travel on CUDA under NCCL, on the CPU
+    otherwise."""
 
     def __init__(self) -> None:
         self.rank = dist.get_rank()
@@ -101,28 +103,36 @@ class ProcessGroup:
         self.layout_pending |= bool(flags[1] > 0)
         return bool(flags[0] > 0)
 
-    def agree(self, action: Callable[[], Any], what: str) -> Any:
+    def agree(self, action: Callable[[], T], what: str) -> T:
         """Run a local ``action`` that may fail on some ranks only, and fail on every rank if it did."""
         error: Exception | None = None
-        result = None
         try:
             result = action()
         except Exception as exc:
             error = exc
         flags = torch.zeros(self.size, dtype=torch.float64)
         flags[self.rank] = float(error is not None)
-        self._raise_failures(self._all_reduce(flags), error, what)
+        self._raise_failures(self._all_reduce(flags), error, what)  # re-raises ``error`` if action failed
         return result
 
     def total(self, value: float) -> float:
         """The sum of ``value`` over the ranks."""
         return float(self._all_reduce(torch.tensor([value], dtype=torch.float64))[0])
 
-    def gather(self, value: Any) -> list[Any]:
+    def gather(self, value: T) -> list[T]:
         """Every rank's ``value`` (picklable), by rank."""
         values: list[Any] = [None] * self.size
         dist.all_gather_object(values, value)
         return values
+
+    def resume(self, layout_pending: bool, recorder: InputRecorder) -> None:
+        """A checkpoint was restored into ``recorder``: its leaders are known to every rank."""
+        self.layout_pending = layout_pending
+        self.known_leaders = len(recorder.order)
+
+    def summary(self, consumed: int) -> dict[str, Any]:
+        """``world_size`` and ``batches``, the batches all ranks consumed."""
+        return {"world_size": self.size, "batches": int(self.total(consumed))}
 
     def _raise_failures(self, failed: torch.Tensor, error: Exception | None, what: str) -> None:
         if error is not None:
@@ -151,10 +161,10 @@ class ProcessGroup:
 
         return shared
 
-    def sync(self, recorder: InputRecorder, make: StatisticsFactory) -> None:
+    def sync(self, recorder: InputRecorder) -> None:
         """Agree on the measured layers, then sum every active leader's rows onto its owner."""
         if self.layout_pending:
-            self._merge_layout(recorder, make)
+            self._merge_layout(recorder)
             self.layout_pending = False
         self.known_leaders = len(recorder.order)
         active = [recorder.statistics.get(name) for name in recorder.order if name in recorder.active]
@@ -207,8 +217,8 @@ class ProcessGroup:
                 stats.local.rebase((row_sum / total).float())
                 stats.anchored = True
 
-    def _merge_layout(self, recorder: InputRecorder, make: StatisticsFactory) -> None:
-        mine = {
+    def _merge_layout(self, recorder: InputRecorder) -> None:
+        mine: dict[str, Any] = {
             "order": list(recorder.order),
             "leader_of": dict(recorder.leader_of),
             "dims": {name: stats.dim for name, stats in recorder.statistics.items()},
@@ -230,7 +240,7 @@ class ProcessGroup:
         def adopt() -> None:
             for name in recorder.adopt(order, leader_of):
                 if name not in recorder.statistics:
-                    recorder.statistics[name] = make(name, dims[name], self.device)
+                    recorder.statistics[name] = recorder.make_statistics(name, dims[name], self.device)
 
         self.agree(adopt, "while setting up the statistics of layers met on other ranks")
         for index, name in enumerate(recorder.order):
@@ -265,7 +275,7 @@ class SharedStatistics:
     rank runs the same convergence checks over the same agreed layers.
     """
 
-    def __init__(self, local: GramStatistics, group: ProcessGroup) -> None:
+    def __init__(self, local: GramStatistics, group: TorchProcessGroup) -> None:
         self.local = local
         self.group = group
         self.owner = 0

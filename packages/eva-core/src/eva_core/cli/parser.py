@@ -1,0 +1,86 @@
+"""The ``eva`` command line's arguments: four sub-commands, ``fit``, ``report``, ``plugins`` and ``reallocate``."""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import __version__
+
+__all__ = ["build_parser"]
+
+_EPILOG = "Run `eva COMMAND --help` for a command's options; docs/cli.md has an example session."
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``eva`` parser; each sub-command sets ``command`` to its name (:data:`eva_core.cli.main.COMMANDS`)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error"
+    )
+    parser = argparse.ArgumentParser(
+        prog="eva", description="Explained Variance Adaptation: data-driven LoRA initialization.", epilog=_EPILOG
+    )
+    parser.add_argument("--version", action="version", version=f"eva-core {__version__}")
+    parser.add_argument("--debug", action="store_true", default=False, help="show the traceback of an error")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_fit(sub.add_parser("fit", parents=[common], help=_FIT_HELP))
+
+    report = sub.add_parser("report", parents=[common], help="render a saved state as an HTML page with PNG charts")
+    report.add_argument("state_dir", metavar="STATE_DIR", help="an `eva fit --out` folder or a saved state folder")
+    report.add_argument("--out", required=True, metavar="DIR", help="write DIR/report.html and the PNG charts")
+    report.add_argument("--title", help="the page title")
+    report.set_defaults(command="report")
+
+    plugins = sub.add_parser("plugins", parents=[common], help="list the installed eva domains")
+    plugins.set_defaults(command="plugins")
+
+    realloc = sub.add_parser(
+        "reallocate", parents=[common], help="re-budget the ranks of a saved state (no data, no model)"
+    )
+    realloc.add_argument("state_dir", metavar="STATE_DIR", help="an `eva fit --out` folder or a saved state folder")
+    realloc.add_argument("--rank", "-r", type=int, help="the new mean rank")
+    realloc.add_argument("--rho", type=float, help="the new cap factor")
+    realloc.add_argument(
+        "--redistribution", choices=("explained_variance_ratio", "explained_variance", "uniform"), help="the score"
+    )
+    realloc.add_argument("--out", required=True, metavar="DIR", help="write the new state to DIR/state")
+    realloc.set_defaults(command="reallocate")
+    return parser
+
+
+_FIT_HELP = "fit EVA on a model and a data file; save the state and a peft adapter"
+
+
+def _add_fit(fit: argparse.ArgumentParser) -> None:
+    """``eva fit``'s arguments: a flag left out keeps the domain's default (``eva_default_config``)."""
+    fit.add_argument("model", metavar="MODEL", help="a model folder, an alias (minilm, smollm2) or module:factory")
+    fit.add_argument(
+        "data",
+        metavar="DATA",
+        help="a data file or folder the domain reads (GLUE .tsv, GSM8K .jsonl, .pt), or a task alias",
+    )
+    fit.add_argument(
+        "--domain", help="the eva domain to use (see `eva plugins`); default: the one that claims the loaded model"
+    )
+    fit.add_argument("--out", required=True, metavar="DIR", help="write DIR/state and DIR/adapter")
+    fit.add_argument("--rank", "-r", type=int, help="r, the mean LoRA rank per layer (default: the domain's)")
+    fit.add_argument("--rho", type=float, help="a layer may take up to round(rho*r) ranks (default: the domain's)")
+    fit.add_argument("--tau", type=float, help="convergence threshold of the cosine (default: the domain's)")
+    fit.add_argument("--max-batches", type=int, help="stop after this many batches (default: the domain's max_steps)")
+    fit.add_argument("--batch-size", type=int, default=16, help="examples per batch (default 16)")
+    fit.add_argument("--targets", metavar="REGEX", help="target modules (a regex); default: the domain's choice")
+    fit.add_argument("--seed", type=int, help="seed of the eigensolver's start (default: the domain's)")
+    fit.add_argument(
+        "--whiten",
+        action=argparse.BooleanOptionalAction,
+        help="scale each A row by 1/std of its projection (default: the domain's; eva-vision whitens)",
+    )
+    fit.add_argument(
+        "--option",
+        "-o",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a domain setting, repeatable (nlu: task=sst2, max_length=128; llm: template=plain, max_length=512)",
+    )
+    fit.add_argument("--no-progress", action="store_true", help="no progress bar")
+    fit.set_defaults(command="fit")

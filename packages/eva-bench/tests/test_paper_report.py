@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -13,7 +12,6 @@ from typing import Any
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 METHODS = ["lora", "pissa", "eva"]
 SEED_ARGS = ["--seeds", "0", "1"]
@@ -34,15 +32,9 @@ FINALS = {
 
 @pytest.fixture(scope="module")
 def modules() -> Iterator[dict[str, ModuleType]]:
-    """report.py and its helpers, imported with benchmarks/ (not a package) on sys.path, then forgotten."""
-    names = ("report", "_paper_runs", "_paper_tables", "_paper_plots")
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        yield {name: importlib.import_module(name) for name in names}
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-        for name in names:
-            sys.modules.pop(name, None)
+    """The report and its helpers, by their old script names."""
+    names = {"report": "report", "_paper_runs": "runs", "_paper_tables": "tables", "_paper_plots": "plots"}
+    yield {name: importlib.import_module(f"eva_bench.paper.{module}") for name, module in names.items()}
 
 
 @pytest.fixture

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 
-import _bench_data as data
 import torch
-from _bench_data import RANK, RHO
+
+from . import data
+from .data import RANK, RHO
 
 
 class _Done(Exception):  # noqa: N818 - control flow

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from _paper_tables import FOCUS, TaskRuns, display_name, lower_is_better
+from .tables import FOCUS, TaskRuns, display_name, lower_is_better
 
 __all__ = ["curves_png", "eva_ranks_png", "focus_run", "short_names", "spectra_png"]
 

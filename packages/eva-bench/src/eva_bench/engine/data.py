@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-import eva_core
+import eva_bench.paths
 
 RANK, RHO, TAU = 8, 2.0, 0.99  # the EVA settings every method gets
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -43,9 +43,9 @@ BENCHES = {"minilm": MINILM, "smollm2": SMOLLM2}
 
 
 def data_dir() -> Path:
-    """The shared real-data folder (:func:`eva_core.data_dir`: ``$EVA_DATA_DIR``, else ``shared/data``
+    """The shared real-data folder (:func:`eva_bench.paths.data_dir`: ``$EVA_DATA_DIR``, else ``shared/data``
     beside the repository)."""
-    return eva_core.data_dir(anchor=__file__)
+    return eva_bench.paths.data_dir(anchor=__file__)
 
 
 def sst2_sentences(count: int) -> list[str]:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from ..paths import repository_root
+
 __all__ = [
     "COMPARE",
     "Suite",
@@ -29,7 +31,7 @@ __all__ = [
     "suite_settings",
 ]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = repository_root()
 COMPARE = ROOT / "benchmarks" / "compare.py"
 POLL_SECONDS = 2.0  # how often the pool looks at its processes
 _OWN_FLAGS = ("--methods", "--seeds", "--out", "--threads", "--force")

@@ -1,8 +1,8 @@
 """Compare LoRA initializations by fine-tuning with the same budget: one runner for every domain.
 
 For a domain, a model, a task, a list of init methods and seeds, each (method, seed) run fine-tunes the
-same layers at the same average rank for the same steps on the same batches (via the domain package's
-recipe), and records init time, trainable parameters and the held-out metric curve. Runs are kept in a
+same layers at the same average rank for the same steps on the same batches (via the domain's recipe,
+:mod:`eva_bench.recipe`), and records init time, trainable parameters and the held-out metric curve. Runs are kept in a
 JSON file next to the table, so an interrupted comparison resumes where it stopped (``--force`` redoes
 them). The markdown table gives mean ± std over seeds at every evaluation step.
 
@@ -17,12 +17,14 @@ Models shipped in pip packages have aliases: ``minilm`` (nlu), ``smollm2`` and `
 by ``benchmarks/pretrain_vision.py``; ``dt-halfcheetah`` (rl) is a Decision Transformer pretrained locally by
 ``benchmarks/pretrain_rl.py``.
 
-A domain registers here with one function ``(args, method, seed) -> eva_core.RunRecord``.
+A domain registers here with one function, ``eva_bench.<domain>.run_from_args(args, method, seed) -> RunRecord``.
+``benchmarks/compare.py`` is the command-line entry point.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import platform
 import shlex
@@ -35,107 +37,37 @@ from typing import Any
 
 import torch
 
-import eva_core
+from .initializations import ALL_METHODS, INIT_METHODS
+from .records import RunRecord
 
-Runner = Callable[[argparse.Namespace, str, int], eva_core.RunRecord]
+__all__ = ["DOMAINS", "main", "parse", "run_all", "run_arguments", "runner", "table"]
 
-
-# --- domains ----------------------------------------------------------------------------------------
-def run_nlu(args: argparse.Namespace, method: str, seed: int) -> eva_core.RunRecord:
-    """GLUE: train on the task's train split (first ``--train-limit`` rows), evaluate on dev; the files
-    come from the shared data folder (``$EVA_DATA_DIR``, see :func:`eva_nlu.shared_glue_path`)."""
-    import eva_nlu
-
-    return eva_nlu.finetune(
-        args.model,
-        args.task,
-        method,
-        train=eva_nlu.shared_glue_path(args.task, "train"),
-        dev=eva_nlu.shared_glue_path(args.task, "dev"),
-        steps=args.steps,
-        eval_at=args.eval_at,
-        seed=seed,
-        rank=args.rank,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        train_limit=args.train_limit,
-        dev_limit=args.dev_limit,
-    )
+Runner = Callable[[argparse.Namespace, str, int], RunRecord]
 
 
-def run_llm(args: argparse.Namespace, method: str, seed: int) -> eva_core.RunRecord:
-    """GSM8K-style QA: train on problems, evaluate answer-token loss and exact match on held-out ones."""
-    import eva_llm
-
-    packaged = {"smollm2": eva_llm.smollm2_checkpoint, "gemma3-270m": eva_llm.checkpoints.gemma3_270m_checkpoint}
-    model = packaged[args.model.lower()]() if args.model.lower() in packaged else args.model
-    return eva_llm.finetune(
-        model,
-        method=method,
-        steps=args.steps,
-        eval_at=args.eval_at,
-        seed=seed,
-        rank=args.rank,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        train_problems=args.train_limit or 1024,
-        eval_problems=args.dev_limit or 64,
-        generate_problems=args.generate_limit,
-        max_length=args.max_length,
-        max_new_tokens=args.max_new_tokens,
-        metric=args.metric,
-        eva_overrides={"max_steps": args.eva_max_batches} if args.eva_max_batches else None,
-    )
+# --- domains ---------------------------------------------------------------------------------------
+DOMAINS: tuple[str, ...] = ("llm", "nlu", "rl", "vision")
+"""Each is a subpackage ``eva_bench.<domain>`` whose ``run_from_args(args, method, seed)`` runs one
+(method, seed) of the comparison from these command-line arguments."""
 
 
-def run_vision(args: argparse.Namespace, method: str, seed: int) -> eva_core.RunRecord:
-    """Image classification: a pretrained backbone with a new head, trained on the task's train images and
-    evaluated on its held-out ones (``dinov2-local`` is built by ``benchmarks/pretrain_vision.py`` when
-    missing)."""
-    import eva_vision
-
-    return eva_vision.finetune(
-        args.model,
-        args.task,
-        method,
-        steps=args.steps,
-        eval_at=args.eval_at,
-        seed=seed,
-        rank=args.rank,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        train_limit=args.train_limit,
-        dev_limit=args.dev_limit,
-        eva_overrides={"max_steps": args.eva_max_batches} if args.eva_max_batches else None,
-    )
+def run_arguments(args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    """The keyword arguments every domain's ``finetune`` takes from the command line, for one ``seed``."""
+    return {
+        "steps": args.steps,
+        "eval_at": args.eval_at,
+        "seed": seed,
+        "rank": args.rank,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "eva_overrides": {"max_steps": args.eva_max_batches} if args.eva_max_batches else None,
+    }
 
 
-def run_rl(args: argparse.Namespace, method: str, seed: int) -> eva_core.RunRecord:
-    """Offline RL: a Decision Transformer pretrained on one task (``dt-halfcheetah``, built by
-    ``benchmarks/pretrain_rl.py``) fine-tuned on another task's dataset; held-out by rollouts in the
-    environment (``--episodes``) and action MSE on held-out episodes (``--dev-limit``)."""
-    import eva_rl
-
-    if not Path(args.model).exists():  # an alias: build its datasets and model once (cached)
-        eva_rl.pretrain(args.model)
-    return eva_rl.finetune(
-        args.model,
-        args.task,
-        method,
-        steps=args.steps,
-        eval_at=args.eval_at,
-        seed=seed,
-        rank=args.rank,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        train_limit=args.train_limit,
-        dev_limit=args.dev_limit or 16,
-        episodes=args.episodes,
-        eva_overrides={"max_steps": args.eva_max_batches} if args.eva_max_batches else None,
-    )
-
-
-DOMAINS: dict[str, Runner] = {"nlu": run_nlu, "llm": run_llm, "vision": run_vision, "rl": run_rl}
+def runner(domain: str) -> Runner:
+    """``eva_bench.<domain>.run_from_args``, imported on first use (each domain pulls in its own stack)."""
+    module = importlib.import_module(f"eva_bench.{domain}")
+    return module.run_from_args  # type: ignore[no-any-return]
 
 
 # --- runs and tables --------------------------------------------------------------------------------
@@ -220,7 +152,7 @@ def table(args: argparse.Namespace, runs: dict[str, dict[str, Any]]) -> str:
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("domain", choices=sorted(DOMAINS))
+    parser.add_argument("domain", choices=DOMAINS)
     parser.add_argument("--model", required=True, help="name, path or alias the domain's recipe accepts")
     parser.add_argument(
         "--task", default="gsm8k", help="sst2/mrpc (nlu), gsm8k (llm), fmnist-5-9/digits (vision), walker2d (rl)"
@@ -228,8 +160,8 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--methods",
         nargs="+",
-        default=list(eva_core.INIT_METHODS),
-        help=f"any of {', '.join(eva_core.ALL_METHODS)}, pissa_niter_K (default: %(default)s)",
+        default=list(INIT_METHODS),
+        help=f"any of {', '.join(ALL_METHODS)}, pissa_niter_K (default: %(default)s)",
     )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=300)
@@ -256,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     store = args.out.with_suffix(".json")
-    runs = run_all(args, DOMAINS[args.domain], store)
+    runs = run_all(args, runner(args.domain), store)
     meta = _meta(args)
     if store.is_file():
         meta = json.loads(store.read_text())["meta"]
@@ -272,7 +204,3 @@ def main(argv: Sequence[str] | None = None) -> None:
     ]
     args.out.with_suffix(".md").write_text("\n".join(report))
     print("\n".join(report))
-
-
-if __name__ == "__main__":
-    main()

@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 import torch
+from glue_data import glue_file
 from torch import nn
 
-from eva_nlu.batching import batches
-from eva_nlu.recipe import load_model
-from eva_nlu.rows import read_rows, shared_glue_path
+from eva_nlu import batches, load_model
+from eva_nlu.glue import read_table
 
 
 @pytest.fixture(scope="session")
@@ -24,5 +24,6 @@ def minilm_sst2() -> tuple[nn.Module, Any]:
 @pytest.fixture(scope="session")
 def sst2_batches(minilm_sst2: tuple[nn.Module, Any]) -> list[dict[str, torch.Tensor]]:
     """Six batches of 16 real SST-2 training sentences, padded per batch, with labels."""
-    rows = read_rows(shared_glue_path("sst2", "train"), "sst2", limit=96)
-    return batches(rows, minilm_sst2[1], "sst2", 16)
+    table = read_table(glue_file("SST-2", "train"), "sst2", limit=96)
+    rows = [{"sentence": row["sentence"], "label": int(row["label"])} for row in table]
+    return batches(rows, minilm_sst2[1], "sst2", 16, with_labels=True)

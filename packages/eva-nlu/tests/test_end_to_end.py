@@ -14,11 +14,9 @@ from torch import nn
 
 import eva_core
 import eva_nlu
-from eva_nlu.recipe import finetune
-from eva_nlu.rows import shared_glue_path
 
 
-@pytest.mark.filterwarnings("ignore::eva_core.NotConvergedWarning")  # six batches are fewer than EVA asks for
+@pytest.mark.filterwarnings("ignore::eva_core.errors.NotConvergedWarning")  # six batches are fewer than EVA asks for
 def test_eva_init_train_save_and_reload_with_plain_peft(
     minilm_sst2: tuple[nn.Module, Any], sst2_batches: list[dict[str, torch.Tensor]], tmp_path: Path
 ) -> None:
@@ -57,34 +55,24 @@ def test_eva_init_train_save_and_reload_with_plain_peft(
         torch.testing.assert_close(reloaded(**held_out).logits, logits, rtol=0, atol=0)
 
 
-@pytest.mark.filterwarnings("ignore::eva_core.NotConvergedWarning")
-@pytest.mark.parametrize("method", ["eva", "lora", "pissa", "olora"])
-def test_the_recipe_runs_every_method_on_real_mrpc_pairs(method: str) -> None:
-    record = finetune(
-        "minilm",
-        "mrpc",
-        method,
-        train=shared_glue_path("mrpc", "train"),
-        dev=shared_glue_path("mrpc", "dev"),
-        steps=3,
-        eval_at=[0, 3],
-        train_limit=64,
-        dev_limit=32,
-        batch_size=16,
-        rank=2,
-    )
-    assert isinstance(record, eva_core.RunRecord)
-    assert record.metric == "f1" and [p.step for p in record.curve] == [0, 3]
-    assert set(record.curve[-1].metrics) >= {"f1", "accuracy", "loss"}
-    assert 0.0 <= record.final() <= 1.0
-    if method == "eva":
-        assert set(record.extra) >= {"ranks", "eva_batches"} and sum(record.extra["ranks"].values()) == 2 * 36
-    else:
-        head = 384 * 2 + 2  # the new classifier, trained in full
-        assert record.trainable_parameters == _lora_count(2) + head
-
-
-def _lora_count(rank: int) -> int:
-    """LoRA parameters at rank r on MiniLM's 36 block linears: r * (d_in + d_out) per layer."""
-    per_block = 4 * (384 + 384) + (384 + 1536) + (1536 + 384)
-    return 6 * rank * per_block
+@pytest.mark.filterwarnings("ignore::eva_core.errors.NotConvergedWarning")
+def test_eva_core_init_gives_what_eva_nlu_init_gives(
+    minilm_sst2: tuple[nn.Module, Any], sst2_batches: list[dict[str, torch.Tensor]]
+) -> None:
+    """The domain's defaults reach eva_core.init through the plugin: same config, ranks, LoraConfig and A."""
+    batches = sst2_batches[:3]
+    through_core = eva_core.init(copy.deepcopy(minilm_sst2[0]), batches, progress=False)
+    through_nlu = eva_nlu.init(copy.deepcopy(minilm_sst2[0]), batches, progress=False)
+    assert through_core.eva_state.extra["domain"] == through_nlu.eva_state.extra["domain"] == "nlu"
+    assert through_core.eva_state.config.replace(domain="nlu") == through_nlu.eva_state.config  # chosen vs named
+    config = through_nlu.eva_state.config
+    assert (config.rank, config.rho, config.tau, config.whiten, config.domain) == (8, 2.0, 0.99, False, "nlu")
+    assert through_core.eva_state.ranks == through_nlu.eva_state.ranks
+    lora = through_nlu.peft_config["default"]
+    assert through_core.peft_config["default"] == lora
+    assert lora.task_type == "SEQ_CLS" and "classifier" in lora.modules_to_save  # peft adds its own names
+    assert lora.lora_alpha == 8 and lora.lora_dropout == 0.0
+    core_weights, nlu_weights = through_core.state_dict(), through_nlu.state_dict()
+    assert core_weights.keys() == nlu_weights.keys()
+    for name in core_weights:
+        torch.testing.assert_close(core_weights[name], nlu_weights[name], rtol=0, atol=0, msg=name)

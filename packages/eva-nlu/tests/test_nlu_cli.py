@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from glue_data import data_dir
 
 import eva_core
 from eva_core.testing import assert_one_line_error
@@ -21,7 +22,7 @@ SST2 = "glue/SST-2/train.tsv"
 def minilm_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
     """``eva fit minilm SST-2/train.tsv`` on 64 real sentences (4 batches of 16), rank 2."""
     out = tmp_path_factory.mktemp("minilm") / "run"
-    data = eva_core.data_dir(anchor=__file__) / SST2
+    data = data_dir() / SST2
     result = eva(
         "fit", "minilm", str(data), "--domain", "nlu", "--rank", "2", "--max-batches", "4", "--batch-size", "16",
         "--out", str(out), domains=True,
@@ -65,7 +66,7 @@ def test_reallocate_and_report_a_minilm_run(
 
 
 def test_nlu_data_errors(tmp_path: Path) -> None:
-    gsm8k = eva_core.data_dir(anchor=__file__) / "gsm8k" / "train.jsonl"
+    gsm8k = data_dir() / "gsm8k" / "train.jsonl"
     result = eva("fit", "minilm", str(gsm8k), "--domain", "nlu", "--out", str(tmp_path), domains=True)
     assert_one_line_error(result, "GLUE task folder", "--option task=sst2")
     result = eva(
@@ -75,6 +76,6 @@ def test_nlu_data_errors(tmp_path: Path) -> None:
 
 
 def test_unknown_model_name_names_the_domains_tried(tmp_path: Path) -> None:
-    data = eva_core.data_dir(anchor=__file__) / SST2
+    data = data_dir() / SST2
     result = eva("fit", "no-such-alias", str(data), "--out", str(tmp_path), domains=True)
     assert_one_line_error(result, "no eva domain loads it", "nlu")

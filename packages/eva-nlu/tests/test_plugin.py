@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from nlu_models import random_batches, tiny_encoder
+from nlu_models import TINY, random_batches, tiny_encoder
 
 import eva_core
 import eva_nlu
 from eva_core.plugins import DomainHooks, plugin_manager
-from eva_nlu import plugin
+from eva_nlu import architectures, plugin
 
 BLOCK_LAYERS = {
     "bert": (
@@ -83,13 +83,13 @@ HEADS = {
 @pytest.mark.parametrize("model_type", sorted(BLOCK_LAYERS))
 def test_targets_are_the_block_linears_only(model_type: str) -> None:
     model = tiny_encoder(model_type)
-    targets = plugin.target_modules(model)
+    targets = architectures.target_modules(model)
     assert len(targets) == 2 * 6
     for index, name in enumerate(targets):
         block, suffix = divmod(index, 6)
         assert name.endswith(f"layer.{block}.{BLOCK_LAYERS[model_type][suffix]}"), name
         assert not any(part in name for part in ("pooler", "embeddings", "classifier")), name
-    assert plugin.head_modules(model) == HEADS[model_type]
+    assert architectures.head_modules(model) == HEADS[model_type]
     assert plugin.eva_claims_model(model)
 
 
@@ -99,7 +99,7 @@ def test_deberta_unshared_position_projections_are_not_targets() -> None:
     )
     names = [name for name, _ in model.named_modules()]
     assert any(name.endswith("pos_key_proj") for name in names)
-    assert not any("pos_" in name for name in plugin.target_modules(model))
+    assert not any("pos_" in name for name in architectures.target_modules(model))
 
 
 def test_decoders_are_not_claimed() -> None:
@@ -112,9 +112,7 @@ def test_decoders_are_not_claimed() -> None:
 
 
 def test_the_nlu_domain_is_chosen_for_encoders() -> None:
-    manager = plugin_manager(load_entry_points=False)
-    manager.register(plugin, name="nlu")
-    assert DomainHooks(manager, tiny_encoder("roberta")).domain == "nlu"
+    assert _hooks(tiny_encoder("roberta")).domain == "nlu"
 
 
 @pytest.mark.parametrize(
@@ -161,4 +159,33 @@ def test_user_overrides_win_over_the_domain_defaults() -> None:
     state = peft_model.eva_state
     assert state.config.rank == 3 and state.config.rho == 1.0
     assert set(state.ranks.values()) == {3}
-    assert eva_nlu.DEFAULTS["rank"] == 8 and state.config.domain == "nlu"
+    assert plugin.DEFAULT_CONFIG["rank"] == 8 and state.config.domain == "nlu"
+
+
+def _hooks(model: torch.nn.Module) -> DomainHooks:
+    manager = plugin_manager(load_entry_points=False)
+    manager.register(plugin, "nlu")
+    return manager.for_model(model)
+
+
+def test_the_domain_defaults_are_stated_by_the_plugin() -> None:
+    model = tiny_encoder("bert")
+    hooks = _hooks(model)
+    assert hooks.default_config(model) == {"rank": 8, "rho": 2.0, "tau": 0.99, "whiten": False}
+    assert hooks.config(model, None, {"rank": 4}) == eva_core.EvaConfig(rank=4, rho=2.0, tau=0.99, whiten=False)
+
+
+@pytest.mark.parametrize("model_type", ["bert", "deberta-v2", "distilbert"])
+def test_lora_fields_train_the_head_in_full(model_type: str) -> None:
+    model = tiny_encoder(model_type)
+    fields = _hooks(model).lora_fields(model, architectures.target_modules(model))
+    assert fields == {"task_type": "SEQ_CLS", "modules_to_save": HEADS[model_type]}
+
+
+def test_a_bare_encoder_has_no_head_to_save() -> None:
+    from transformers import AutoConfig, AutoModel
+
+    model = AutoModel.from_config(AutoConfig.for_model("bert", **TINY))
+    assert _hooks(model).lora_fields(model, architectures.target_modules(model)) == {}
+    peft_model = eva_nlu.init(model, random_batches(2), rank=2, tau=0.0, progress=False)
+    assert peft_model.peft_config["default"].modules_to_save is None

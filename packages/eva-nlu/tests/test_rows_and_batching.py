@@ -1,40 +1,25 @@
-"""GLUE tasks, reading rows (real SST-2 and MRPC files, lists, CSV, datasets-like) and batching with MiniLM."""
+"""GLUE tasks, reading the text of GLUE-style files (real SST-2 and MRPC, CSV, JSONL) through ``datasets``,
+and batching with the MiniLM tokenizer."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 import torch
+from glue_data import glue_file
 
-from eva_core.errors import EvaError, InvalidConfigError
-from eva_nlu.batching import batches, encode
-from eva_nlu.rows import (
-    DATA_ENV,
-    DataFormatError,
-    MissingDataError,
-    UnsupportedSourceError,
-    read_rows,
-    shared_glue_path,
-)
-from eva_nlu.tasks import TASKS, GlueTask, get_task
+from eva_core.errors import EvaError, InvalidConfigError, MissingDataError
+from eva_nlu import batches, read_rows
+from eva_nlu.errors import DataFormatError
+from eva_nlu.glue import TASKS, GlueTask, get_task, read_table
 
 SST2_DEV_FIRST = "it 's a charming and often affecting journey . "
 MRPC_DEV_FIRST = (
     "They had published an advertisement on the Internet on June 10, offering the cargo for sale, he added.",
     "On June 10, the ship's owners had published an advertisement on the Internet, offering the explosives for sale.",
 )
-
-
-def glue_file(task: str, split: str) -> Path:
-    """The real file of a GLUE split, from ``$EVA_DATA_DIR`` (default ``../shared/data`` beside the repo)."""
-    try:
-        return shared_glue_path(task, split)
-    except MissingDataError as error:
-        pytest.fail(f"real GLUE data is missing: {error}")
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +34,12 @@ def tokenizer() -> Any:
 def write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def raw_fields(path: Path, skip_header: bool) -> list[list[str]]:
+    """Each line of a TSV split on tabs and nothing else (GLUE's quote characters are text)."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [line.split("\t") for line in lines[1 if skip_header else 0 :] if line]
 
 
 # --- tasks ---------------------------------------------------------------------------------------
@@ -71,123 +62,85 @@ def test_unknown_task_lists_the_known_ones() -> None:
 
 
 def test_task_table() -> None:
-    headlines = {name: task.headline for name, task in TASKS.items()}
-    assert headlines == {
-        "cola": "matthews_corrcoef",
-        "sst2": "accuracy",
-        "mrpc": "f1",
-        "qqp": "f1",
-        "stsb": "pearson",
-        "mnli": "accuracy",
-        "qnli": "accuracy",
-        "rte": "accuracy",
-    }
-    assert TASKS["stsb"].is_regression and TASKS["stsb"].metrics == ("pearson", "spearman")
+    assert sorted(TASKS) == ["cola", "mnli", "mrpc", "qnli", "qqp", "rte", "sst2", "stsb"]
+    assert TASKS["stsb"].is_regression and TASKS["stsb"].num_labels == 1 and not TASKS["stsb"].label_names
     assert TASKS["mnli"].num_labels == 3 and TASKS["mnli"].text_keys == ("premise", "hypothesis")
     assert TASKS["qnli"].text_keys == ("question", "sentence") and TASKS["qqp"].is_pair
-    assert not TASKS["sst2"].is_pair
+    assert not TASKS["sst2"].is_pair and TASKS["sst2"].label_names == ("negative", "positive")
 
 
 def test_invalid_task_definition_is_refused() -> None:
-    with pytest.raises(InvalidConfigError, match="headline='f1'"):
-        GlueTask("x", "X", ("sentence",), 2, ("accuracy",), "f1")
     with pytest.raises(InvalidConfigError, match="text_keys"):
-        GlueTask("x", "X", ("a", "b", "c"), 2, ("accuracy",), "accuracy")
-    with pytest.raises(InvalidConfigError, match="regression"):
-        GlueTask("x", "X", ("sentence",), 1, ("accuracy",), "accuracy")
+        GlueTask("x", "X", ("a", "b", "c"), 2)
+    with pytest.raises(InvalidConfigError, match="num_labels=0"):
+        GlueTask("x", "X", ("sentence",), 0)
+    with pytest.raises(InvalidConfigError, match="label_names"):
+        GlueTask("x", "X", ("sentence",), 3, ("a", "b"))
 
 
 # --- reading real files ----------------------------------------------------------------------------
 
 
-def test_reads_real_sst2() -> None:
-    dev = read_rows(glue_file("sst2", "dev"), "sst2")
-    assert len(dev) == 872
-    assert dev[0] == {"sentence": SST2_DEV_FIRST, "label": 1}
-    assert {row["label"] for row in dev} == {0, 1} and all(type(row["label"]) is int for row in dev)
-    assert len(read_rows(glue_file("sst2", "train"), "SST-2")) == 67_349
-    assert len(read_rows(glue_file("sst2", "train"), "sst2", limit=10)) == 10
+def test_reads_real_sst2_exactly_as_written() -> None:
+    path = glue_file("SST-2", "dev")
+    dev = read_rows(path, "sst2")
+    assert len(dev) == 872 and dev[0] == {"sentence": SST2_DEV_FIRST}
+    assert [row["sentence"] for row in dev] == [fields[0] for fields in raw_fields(path, skip_header=True)]
+    assert len(read_rows(glue_file("SST-2", "train"), "SST-2")) == 67_349
+    assert len(read_rows(glue_file("SST-2", "train"), "sst2", limit=10)) == 10
 
 
-def test_reads_real_headerless_mrpc() -> None:
-    dev = read_rows(glue_file("mrpc", "dev"), "mrpc")
+def test_reads_real_headerless_mrpc_with_its_quotes() -> None:
+    path = glue_file("MRPC", "dev")
+    dev = read_rows(path, "mrpc")
     assert len(dev) == 1500
-    assert dev[0] == {"sentence1": MRPC_DEV_FIRST[0], "sentence2": MRPC_DEV_FIRST[1], "label": 1}
-    assert dev[1]["label"] == 0 and all(type(row["label"]) is int for row in dev)
-    quoted = [row for row in dev if '"' in str(row["sentence1"])]
-    assert quoted and all(str(row["sentence1"]).count('"') >= 1 for row in quoted)  # quotes kept, not parsed
-    assert len(read_rows(glue_file("mrpc", "train"), "mrpc")) == 2576
+    assert dev[0] == {"sentence1": MRPC_DEV_FIRST[0], "sentence2": MRPC_DEV_FIRST[1]}
+    raw = raw_fields(path, skip_header=False)
+    assert [(row["sentence1"], row["sentence2"]) for row in dev] == [(fields[3], fields[4]) for fields in raw]
+    assert any(text.startswith('"') for row in dev for text in row.values())  # quotes are text, not quoting
+    table = read_table(path, "mrpc")
+    assert table.column_names == ["label", "id1", "id2", "sentence1", "sentence2"] and table[1]["label"] == "0"
+    assert len(read_rows(glue_file("MRPC", "train"), "mrpc")) == 2576
 
 
 def test_reads_mrpc_original_header(tmp_path: Path) -> None:
     path = write(
         tmp_path / "msr.tsv", 'Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\t7\t8\tHe said "yes".\tHe agreed.\n'
     )
-    assert read_rows(path, "mrpc") == [{"sentence1": 'He said "yes".', "sentence2": "He agreed.", "label": 1}]
+    assert read_rows(path, "mrpc") == [{"sentence1": 'He said "yes".', "sentence2": "He agreed."}]
 
 
 def test_reads_headerless_cola(tmp_path: Path) -> None:
     path = write(tmp_path / "cola.tsv", "gj04\t1\t\tThe sailors rode the breeze.\ngj04\t0\t*\tThe more we study.\n")
-    assert read_rows(path, "cola") == [
-        {"sentence": "The sailors rode the breeze.", "label": 1},
-        {"sentence": "The more we study.", "label": 0},
-    ]
+    assert read_rows(path, "cola") == [{"sentence": "The sailors rode the breeze."}, {"sentence": "The more we study."}]
 
 
-# --- other sources -------------------------------------------------------------------------------
+def test_cells_are_text_as_written(tmp_path: Path) -> None:
+    path = write(tmp_path / "odd.tsv", "sentence\tlabel\nnull\t1\nNA\t0\n1995\t1\n\t0\n")
+    assert [row["sentence"] for row in read_rows(path, "sst2")] == ["null", "NA", "1995", ""]
 
 
-def test_reads_a_list_of_dicts() -> None:
-    rows = [{"sentence": "good", "labels": 1, "idx": 0}, {"sentence": "bad", "labels": "negative", "idx": 1}]
-    assert read_rows(rows, "sst2") == [{"sentence": "good", "label": 1}, {"sentence": "bad", "label": 0}]
-    nli = [{"sentence1": "A cat sat.", "sentence2": "An animal sat.", "gold_label": "entailment"}]
-    assert read_rows(nli, "mnli") == [{"premise": "A cat sat.", "hypothesis": "An animal sat.", "label": 0}]
-    assert read_rows([{"sentence": "x", "label": "1.0"}, {"sentence": "y", "label": torch.tensor(0)}], "sst2") == [
-        {"sentence": "x", "label": 1},
-        {"sentence": "y", "label": 0},
-    ]
-    scores = read_rows([{"sentence1": "a", "sentence2": "b", "score": "3.8"}], "stsb")
-    assert scores == [{"sentence1": "a", "sentence2": "b", "label": 3.8}] and type(scores[0]["label"]) is float
+def test_reads_mnli_pairs_under_their_glue_names(tmp_path: Path) -> None:
+    path = write(tmp_path / "nli.tsv", "sentence1\tsentence2\tgold_label\nA cat sat.\tAn animal sat.\tentailment\n")
+    assert read_rows(path, "mnli") == [{"premise": "A cat sat.", "hypothesis": "An animal sat."}]
 
 
 def test_reads_a_csv_file(tmp_path: Path) -> None:
     path = write(tmp_path / "rows.csv", 'sentence,label\n"fine, really",1\n"a ""quoted"" word",0\n')
-    assert read_rows(path, "sst2") == [
-        {"sentence": "fine, really", "label": 1},
-        {"sentence": 'a "quoted" word', "label": 0},
-    ]
+    assert read_rows(path, "sst2") == [{"sentence": "fine, really"}, {"sentence": 'a "quoted" word'}]
 
 
 def test_reads_a_jsonl_file(tmp_path: Path) -> None:
     path = write(tmp_path / "rows.jsonl", '{"question": "Why?", "sentence": "Because.", "label": 1}\n\n')
-    assert read_rows(path, "qnli") == [{"question": "Why?", "sentence": "Because.", "label": 1}]
-
-
-class FakeDataset:
-    """What ``read_rows`` needs of a ``datasets.Dataset``: ``column_names`` and iteration over row dicts."""
-
-    column_names = ("question1", "question2", "label", "idx")
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        yield {"question1": "How old?", "question2": "What age?", "label": 1, "idx": 0}
-        yield {"question1": "Where?", "question2": "When?", "label": 0, "idx": 1}
-
-
-def test_reads_a_datasets_like_object() -> None:
-    rows = read_rows(FakeDataset(), "qqp")
-    assert rows[1] == {"question1": "Where?", "question2": "When?", "label": 0}
-
-
-def test_unlabelled_rows() -> None:
-    rows = read_rows([{"sentence": "no label here"}], "sst2", with_labels=False)
-    assert rows == [{"sentence": "no label here"}]
+    assert read_rows(path, "qnli") == [{"question": "Why?", "sentence": "Because."}]
+    assert read_table(path, "qnli")[0]["label"] == 1
 
 
 # --- errors ----------------------------------------------------------------------------------------
 
 
 def test_missing_column_names_the_column_and_the_file() -> None:
-    path = glue_file("sst2", "dev")
+    path = glue_file("SST-2", "dev")
     with pytest.raises(DataFormatError) as caught:
         read_rows(path, "mrpc")
     assert "'sentence1'" in str(caught.value) and str(path) in str(caught.value)
@@ -201,27 +154,18 @@ def test_missing_column_is_caught_without_any_row(tmp_path: Path) -> None:
     assert read_rows(write(tmp_path / "empty_ok.tsv", "sentence\tlabel\n"), "sst2") == []
 
 
-def test_missing_label_column_says_how_to_read_unlabelled(tmp_path: Path) -> None:
-    path = write(tmp_path / "test.tsv", "index\tsentence\n0\tplain\n")
-    with pytest.raises(DataFormatError, match="with_labels=False"):
+def test_text_that_is_not_a_string_names_the_row(tmp_path: Path) -> None:
+    path = write(tmp_path / "rows.jsonl", '{"sentence": "fine"}\n{"sentence": 7}\n')
+    with pytest.raises(DataFormatError, match=rf"row 1 of file {path}: sentence=7"):
         read_rows(path, "sst2")
-    assert read_rows(path, "sst2", with_labels=False) == [{"sentence": "plain"}]
-
-
-@pytest.mark.parametrize(
-    ("label", "needle"), [("maybe", "label='maybe'"), ("2", "use 0..1"), ("-1", "with_labels=False")]
-)
-def test_bad_label_names_the_value_and_the_line(tmp_path: Path, label: str, needle: str) -> None:
-    path = write(tmp_path / "bad.tsv", f"sentence\tlabel\nfine\t1\nodd\t{label}\n")
-    with pytest.raises(DataFormatError) as caught:
-        read_rows(path, "sst2")
-    assert needle in str(caught.value) and f"line 3 of file {path}" in str(caught.value)
 
 
 def test_wrong_field_count_names_the_line(tmp_path: Path) -> None:
     path = write(tmp_path / "bad.tsv", "sentence\tlabel\nfine\t1\nstray\ttab\t0\n")
-    with pytest.raises(DataFormatError, match=r"line 3 .* has 3 fields but the header has 2"):
+    with pytest.raises(DataFormatError, match=r"bad\.tsv cannot be read: .*line 3, saw 3"):
         read_rows(path, "sst2")
+    with pytest.raises(DataFormatError, match=r"rows\.jsonl cannot be read"):
+        read_rows(write(tmp_path / "rows.jsonl", '{"sentence": "no end"\n'), "sst2")
 
 
 def test_bad_sources(tmp_path: Path) -> None:
@@ -231,35 +175,19 @@ def test_bad_sources(tmp_path: Path) -> None:
         read_rows(str(tmp_path / "nowhere.tsv"), "sst2")
     with pytest.raises(DataFormatError, match=r"'\.parquet'"):
         read_rows(write(tmp_path / "rows.parquet", ""), "sst2")
-    with pytest.raises(UnsupportedSourceError, match="int"):
-        read_rows(3, "sst2")  # type: ignore[arg-type]
-
-    class FakeDatasetDict:
-        column_names: ClassVar = {"train": ["sentence", "label"], "validation": ["sentence", "label"]}
-
-    with pytest.raises(UnsupportedSourceError, match=r"dataset\['validation'\]"):
-        read_rows(FakeDatasetDict(), "sst2")  # type: ignore[arg-type]
+    with pytest.raises(DataFormatError, match="is empty"):
+        read_rows(write(tmp_path / "rows.tsv", "\n"), "sst2")
     with pytest.raises(InvalidConfigError, match="limit=-1"):
-        read_rows([], "sst2", limit=-1)
-
-
-def test_shared_glue_path_names_the_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(DATA_ENV, str(tmp_path))
-    with pytest.raises(MissingDataError, match=DATA_ENV) as caught:
-        shared_glue_path("sst2", "dev")
-    assert str(tmp_path / "glue" / "SST-2" / "dev.tsv") in str(caught.value)
-    (tmp_path / "glue" / "STS-B").mkdir(parents=True)
-    write(tmp_path / "glue" / "STS-B" / "dev.tsv", "")
-    assert shared_glue_path("stsb", "validation") == tmp_path / "glue" / "STS-B" / "dev.tsv"
-    assert os.environ[DATA_ENV] == str(tmp_path)
+        read_rows(write(tmp_path / "ok.tsv", "sentence\nfine\n"), "sst2", limit=-1)
 
 
 # --- batches ----------------------------------------------------------------------------------------
 
 
 def test_single_sentence_batches_match_the_tokenizer(tokenizer: Any) -> None:
-    rows = read_rows(glue_file("sst2", "dev"), "sst2", limit=10)
-    made = batches(rows, tokenizer, "sst2", 4)
+    table = read_table(glue_file("SST-2", "dev"), "sst2", limit=10)
+    rows = [{"sentence": row["sentence"], "label": int(row["label"])} for row in table]
+    made = batches(rows, tokenizer, "sst2", 4, with_labels=True)
     assert [len(batch["labels"]) for batch in made] == [4, 4, 2]
     assert len(batches(rows, tokenizer, "sst2", 4, drop_last=True)) == 2
     for start, batch in zip(range(0, 10, 4), made, strict=True):
@@ -277,8 +205,9 @@ def test_single_sentence_batches_match_the_tokenizer(tokenizer: Any) -> None:
 
 
 def test_pairs_are_encoded_as_pairs(tokenizer: Any) -> None:
-    rows = read_rows(glue_file("mrpc", "dev"), "mrpc", limit=6)
+    rows = read_rows(glue_file("MRPC", "dev"), "mrpc", limit=6)
     (batch,) = batches(rows, tokenizer, "mrpc", 6)
+    assert "labels" not in batch
     for ids, types, mask in zip(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], strict=True):
         seps = (ids == tokenizer.sep_token_id).nonzero().flatten().tolist()
         assert len(seps) == 2 and ids[0] == tokenizer.cls_token_id
@@ -292,12 +221,12 @@ def test_pairs_are_encoded_as_pairs(tokenizer: Any) -> None:
 
 def test_regression_labels_are_float(tokenizer: Any) -> None:
     rows = [{"sentence1": "a man sings", "sentence2": "a man is singing", "label": 4}]
-    (batch,) = batches(rows, tokenizer, "stsb", 8)
+    (batch,) = batches(rows, tokenizer, "stsb", 8, with_labels=True)
     assert batch["labels"].dtype == torch.float32 and batch["labels"].tolist() == [4.0]
 
 
 def test_shuffle_is_seeded_and_covers_every_row(tokenizer: Any) -> None:
-    rows = read_rows(glue_file("sst2", "dev"), "sst2", limit=12)
+    rows = read_rows(glue_file("SST-2", "dev"), "sst2", limit=12)
 
     def order(seed: int) -> list[list[int]]:
         made = batches(rows, tokenizer, "sst2", 5, shuffle=True, seed=seed)
@@ -314,17 +243,19 @@ def test_shuffle_is_seeded_and_covers_every_row(tokenizer: Any) -> None:
 
 def test_truncation_and_unlabelled_batches(tokenizer: Any) -> None:
     rows = [{"sentence": "word " * 300}, {"sentence": "short"}]
-    (batch,) = batches(rows, tokenizer, "sst2", 2, max_length=16, with_labels=False)
+    (batch,) = batches(rows, tokenizer, "sst2", 2, max_length=16)
     assert batch["input_ids"].shape == (2, 16) and "labels" not in batch
     with pytest.raises(DataFormatError, match="with_labels=False"):
-        batches(rows, tokenizer, "sst2", 2)
-    assert encode([], tokenizer, "sst2") == []
+        batches(rows, tokenizer, "sst2", 2, with_labels=True)
+    assert batches([], tokenizer, "sst2", 4) == []
 
 
 def test_batch_errors(tokenizer: Any) -> None:
-    with pytest.raises(DataFormatError, match="lacks the 'sentence2' text"):
-        encode([{"sentence1": "only one"}], tokenizer, "mrpc")
+    with pytest.raises(DataFormatError, match="row 0 of rows lacks the 'sentence2' text"):
+        batches([{"sentence1": "only one"}], tokenizer, "mrpc", 2)
+    with pytest.raises(DataFormatError, match="sentence=3 is a int"):
+        batches([{"sentence": 3}], tokenizer, "sst2", 2)
     with pytest.raises(InvalidConfigError, match="batch_size=0"):
-        batches([{"sentence": "x", "label": 0}], tokenizer, "sst2", 0)
+        batches([{"sentence": "x"}], tokenizer, "sst2", 0)
     with pytest.raises(InvalidConfigError, match="max_length=0"):
-        encode([{"sentence": "x", "label": 0}], tokenizer, "sst2", max_length=0)
+        batches([{"sentence": "x"}], tokenizer, "sst2", 2, max_length=0)

@@ -1,4 +1,4 @@
-"""The GLUE metrics against hand-worked values and against scikit-learn / scipy."""
+"""The GLUE metrics (scikit-learn / scipy underneath) against hand-worked values, and each task's scoring."""
 
 from __future__ import annotations
 
@@ -7,8 +7,20 @@ import math
 import pytest
 import torch
 
-from eva_core.errors import EvaError
-from eva_nlu.metrics import MetricInputError, accuracy, f1, glue_metrics, matthews_corrcoef, pearson, spearman
+from eva_bench.nlu.metrics import (
+    SCORING,
+    MetricInputError,
+    TaskScoring,
+    accuracy,
+    f1,
+    glue_metrics,
+    matthews_corrcoef,
+    pearson,
+    scoring,
+    spearman,
+)
+from eva_core.errors import EvaError, InvalidConfigError
+from eva_nlu.glue import TASKS
 
 # TP = 2 (rows 0, 4), FP = 1 (row 1), FN = 1 (row 3), TN = 1 (row 2).
 PREDICTED = [1, 1, 0, 0, 1]
@@ -92,33 +104,26 @@ def test_bad_inputs_are_named(call, needle: str) -> None:  # type: ignore[no-unt
     assert isinstance(caught.value, EvaError) and isinstance(caught.value, ValueError)
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_classification_matches_sklearn(seed: int) -> None:
-    metrics = pytest.importorskip("sklearn.metrics")
-    generator = torch.Generator().manual_seed(seed)
-    predicted, truth = torch.randint(0, 2, (50,), generator=generator), torch.randint(0, 2, (50,), generator=generator)
-    assert accuracy(predicted, truth) == pytest.approx(metrics.accuracy_score(truth.numpy(), predicted.numpy()))
-    assert f1(predicted, truth) == pytest.approx(metrics.f1_score(truth.numpy(), predicted.numpy()))
-    assert matthews_corrcoef(predicted, truth) == pytest.approx(
-        metrics.matthews_corrcoef(truth.numpy(), predicted.numpy())
-    )
-    three, truth3 = torch.randint(0, 3, (60,), generator=generator), torch.randint(0, 3, (60,), generator=generator)
-    assert matthews_corrcoef(three, truth3) == pytest.approx(metrics.matthews_corrcoef(truth3.numpy(), three.numpy()))
+def test_scoring_table() -> None:
+    assert sorted(SCORING) == sorted(TASKS) and all(scored.task is TASKS[name] for name, scored in SCORING.items())
+    headlines = {name: scored.headline for name, scored in SCORING.items()}
+    assert headlines == {
+        "cola": "matthews_corrcoef",
+        "sst2": "accuracy",
+        "mrpc": "f1",
+        "qqp": "f1",
+        "stsb": "pearson",
+        "mnli": "accuracy",
+        "qnli": "accuracy",
+        "rte": "accuracy",
+    }
+    assert scoring("STS-B").metrics == ("pearson", "spearman") and scoring(TASKS["mrpc"]).metrics == ("accuracy", "f1")
 
 
-def test_degenerate_cases_match_sklearn() -> None:
-    metrics = pytest.importorskip("sklearn.metrics")
-    assert f1([0, 0, 0], [0, 0, 0]) == metrics.f1_score([0, 0, 0], [0, 0, 0], zero_division=0.0)
-    assert matthews_corrcoef([1, 1, 1, 1], [0, 1, 1, 0]) == metrics.matthews_corrcoef([0, 1, 1, 0], [1, 1, 1, 1])
-
-
-@pytest.mark.parametrize("seed", range(5))
-def test_correlations_match_scipy(seed: int) -> None:
-    stats = pytest.importorskip("scipy.stats")
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(40, generator=generator, dtype=torch.float64)
-    y = 0.5 * x + torch.randn(40, generator=generator, dtype=torch.float64)
-    tied_x, tied_y = torch.randint(0, 5, (40,), generator=generator), torch.randint(0, 6, (40,), generator=generator)
-    assert pearson(x, y) == pytest.approx(stats.pearsonr(x.numpy(), y.numpy())[0])
-    assert spearman(x, y) == pytest.approx(stats.spearmanr(x.numpy(), y.numpy())[0])
-    assert spearman(tied_x, tied_y) == pytest.approx(stats.spearmanr(tied_x.numpy(), tied_y.numpy())[0])
+def test_invalid_scoring_is_refused() -> None:
+    with pytest.raises(InvalidConfigError, match="headline='f1'"):
+        TaskScoring(TASKS["sst2"], ("accuracy",), "f1")
+    with pytest.raises(InvalidConfigError, match="regression"):
+        TaskScoring(TASKS["stsb"], ("accuracy",), "accuracy")
+    with pytest.raises(InvalidConfigError, match="metrics=\\('bleu',\\)"):
+        TaskScoring(TASKS["sst2"], ("bleu",), "bleu")

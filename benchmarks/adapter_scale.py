@@ -1,80 +1,14 @@
 """How large ``A x`` starts under each initialization: EVA, EVA whitened, and LoRA's random ``A``.
 
-With ``B = 0`` every method starts from the same function, but the first updates of ``B`` move the output
-by ``dB (A x)``; under Adam ``dB`` has about the same size for every method, so ``|A x|`` sets the size
-of the first steps in function space. EVA's unit rows along the top input directions make ``A x`` as
-large as the input's spread along them; whitening brings each component to unit variance.
-
-Prints, per layer kind, the mean ``|A x|`` over the answer tokens of real GSM8K batches::
+Prints, per layer kind, the mean ``|A x|`` over the answer tokens of real GSM8K batches (the measurement
+is :mod:`eva_bench.llm.scale`)::
 
     python benchmarks/adapter_scale.py --model gemma3-270m
 """
 
 from __future__ import annotations
 
-import argparse
-import math
-from collections import defaultdict
-
-import torch
-
-import eva_core
-import eva_llm
-
-MODELS = {"smollm2": eva_llm.smollm2_checkpoint, "gemma3-270m": eva_llm.checkpoints.gemma3_270m_checkpoint}
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=sorted(MODELS), default="gemma3-270m")
-    parser.add_argument("--rank", type=int, default=8)
-    parser.add_argument("--batches", type=int, default=4, help="batches of 4 problems EVA measures")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-
-    model, tokenizer = eva_llm.load_causal_lm(MODELS[args.model]())
-    batches = list(eva_llm.qa_loader(tokenizer, eva_llm.read_gsm8k(count=4 * args.batches), 4, max_length=192))
-    state = eva_core.fit(model, batches, domain="llm", rank=args.rank, rho=1.0, tau=0.0, progress=False)
-
-    modules = dict(model.named_modules())
-    inputs: dict[str, torch.Tensor] = {}
-    handles = [
-        modules[name].register_forward_pre_hook(lambda _m, a, name=name: inputs.__setitem__(name, a[0].detach()))
-        for name in state.layers
-    ]
-    probe = batches[-1]
-    with torch.no_grad():
-        model(input_ids=probe["input_ids"], attention_mask=probe["attention_mask"])
-    for handle in handles:
-        handle.remove()
-    answer = (probe["labels"] != eva_llm.IGNORE_INDEX).reshape(-1)  # (N,)
-
-    norms: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for name in state.layers:
-        rows = inputs[name].reshape(-1, inputs[name].shape[-1])[answer]  # (N, d_in)
-        width = rows.shape[1]
-        bound = 1 / math.sqrt(width)  # peft's Kaiming-uniform(a=sqrt(5)) bound for lora_A
-        starts = {
-            "eva": state.components(name)[: args.rank],
-            "eva_whiten": state.components(name, whiten=True)[: args.rank],
-            "lora": torch.empty(args.rank, width).uniform_(-bound, bound),
-        }
-        kind = name.rsplit(".", 1)[-1]
-        for method, weight_a in starts.items():  # (r, d_in)
-            norms[kind][method].append(float((rows @ weight_a.T).norm(dim=1).mean()))
-        norms[kind]["|x|"].append(float(rows.norm(dim=1).mean()))
-
-    print(f"{args.model}: mean norm of A x over answer tokens, r = {args.rank}, averaged over the blocks\n")
-    print("| layer | mean norm of x | lora | eva | eva_whiten | eva / lora |")
-    print("|---|---|---|---|---|---|")
-    for kind, by_method in norms.items():
-        mean = {method: sum(values) / len(values) for method, values in by_method.items()}
-        print(
-            f"| {kind} | {mean['|x|']:.1f} | {mean['lora']:.2f} | {mean['eva']:.2f} | {mean['eva_whiten']:.2f} "
-            f"| {mean['eva'] / mean['lora']:.1f} |"
-        )
-
+from eva_bench.llm.scale import main
 
 if __name__ == "__main__":
     main()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +13,19 @@ import torch
 
 import eva_llm
 from eva_core.plugins.manager import DISABLE_ENV
-from eva_llm.data import QAProblem
+from eva_llm import QAProblem
+
+DATA_ENV = "EVA_DATA_DIR"
+_DEFAULT_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
+
+
+def gsm8k_file() -> Path:
+    """The shared GSM8K training file (``$EVA_DATA_DIR/gsm8k/train.jsonl``, default ``../shared/data``
+    beside the repository)."""
+    file = Path(os.environ.get(DATA_ENV, _DEFAULT_DATA)) / "gsm8k" / "train.jsonl"
+    if not file.is_file():
+        pytest.fail(f"real data not found: {file}; set {DATA_ENV} to the folder holding gsm8k/train.jsonl")
+    return file
 
 
 @pytest.fixture(autouse=True)
@@ -40,4 +54,4 @@ def smollm2_tokenizer(smollm2_folder: str) -> Any:
 @pytest.fixture(scope="session")
 def problems() -> list[QAProblem]:
     """The first 40 real GSM8K training problems."""
-    return eva_llm.read_gsm8k(count=40)
+    return eva_llm.read_problems(gsm8k_file(), count=40)

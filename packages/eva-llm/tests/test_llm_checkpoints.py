@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from eva_core.paths import CACHE_ENV, cache_dir
 from eva_llm import checkpoints
 from eva_llm.errors import MissingCheckpointError
 
@@ -24,13 +25,13 @@ def test_missing_package_names_the_pip_command(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_cache_folder_follows_the_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv(checkpoints.CACHE_ENV, str(tmp_path))
-    assert checkpoints.cache_dir() == tmp_path
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    assert cache_dir() == tmp_path
     converted = tmp_path / "some-model"
     converted.mkdir()
     (converted / "config.json").write_text("{}")
     assert checkpoints.cached_checkpoint(tmp_path / "absent.gguf", "some-model") == converted  # no conversion
     with pytest.raises(MissingCheckpointError, match=r"absent\.gguf"):
         checkpoints.cached_checkpoint(tmp_path / "absent.gguf", "other-model")
-    monkeypatch.delenv(checkpoints.CACHE_ENV)
-    assert checkpoints.cache_dir() == Path.home() / ".cache" / "eva"
+    monkeypatch.delenv(CACHE_ENV)
+    assert cache_dir() == Path.home() / ".cache" / "eva"

@@ -1,6 +1,7 @@
 """From question/answer problems to right-padded training batches with prompt tokens masked.
 
-A problem becomes a *prompt* (the question, in the tokenizer's chat template or a plain
+This is what a user of eva-llm calls to feed a causal LM (and EVA) with answer-only labels. A
+:class:`QAProblem` becomes a *prompt* (the question, in the tokenizer's chat template or a plain
 ``"Question: ...\\nAnswer:"``) and a *completion* (the worked answer and the end-of-turn token). Both
 are tokenized and joined; ``labels`` copy the completion tokens and hold -100 on the prompt and on the
 padding, so the LM loss and EVA's SVD rows both see answer tokens only.
@@ -18,14 +19,12 @@ from typing import Any, Literal
 import torch
 from torch.utils.data import DataLoader
 
-from eva_core import EmptyDataError, InvalidConfigError
-from eva_core.errors import warn
-
-from .data import QAProblem
+from eva_core.errors import EmptyDataError, InvalidConfigError, warn
 
 __all__ = [
     "IGNORE_INDEX",
     "QACollator",
+    "QAProblem",
     "Template",
     "answer_token_count",
     "encode",
@@ -39,6 +38,14 @@ IGNORE_INDEX = -100
 
 Template = Literal["auto", "chat", "plain"]
 _TEMPLATES = ("auto", "chat", "plain")
+
+
+@dataclass(frozen=True)
+class QAProblem:
+    """One question and its answer (e.g. a GSM8K worked answer ending in ``#### 72``)."""
+
+    question: str
+    answer: str
 
 
 @dataclass(frozen=True)
@@ -141,6 +148,9 @@ class QACollator:
             raise EmptyDataError(
                 f"no problem of this batch fits max_length={self.max_length} with an answer token; raise max_length."
             )
+        # Padded here rather than with transformers' DataCollatorForSeq2Seq: that one pads on the tokenizer's
+        # padding_side (left for many chat models) and needs tokenizer.pad_token set; these batches are always
+        # right-padded, with the EOS token when there is no pad token, and the user's tokenizer is left as is.
         width = max(len(e.input_ids) for e in kept)
         input_ids = torch.full((len(kept), width), self.pad_id, dtype=torch.long)  # (B, T)
         attention = torch.zeros((len(kept), width), dtype=torch.long)  # (B, T)

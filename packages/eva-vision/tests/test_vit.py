@@ -8,7 +8,9 @@ from torch import nn
 from vision_models import grey_images, tiny_dinov2, tiny_timm_vit
 
 import eva_core
+import eva_core.errors
 import eva_vision
+from eva_vision.architectures import target_modules
 
 QUICK = {"tau": 0.0, "max_steps": 2, "min_steps": 2, "progress": False, "domain": "vision"}
 
@@ -22,14 +24,14 @@ def test_rows_per_layer_count_the_selected_tokens(tokens: str, per_image: int) -
     model = tiny_dinov2(registers=2)  # 16 x 16 images in 4 x 4 patches: CLS + 2 registers + 16 patches
     batches = [eva_vision.ImageBatch(b, tokens) for b in _batches(grey_images(16, 16))]  # type: ignore[arg-type]
     state = eva_core.fit(model, batches, rank=2, **QUICK)
-    targets = eva_vision.target_modules(model)
+    targets = target_modules(model)
     assert set(state.layers) == set(targets)
     assert {state.layers[name].rows for name in targets} == {16 * per_image}
 
 
 def test_transformers_targets_are_the_block_linears_only() -> None:
     for model in (tiny_dinov2(), tiny_dinov2(swiglu=True)):
-        targets = eva_vision.target_modules(model)
+        targets = target_modules(model)
         assert len(targets) == 2 * (6 if "fc1" in " ".join(targets) else 7)
         assert all(".encoder.layer." in name for name in targets)
         assert not any("embeddings" in name or "classifier" in name for name in targets)
@@ -37,7 +39,7 @@ def test_transformers_targets_are_the_block_linears_only() -> None:
 
 def test_timm_fused_qkv_is_targeted_and_adapted() -> None:
     model = tiny_timm_vit()
-    targets = eva_vision.target_modules(model)
+    targets = target_modules(model)
     assert targets == [
         f"blocks.{i}.{layer}" for i in range(2) for layer in ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
     ]
@@ -76,7 +78,7 @@ def test_head_is_saved_and_trained_in_full_and_whitening_is_the_default() -> Non
 
 def test_token_selection_needs_a_vit() -> None:
     cnn = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten())
-    with pytest.raises(eva_core.InvalidConfigError, match=r"tokens='patch'.*not a ViT"):
+    with pytest.raises(eva_core.errors.InvalidConfigError, match=r"tokens='patch'.*not a ViT"):
         eva_vision.init(cnn, [torch.randn(2, 1, 8, 8)] * 2, tokens="patch", rank=1, progress=False)
-    with pytest.raises(eva_core.InvalidConfigError, match="tokens='patches'"):
+    with pytest.raises(eva_core.errors.InvalidConfigError, match="tokens='patches'"):
         eva_vision.init(cnn, [torch.randn(2, 1, 8, 8)], tokens="patches", rank=1)  # type: ignore[arg-type]

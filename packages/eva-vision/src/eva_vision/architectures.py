@@ -6,8 +6,8 @@ Three families, recognised without importing timm:
   blocks are ``<backbone>.encoder.layer.<i>.``, the head is ``classifier``.
 - ``timm``: a ``timm`` ``VisionTransformer`` (or subclass); blocks are ``blocks.<i>.``, the head is ``head``.
 - ``cnn``: any other module without a transformers config that holds an ``nn.Conv2d`` with ``groups == 1``
-  (torchvision-style convnets, :class:`eva_vision.EfficientNetLite0`); the head is a top-level child
-  named in :data:`CNN_HEADS`.
+  (torchvision-style convnets, timm's EfficientNets such as :func:`eva_vision.load_efficientnet_lite0`);
+  the head is a top-level child named in :data:`CNN_HEADS`.
 """
 
 from __future__ import annotations

@@ -1,24 +1,28 @@
-"""Image batches as a loader yields them, and which tokens of a ViT feed the SVD.
+"""Image batches as a loader yields them, which tokens of a ViT feed the SVD, and raw images made into
+what a model takes.
 
 A loader may yield image tensors (B, C, H, W), ``(images, labels)`` tuples or lists, dicts with
 ``pixel_values`` (transformers image-processor output), or :class:`ImageBatch` (which also says which
 tokens count). Transformers models get ``pixel_values=``, timm and plain modules the images positionally.
+:func:`to_model_input` turns uint8 or [0, 1] images into the resized, normalized tensors a model takes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F  # noqa: N812 - the usual alias
 from torch import nn
 
-from eva_core import InvalidConfigError, PreparedBatch, UnsupportedBatchError
+from eva_core import PreparedBatch
+from eva_core.errors import InvalidConfigError, UnsupportedBatchError
 
 from .architectures import model_kind, patch_size, prefix_tokens
 
-__all__ = ["TOKENS", "ImageBatch", "Tokens", "images_of", "prepare", "token_mask"]
+__all__ = ["TOKENS", "ImageBatch", "Tokens", "images_of", "prepare", "to_model_input", "token_mask"]
 
 Tokens = Literal["all", "patch", "cls"]
 TOKENS: tuple[str, ...] = ("all", "patch", "cls")
@@ -99,3 +103,38 @@ def prepare(batch: Any, model: nn.Module) -> PreparedBatch:
     if model_kind(model) == "transformers":
         return PreparedBatch(kwargs={"pixel_values": images}, row_mask=mask)
     return PreparedBatch(args=(images,), row_mask=mask)
+
+
+def to_model_input(
+    images: torch.Tensor,
+    *,
+    size: int | None = None,
+    channels: int | None = None,
+    mean: Sequence[float] = (0.5,),
+    std: Sequence[float] = (0.5,),
+) -> torch.Tensor:
+    """uint8 or [0, 1] float images -> normalized float images the model takes.
+
+    Args:
+        images: (N, C, H, W), uint8 (0-255) or float in [0, 1].
+        size: resize to (size, size) with bilinear interpolation (antialiased when shrinking); None keeps H, W.
+        channels: repeat a single channel this many times (grey -> RGB); None keeps C.
+        mean, std: per output channel (or one value for all), applied after scaling to [0, 1].
+
+    Returns:
+        (N, channels, size, size) float32.
+
+    Raises:
+        InvalidConfigError: ``channels`` asked of images with more than one channel.
+    """
+    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()  # (N, C, H, W)
+    if size is not None and tuple(x.shape[-2:]) != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=size < x.shape[-1])
+    if channels is not None and x.shape[1] != channels:
+        if x.shape[1] != 1:
+            raise InvalidConfigError(f"channels={channels} needs single-channel images; got {x.shape[1]} channels.")
+        x = x.expand(-1, channels, -1, -1)  # (N, channels, size, size)
+    shape = (1, -1, 1, 1)
+    mean_t = torch.as_tensor(list(mean), dtype=x.dtype).reshape(shape)
+    std_t = torch.as_tensor(list(std), dtype=x.dtype).reshape(shape)
+    return ((x - mean_t) / std_t).contiguous()

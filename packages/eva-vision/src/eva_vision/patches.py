@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the usual alias
 from torch import nn
 
-from eva_core import RowsFn, UnsupportedLayerError
+from eva_core import RowsFn
+from eva_core.errors import UnsupportedLayerError
 
 __all__ = ["adapter_support", "conv_rows", "conv_rows_fn"]
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import torch
 
-from eva_core import InvalidConfigError
+from eva_core.errors import InvalidConfigError
 
-from .datasets import read_digits, read_fashion_mnist
+from .data import read_digits, read_fashion_mnist
 
 __all__ = ["TASKS", "VisionTask", "get_task"]
 

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from rl_policies import ACT_DIM, STATE_DIM, random_policy
+from rl_data import random_policy, record_minari, tiny_decision_transformer
 
 from eva_core.plugins.manager import DISABLE_ENV
-from eva_rl import Trajectory, decision_transformer, make_dataset, trajectories, trajectory_batches
-from eva_rl.datasets import MINARI_ENV
+from eva_rl import Trajectory, trajectories, trajectory_batches
 
 
 @pytest.fixture(autouse=True)
@@ -21,7 +20,7 @@ def _only_rl_plugin(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     others = sorted({point.name for point in entry_points(group="eva")} - {"rl"})
     if others:
         monkeypatch.setenv(DISABLE_ENV, ",".join(others))
-    monkeypatch.delenv(MINARI_ENV, raising=False)
+    monkeypatch.delenv("MINARI_DATASETS_PATH", raising=False)
     torch.set_num_threads(1)
     yield
 
@@ -32,19 +31,25 @@ def minari_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def cheetah_episodes(minari_folder: Path) -> list[Trajectory]:
-    """Six 30-step HalfCheetah-v5 episodes of a random linear policy at three noise levels, via minari."""
-    dataset = make_dataset(
+def cheetah_dataset(minari_folder: Path) -> Path:
+    """Six 30-step HalfCheetah-v5 episodes of a random linear policy at three noise levels, as a minari
+    dataset; its folder."""
+    return record_minari(
         "HalfCheetah-v5", random_policy(), 6, "test/cheetah-v0", root=minari_folder, max_episode_steps=30,
         noise=(0.0, 0.3, 1.0),
     )  # fmt: skip
-    return trajectories(dataset)
+
+
+@pytest.fixture(scope="session")
+def cheetah_episodes(cheetah_dataset: Path) -> list[Trajectory]:
+    import minari
+
+    return trajectories(minari.MinariDataset(str(cheetah_dataset / "data")))
 
 
 @pytest.fixture
 def tiny_dt() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return decision_transformer(STATE_DIM, ACT_DIM, hidden_size=32, layers=2, heads=2, max_ep_len=64).eval()
+    return tiny_decision_transformer()
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""The eva-core plugin contract on a tiny Decision Transformer with batches from a real minari dataset."""
+"""The eva-core plugin contract on a tiny Decision Transformer with batches from a real minari dataset; the
+fit is applied with the plugin's own LoRA fields (``fan_in_fan_out`` for GPT-2's ``Conv1D``)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ from typing import Any
 
 import pytest
 import torch
-from peft import LoraConfig
 
 import eva_rl.plugin
 from eva_core.testing import PluginContract
@@ -26,7 +26,3 @@ class TestRLContract(PluginContract):
     @pytest.fixture
     def plugin(self) -> Any:
         return eva_rl.plugin
-
-    @pytest.fixture
-    def lora_config(self, model: torch.nn.Module) -> LoraConfig | None:
-        return LoraConfig(r=2, lora_alpha=2, fan_in_fan_out=True)

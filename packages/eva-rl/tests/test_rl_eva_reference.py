@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 import torch
 
-import eva_rl
-from eva_core import EvaConfig, NotConvergedWarning, fit
-from eva_rl.tokens import token_mask
+from eva_core import EvaConfig, fit
+from eva_core.errors import NotConvergedWarning
+from eva_rl.batches import MODEL_INPUTS, token_mask
 
 
 def test_components_are_the_top_right_singular_vectors(tiny_dt: torch.nn.Module, dt_batches: list[Any]) -> None:
@@ -29,7 +29,7 @@ def test_components_are_the_top_right_singular_vectors(tiny_dt: torch.nn.Module,
     handles = [modules[name].register_forward_pre_hook(recorder(name)) for name in names]
     with torch.no_grad():
         for batch in batches:
-            tiny_dt(**{k: batch[k] for k in eva_rl.plugin.MODEL_INPUTS if k in batch})
+            tiny_dt(**{k: batch[k] for k in MODEL_INPUTS if k in batch})
     for handle in handles:
         handle.remove()
 

@@ -7,10 +7,9 @@ from typing import Any
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-import eva_rl
 from eva_core import EvaConfig
-from eva_rl import plugin
-from eva_rl.tokens import token_mask
+from eva_rl import architectures, plugin
+from eva_rl.batches import MODEL_INPUTS, token_mask
 
 
 def test_claims_decision_transformers_only(tiny_dt: torch.nn.Module) -> None:
@@ -26,9 +25,16 @@ def test_targets_are_the_block_projections(tiny_dt: torch.nn.Module) -> None:
     targets = plugin.eva_target_modules(model=tiny_dt, config=EvaConfig(domain="rl"))
     suffixes = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
     assert targets == [f"encoder.h.{i}.{s}" for i in range(2) for s in suffixes]
-    config = eva_rl.default_lora_config(tiny_dt, 4)
-    assert config.fan_in_fan_out and config.lora_alpha == 4
-    assert set(config.modules_to_save or []) == set(eva_rl.MODULES_TO_SAVE)
+
+
+def test_defaults_and_lora_fields(tiny_dt: torch.nn.Module) -> None:
+    assert plugin.eva_default_config(model=tiny_dt) == {"rank": 8, "rho": 2.0, "tau": 0.99}
+    targets = architectures.target_modules(tiny_dt)
+    fields = plugin.eva_lora_fields(model=tiny_dt, targets=targets)
+    assert fields == {"fan_in_fan_out": True, "modules_to_save": list(architectures.MODULES_TO_SAVE)}
+    # a layer targeted by name is not also trained in full; nn.Linear targets keep peft's fan_in_fan_out
+    linear = plugin.eva_lora_fields(model=tiny_dt, targets=["embed_state"])
+    assert "fan_in_fan_out" not in linear and "embed_state" not in linear["modules_to_save"]
 
 
 def _padded(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -56,7 +62,7 @@ def test_token_mask_matches_the_models_stacking(tiny_dt: torch.nn.Module, dt_bat
     ]
     try:
         with torch.no_grad():
-            tiny_dt(**{k: batch[k] for k in plugin.MODEL_INPUTS if k in batch})
+            tiny_dt(**{k: batch[k] for k in MODEL_INPUTS if k in batch})
             first = seen.pop("hidden")
             # change the inputs of padded timesteps only: exactly their three tokens move at block 0's input
             pad = (batch["attention_mask"] == 0)[..., None]  # (B, K, 1)
@@ -66,7 +72,7 @@ def test_token_mask_matches_the_models_stacking(tiny_dt: torch.nn.Module, dt_bat
                 "actions": torch.where(pad, batch["actions"] - 3.0, batch["actions"]),
                 "returns_to_go": torch.where(pad, batch["returns_to_go"] + 7.0, batch["returns_to_go"]),
             }
-            tiny_dt(**{k: changed[k] for k in plugin.MODEL_INPUTS if k in changed})
+            tiny_dt(**{k: changed[k] for k in MODEL_INPUTS if k in changed})
             second = seen.pop("hidden")
     finally:
         for handle in handles:

@@ -21,6 +21,7 @@ __all__ = [
     "BLOCKS",
     "DT_MODEL_TYPE",
     "MODULES_TO_SAVE",
+    "is_conv1d",
     "is_decision_transformer",
     "is_projection",
     "modules_to_save",
@@ -58,11 +59,16 @@ def is_decision_transformer(model: nn.Module) -> bool:
     return getattr(config, "model_type", None) == DT_MODEL_TYPE
 
 
-def is_projection(module: nn.Module) -> bool:
-    """An ``nn.Linear`` or a transformers ``Conv1D`` (GPT-2's linear layer, weight stored (d_in, d_out))."""
+def is_conv1d(module: nn.Module | None) -> bool:
+    """A transformers ``Conv1D`` (GPT-2's linear layer, weight stored (d_in, d_out))."""
     utils = sys.modules.get("transformers.pytorch_utils")
     conv1d = getattr(utils, "Conv1D", None)
-    return isinstance(module, nn.Linear) or (conv1d is not None and isinstance(module, conv1d))
+    return conv1d is not None and isinstance(module, conv1d)
+
+
+def is_projection(module: nn.Module) -> bool:
+    """An ``nn.Linear`` or a transformers ``Conv1D``."""
+    return isinstance(module, nn.Linear) or is_conv1d(module)
 
 
 def target_modules(model: nn.Module) -> list[str]:

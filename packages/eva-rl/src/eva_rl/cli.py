@@ -1,19 +1,19 @@
-"""``eva fit`` for Decision Transformers: the ``dt-halfcheetah`` alias or a local model folder, and the
-episodes of a task's cached dataset or of a minari dataset.
+"""``eva fit`` for Decision Transformers: the models it loads and the episodes it reads.
 
-``eva fit dt-halfcheetah ~/.cache/eva/rl-datasets/walker2d.json --domain rl`` loads the cached pretrained
-model and cuts Decision Transformer batches (random K-step windows, :func:`eva_rl.trajectory_batches`)
-from the task's episodes. DATA is
+MODEL is a local Decision Transformer folder (``config.json`` with ``model_type`` ``decision_transformer``)
+or the alias of one in the eva cache (``dt-halfcheetah``: ``<cache>/dt-halfcheetah/model`` with its
+``pretrain.json``, built by ``python benchmarks/pretrain_rl.py``; :func:`load_pretrained`). DATA is
 
-- a task's record ``<cache>/rl-datasets/<task>.json`` (what ``benchmarks/pretrain_rl.py`` writes), or
-  the task alias itself (``walker2d``, ``halfcheetah``): the episodes, state statistics and return scale
-  of :func:`eva_rl.load_task_data`;
-- a minari dataset: its folder, its ``data/`` folder or a file in it (``data/main_data.hdf5``); states
-  are normalized with the dataset's own mean and std.
+- a task alias (``walker2d``, ``halfcheetah``) or its record ``<cache>/rl-datasets/<task>.json``: the record
+  names the task's minari dataset, stored beside it (``settings.dataset_id``), and its return scale
+  (``settings.return_scale``);
+- a minari dataset: its folder, its ``data/`` folder or a file in it (``data/main_data.hdf5``).
 
-K (the context) is the one the alias was pretrained with (``pretrain.json``, also read next to a local
-``model/`` folder), else 20. Options: ``context=20``, ``return_scale=100`` (minari data; a task has its
-own), ``seed=0`` (the window draws).
+States are normalized with the episodes' own mean and std, and batches are random windows of K timesteps
+(:func:`eva_rl.trajectory_batches`): K is the one the model was pretrained with (``pretrain.json``, also
+read next to a local ``model/`` folder), else 20. Options: ``context=20``, ``return_scale=100`` (minari data;
+a task has its own), ``seed=0`` (the window draws). Reading minari datasets needs minari, an extra:
+``pip install 'eva-rl[minari]'``.
 """
 
 from __future__ import annotations
@@ -22,16 +22,45 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from eva_core import InvalidConfigError, cache_dir, hookimpl
-from eva_core.hookspecs import LoadedModel
+from eva_core import LoadedModel, hookimpl
+from eva_core.errors import InvalidConfigError
+from eva_core.paths import cache_dir
 
-from .errors import TrajectoryError
-from .tasks import DATASETS_CACHE, TASKS
+from .errors import MissingExtraError, MissingPretrainingError, TrajectoryError
 
-__all__ = ["TrajectoryInput", "eva_cli_batches", "eva_cli_load_model"]
+if TYPE_CHECKING:
+    from transformers import DecisionTransformerModel
 
+    from .trajectories import Trajectory
+
+__all__ = [
+    "BUILD_COMMAND",
+    "DATASETS_CACHE",
+    "MODEL_ALIASES",
+    "TASK_ALIASES",
+    "TrajectoryInput",
+    "eva_cli_batches",
+    "eva_cli_load_model",
+    "load_pretrained",
+    "task_record_path",
+]
+
+MODEL_ALIASES: tuple[str, ...] = ("dt-halfcheetah",)
+"""Decision Transformers ``python benchmarks/pretrain_rl.py`` builds in the eva cache."""
+
+TASK_ALIASES: tuple[str, ...] = ("halfcheetah", "walker2d")
+"""Tasks whose datasets ``python benchmarks/pretrain_rl.py`` records in ``<cache>/rl-datasets``."""
+
+DATASETS_CACHE = "rl-datasets"
+"""Subfolder of :func:`eva_core.paths.cache_dir` holding the task datasets (minari's ``MINARI_DATASETS_PATH``
+while they are written) and, per task, ``<task>.json``: the settings they were built with."""
+
+BUILD_COMMAND = "python benchmarks/pretrain_rl.py"
+"""What builds the cached models and datasets (from the eva repository)."""
+
+_MINARI_EXTRA = "pip install 'eva-rl[minari]'"
 _DEFAULT_CONTEXT = 20
 _DEFAULT_RETURN_SCALE = 100.0
 
@@ -45,30 +74,24 @@ class TrajectoryInput:
 
 @hookimpl
 def eva_cli_load_model(model: str, data: str, options: Mapping[str, str]) -> LoadedModel | None:
-    """An alias of :data:`eva_rl.PRETRAINED` or a local folder of a Decision Transformer (``config.json``
-    with ``model_type`` ``decision_transformer``); None otherwise.
+    """An alias of :data:`MODEL_ALIASES` or a local folder of a Decision Transformer; None otherwise.
 
     Raises:
-        MissingPretrainingError: the alias is not built yet (run ``benchmarks/pretrain_rl.py``).
+        MissingPretrainingError: the alias is not built yet (run ``python benchmarks/pretrain_rl.py``).
     """
-    from transformers import DecisionTransformerModel
-
-    from .api import default_lora_config
-    from .pretrain import PRETRAINED, load_pretrained
-
     folder = Path(model).expanduser()
-    if model in PRETRAINED and not folder.exists():
+    if model in MODEL_ALIASES and not folder.exists():
         loaded, record = load_pretrained(model)
     elif _is_dt_folder(folder):
+        from transformers import DecisionTransformerModel
+
         loaded = DecisionTransformerModel.from_pretrained(folder).eval()
         saved = folder.parent / "pretrain.json"  # the cache layout: <alias>/model + <alias>/pretrain.json
         record = json.loads(saved.read_text()) if saved.is_file() else {}
     else:
         return None
     context = _int_option(options, "context", int(record.get("settings", {}).get("context", _DEFAULT_CONTEXT)))
-    return LoadedModel(
-        model=loaded, processor=TrajectoryInput(context), lora_config=default_lora_config(loaded, rank=8)
-    )
+    return LoadedModel(model=loaded, processor=TrajectoryInput(context))
 
 
 @hookimpl
@@ -80,33 +103,56 @@ def eva_cli_batches(
 
     Raises:
         TrajectoryError: the episodes do not fit the model (state/action sizes, episode length).
+        MissingPretrainingError: a task's dataset is not in the cache.
+        MissingExtraError: minari is not installed.
     """
-    from .trajectories import StateStats, trajectories, trajectory_batches
+    from .batches import trajectory_batches
+    from .trajectories import StateStats
 
     if not isinstance(loaded.processor, TrajectoryInput):
         return None
-    task = _task_of(data)
-    minari_data = None if task is not None else _minari_data_folder(Path(data).expanduser())
-    if task is None and minari_data is None:
-        return None
+    record = _task_record(data)
+    if record is not None:
+        folder, scale = _task_dataset(record)
+    else:
+        found = _minari_data_folder(Path(data).expanduser())
+        if found is None:
+            return None
+        folder, scale = found, _float_option(options, "return_scale", _DEFAULT_RETURN_SCALE)
     seed = _int_option(options, "seed", 0, minimum=0)
     context = _int_option(options, "context", loaded.processor.context)
-    if task is not None:
-        from .tasks import load_task_data
-
-        task_data = load_task_data(task)
-        episodes, stats, scale = list(task_data.episodes), task_data.stats, task_data.task.return_scale
-    else:
-        import minari
-
-        episodes = trajectories(minari.MinariDataset(str(minari_data)))
-        stats, scale = StateStats.of(episodes), _float_option(options, "return_scale", _DEFAULT_RETURN_SCALE)
+    episodes = _read_minari(folder)
     _check_fits(loaded, episodes, data)
     steps = sum(len(e) for e in episodes)
     count = -(-(rows if rows is not None else steps) // batch_size)
     return trajectory_batches(
-        episodes, context=context, batch_size=batch_size, batches=count, seed=seed, return_scale=scale, stats=stats
-    )
+        episodes, context=context, batch_size=batch_size, batches=count, seed=seed, return_scale=scale,
+        stats=StateStats.of(episodes),
+    )  # fmt: skip
+
+
+def load_pretrained(alias: str = "dt-halfcheetah") -> tuple[DecisionTransformerModel, dict[str, Any]]:
+    """The cached pretrained Decision Transformer of ``alias`` (eval mode) and its ``pretrain.json`` record
+    (``settings``: ``context``...; ``summary``: its scores).
+
+    Raises:
+        MissingPretrainingError: nothing cached for ``alias``.
+    """
+    from transformers import DecisionTransformerModel
+
+    folder = cache_dir(alias)
+    if not (folder / "pretrain.json").is_file() or not (folder / "model").is_dir():
+        raise MissingPretrainingError(
+            f"no pretrained model {alias!r} in {folder}; build it with `{BUILD_COMMAND}` "
+            "(set EVA_CACHE_DIR to use another cache)."
+        )
+    model = DecisionTransformerModel.from_pretrained(folder / "model")
+    return model.eval(), json.loads((folder / "pretrain.json").read_text())
+
+
+def task_record_path(task: str) -> Path:
+    """``<cache>/rl-datasets/<task>.json``: the record of a task's cached dataset."""
+    return cache_dir(DATASETS_CACHE) / f"{task}.json"
 
 
 def _is_dt_folder(path: Path) -> bool:
@@ -119,24 +165,38 @@ def _is_dt_folder(path: Path) -> bool:
         return False
 
 
-def _task_of(data: str) -> str | None:
-    """The task alias ``data`` names: the alias itself, or its record ``<cache>/rl-datasets/<task>.json``.
+def _task_record(data: str) -> Path | None:
+    """The task record ``data`` names: a task alias, or a ``<task>.json`` in an ``rl-datasets`` folder."""
+    if data in TASK_ALIASES and not Path(data).exists():
+        return task_record_path(data)
+    path = Path(data).expanduser()
+    if path.suffix == ".json" and path.parent.name == DATASETS_CACHE and (path.is_file() or path.stem in TASK_ALIASES):
+        return path
+    return None
+
+
+def _task_dataset(record: Path) -> tuple[Path, float]:
+    """The minari ``data/`` folder a task record names, stored beside it, and the task's return scale.
 
     Raises:
-        InvalidConfigError: a task record outside the current cache (``load_task_data`` reads the cache).
+        MissingPretrainingError: the record or its dataset is missing.
     """
-    if data in TASKS and not Path(data).exists():
-        return data
-    path = Path(data).expanduser()
-    if path.suffix != ".json" or path.stem not in TASKS or path.parent.name != DATASETS_CACHE:
-        return None
-    expected = cache_dir(DATASETS_CACHE) / path.name
-    if path.resolve() != expected.resolve():
+    missing = MissingPretrainingError(
+        f"the {record.stem!r} dataset is not in the cache ({record} or its minari dataset is missing); build it "
+        f"with `{BUILD_COMMAND}` (set EVA_CACHE_DIR to use another cache)."
+    )
+    if not record.is_file():
+        raise missing
+    settings = json.loads(record.read_text()).get("settings", {})
+    if "dataset_id" not in settings or "return_scale" not in settings:
         raise InvalidConfigError(
-            f"DATA={data!r} is a task record outside the eva cache ({expected}); set EVA_CACHE_DIR to "
-            f"{path.resolve().parent.parent} or pass the task alias {path.stem!r}."
+            f"DATA={str(record)!r} is not a task record (its settings name no dataset_id and return_scale); "
+            f"rebuild the cache with `{BUILD_COMMAND}`."
         )
-    return path.stem
+    folder = record.parent / settings["dataset_id"] / "data"  # minari's layout: <root>/<namespace>/<name-vN>/data
+    if not (folder / "metadata.json").is_file():
+        raise missing
+    return folder, float(settings["return_scale"])
 
 
 def _minari_data_folder(path: Path) -> Path | None:
@@ -147,7 +207,24 @@ def _minari_data_folder(path: Path) -> Path | None:
     return None
 
 
-def _check_fits(loaded: LoadedModel, episodes: list[Any], data: str) -> None:
+def _read_minari(folder: Path) -> list[Trajectory]:
+    """The episodes of the minari dataset whose ``data/`` folder is ``folder``.
+
+    Raises:
+        MissingExtraError: minari is not installed.
+    """
+    from .trajectories import trajectories
+
+    try:
+        import minari
+    except ImportError as error:
+        raise MissingExtraError(
+            f"reading the minari dataset {folder.parent} needs minari, which is not installed; run `{_MINARI_EXTRA}`."
+        ) from error
+    return trajectories(minari.MinariDataset(str(folder)))
+
+
+def _check_fits(loaded: LoadedModel, episodes: list[Trajectory], data: str) -> None:
     config: Any = loaded.model.config
     state_dim, act_dim = episodes[0].states.shape[1], episodes[0].actions.shape[1]
     if (state_dim, act_dim) != (config.state_dim, config.act_dim):

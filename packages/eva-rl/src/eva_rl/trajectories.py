@@ -1,31 +1,31 @@
-"""Episodes as arrays, and the Decision Transformer batches cut from them.
+"""Episodes as arrays (a helper of the batches role: :mod:`eva_rl.batches` cuts its windows from them).
 
-A batch holds ``B`` windows of ``K`` consecutive timesteps (the context), each drawn from an episode
-with probability proportional to its length (so every timestep is about equally likely, as in the
-Decision Transformer paper). A window shorter than ``K`` (an episode's first steps, or a short
-episode) is padded, on the left by default, and the padding is masked out.
+An episode of length L is ``states`` (L, d_s) (the observation before each action), ``actions`` (L, d_a)
+and ``rewards`` (L,). :func:`trajectories` reads them from a minari dataset or any iterable of episodes
+shaped like minari's, without importing minari; :class:`StateStats` normalizes states.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-import torch
 
 from .errors import TrajectoryError
 
-__all__ = ["StateStats", "Trajectory", "TrajectoryBatches", "returns_to_go", "trajectories", "trajectory_batches"]
-
-Padding = Literal["left", "right"]
+__all__ = ["StateStats", "Trajectory", "returns_to_go", "trajectories"]
 
 
 @dataclass(frozen=True)
 class Trajectory:
     """One episode: ``states`` (L, d_s) (the observation before each action), ``actions`` (L, d_a),
-    ``rewards`` (L,)."""
+    ``rewards`` (L,).
+
+    Raises:
+        TrajectoryError: the three lengths differ, or L is 0.
+    """
 
     states: np.ndarray
     actions: np.ndarray
@@ -92,129 +92,3 @@ def returns_to_go(rewards: np.ndarray, discount: float = 1.0) -> np.ndarray:
         running = float(rewards[t]) + discount * running
         out[t] = running
     return out
-
-
-class TrajectoryBatches:
-    """A re-iterable of Decision Transformer batches (see :func:`trajectory_batches`).
-
-    Each pass yields ``batches`` batches; pass ``e`` draws its windows from ``seed + e``, so a
-    ``DataLoader``-like epoch loop sees fresh windows every epoch and a rerun sees the same ones.
-    """
-
-    def __init__(
-        self,
-        episodes: Sequence[Trajectory],
-        *,
-        context: int,
-        batch_size: int,
-        batches: int,
-        seed: int,
-        return_scale: float,
-        stats: StateStats,
-        padding: Padding,
-    ) -> None:
-        self.episodes = list(episodes)
-        self.context, self.batch_size, self.batches = context, batch_size, batches
-        self.seed, self.return_scale, self.stats, self.padding = seed, return_scale, stats, padding
-        self._rtg = [returns_to_go(e.rewards) for e in self.episodes]
-        lengths = np.array([len(e) for e in self.episodes], dtype=np.float64)
-        self._weights = lengths / lengths.sum()
-        self._epoch = 0
-
-    def __len__(self) -> int:
-        return self.batches
-
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        rng = np.random.default_rng(self.seed + self._epoch)
-        self._epoch += 1
-        for _ in range(self.batches):
-            picks = rng.choice(len(self.episodes), size=self.batch_size, p=self._weights)
-            starts = [int(rng.integers(0, len(self.episodes[i]))) for i in picks]
-            yield self.window_batch(list(zip(picks.tolist(), starts, strict=True)))
-
-    def window_batch(self, windows: Sequence[tuple[int, int]]) -> dict[str, torch.Tensor]:
-        """The batch of the windows ``(episode index, start timestep)``: each covers timesteps
-        ``start .. start + K - 1`` (cut at the episode end and padded to K).
-
-        Returns:
-            ``states`` (B, K, d_s) normalized, ``actions`` (B, K, d_a), ``rewards`` (B, K, 1),
-            ``returns_to_go`` (B, K, 1) divided by ``return_scale``, ``timesteps`` (B, K) long,
-            ``attention_mask`` (B, K) long (1 = real timestep).
-        """
-        k = self.context
-        rows: dict[str, list[np.ndarray]] = {key: [] for key in ("s", "a", "r", "g", "t", "m")}
-        for index, start in windows:
-            episode = self.episodes[index]
-            stop = min(start + k, len(episode))
-            n, pad = stop - start, k - (stop - start)
-            parts = {
-                "s": self.stats.normalize(episode.states[start:stop]),  # (n, d_s)
-                "a": episode.actions[start:stop],  # (n, d_a)
-                "r": episode.rewards[start:stop, None],  # (n, 1)
-                "g": self._rtg[index][start:stop, None] / self.return_scale,  # (n, 1)
-                "t": np.arange(start, stop),  # (n,)
-                "m": np.ones(n),  # (n,)
-            }
-            for key, value in parts.items():
-                filler = np.zeros((pad, *value.shape[1:]))
-                rows[key].append(np.concatenate([filler, value] if self.padding == "left" else [value, filler]))
-        stacked = {key: np.stack(value) for key, value in rows.items()}
-        return {
-            "states": torch.as_tensor(stacked["s"], dtype=torch.float32),
-            "actions": torch.as_tensor(stacked["a"], dtype=torch.float32),
-            "rewards": torch.as_tensor(stacked["r"], dtype=torch.float32),
-            "returns_to_go": torch.as_tensor(stacked["g"], dtype=torch.float32),
-            "timesteps": torch.as_tensor(stacked["t"], dtype=torch.long),
-            "attention_mask": torch.as_tensor(stacked["m"], dtype=torch.long),
-        }
-
-
-def trajectory_batches(
-    dataset: Any,
-    *,
-    context: int = 20,
-    batch_size: int = 64,
-    batches: int = 100,
-    seed: int = 0,
-    return_scale: float = 100.0,
-    stats: StateStats | None = None,
-    padding: Padding = "left",
-) -> TrajectoryBatches:
-    """Decision Transformer batches of random K-step windows of ``dataset``'s episodes.
-
-    Args:
-        dataset: a minari dataset, or a sequence of :class:`Trajectory` / minari episodes.
-        context: K, the timesteps per window.
-        batch_size: B, windows per batch. ``batches``: batches per pass over the iterable.
-        seed: seeds the window draws (pass ``e`` uses ``seed + e``).
-        return_scale: returns-to-go are divided by it (keeps the return token near unit scale).
-        stats: the state normalization; default :meth:`StateStats.of` the episodes themselves.
-        padding: ``"left"`` (as the Decision Transformer is evaluated) or ``"right"``.
-
-    Raises:
-        TrajectoryError: no episode, a bad ``padding``, or a non-positive size.
-    """
-    episodes = list(dataset) if _is_trajectory_list(dataset) else trajectories(dataset)
-    if not episodes:
-        raise TrajectoryError("trajectory_batches(dataset=...) has no episode; pass a dataset with episodes.")
-    if padding not in ("left", "right"):
-        raise TrajectoryError(f"padding={padding!r} is invalid; pick 'left' or 'right'.")
-    for name, value in (("context", context), ("batch_size", batch_size), ("batches", batches)):
-        if value < 1:
-            raise TrajectoryError(f"{name}={value} must be >= 1.")
-    if return_scale <= 0:
-        raise TrajectoryError(f"return_scale={return_scale} must be > 0 (returns-to-go are divided by it).")
-    return TrajectoryBatches(
-        episodes,
-        context=context,
-        batch_size=batch_size,
-        batches=batches,
-        seed=seed,
-        return_scale=return_scale,
-        stats=stats or StateStats.of(episodes),
-        padding=padding,
-    )
-
-
-def _is_trajectory_list(dataset: Any) -> bool:
-    return isinstance(dataset, Sequence) and all(isinstance(item, Trajectory) for item in dataset)

@@ -4,6 +4,10 @@ Minari keeps datasets under ``$MINARI_DATASETS_PATH`` (default ``~/.minari/datas
 takes an explicit ``root`` and sets that variable only while it works (:func:`minari_root`), so a
 dataset built for eva lives under :func:`eva_core.cache_dir` (or a test's tmp folder), never in the
 user's minari folder.
+
+Episodes are stepped here and handed to minari as its own ``EpisodeBuffer``s
+(``create_dataset_from_buffers``), not through minari's ``DataCollector`` wrapper: the collector leaves
+its temporary folders to the garbage collector, whose ``ResourceWarning`` the tests turn into errors.
 """
 
 from __future__ import annotations
@@ -104,7 +108,7 @@ def make_dataset(
             algorithm_name=algorithm_name,
             author="eva-rl",
             author_email="eva-rl@localhost",
-            code_permalink="packages/eva-rl/src/eva_rl/datasets.py",
+            code_permalink="packages/eva-bench/src/eva_bench/rl/datasets.py",
             description=description or f"{episodes} episodes of {algorithm_name} on {env_id}, action noise {levels}",
             data_format="hdf5",
         )

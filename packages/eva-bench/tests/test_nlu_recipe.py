@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import eva_bench
+from eva_bench.comparison import parse
 from eva_bench.nlu import run_from_args
 from eva_bench.nlu.data import shared_glue_path
 from eva_bench.nlu.recipe import evaluate, finetune
@@ -75,9 +76,7 @@ def test_evaluate_scores_the_logits_by_hand() -> None:
 
 @pytest.mark.filterwarnings("ignore::eva_core.errors.NotConvergedWarning")
 def test_run_from_args_reads_the_shared_glue_split() -> None:
-    args = argparse.Namespace(
-        model="minilm", task="sst2", steps=1, eval_at=[1], rank=2, lr=1e-3, batch_size=8, train_limit=16,
-        dev_limit=8,
-    )  # fmt: skip
+    small = "--steps 1 --eval-at 1 --rank 2 --lr 1e-3 --batch-size 8 --train-limit 16 --dev-limit 8"
+    args = parse(["nlu", "--model", "minilm", "--task", "sst2", *small.split(), "--out", "unused"])
     record = run_from_args(args, "lora", seed=0)
     assert record.metric == "accuracy" and [p.step for p in record.curve] == [1] and record.seed == 0

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 import eva_core
+from eva_core.adapters import domain_lora_config
 
 from .cost import measure_cost
 from .initializations import initialize
@@ -45,7 +46,8 @@ class Task:
         metric: the headline metric among ``evaluate``'s keys.
         domain: the eva domain serving ``model`` (``nlu``, ``llm``, ``vision``, ``rl``).
         target_modules: the layers every method adapts; ``None``: the domain's.
-        lora_config: alpha, dropout... shared by every method; ``None``: the domain's fields, ``lora_alpha = r``.
+        lora_config: alpha, dropout... shared by every method (with ``fan_in_fan_out`` where the domain
+            needs it); ``None``: the domain's fields, ``lora_alpha = r``.
         eva_overrides: :class:`eva_core.EvaConfig` fields the domain's recipe sets for EVA (e.g. ``seed``).
         extra: what the record keeps about the run's settings.
         train_batches: what the training loop reads, when it differs from ``batches`` (e.g.
@@ -75,7 +77,7 @@ def run(
     method: str,
     *,
     seed: int,
-    rank: int,
+    rank: int | None = None,
     steps: int,
     lr: float,
     eval_at: Sequence[int] | None = None,
@@ -88,7 +90,8 @@ def run(
         task: the domain's model, data and evaluation.
         method: any of :data:`eva_bench.ALL_METHODS` (see :func:`eva_bench.initialize`).
         seed: seeds the random adapters (and everything else drawn after this call).
-        rank: r of every adapted layer (EVA: the average; ranks are redistributed).
+        rank: r of every adapted layer (EVA: the average; ranks are redistributed); default: the domain's
+            (``eva_default_config``).
         steps: optimizer steps; ``eval_at`` the steps to evaluate at (default :func:`default_eval_steps`).
         lr: AdamW peak learning rate.
         eva_overrides: :class:`eva_core.EvaConfig` fields for EVA beyond the domain's and the task's.
@@ -98,10 +101,12 @@ def run(
         its ranks, batches consumed and spectra.
     """
     hooks = eva_core.plugin_manager().hooks(task.domain)
-    targets = task.target_modules
-    if targets is None:
-        targets = hooks.target_modules(task.model, hooks.config(task.model, None, {"rank": rank}))
-    lora_config = task.lora_config or _lora_config(hooks.lora_fields(task.model, list(targets)), rank)
+    rank = hooks.config(task.model, None, {}).rank if rank is None else rank
+    layers = hooks.layers(
+        task.model, hooks.config(task.model, None, {"rank": rank, "target_modules": task.target_modules})
+    )
+    targets = list(layers) if task.target_modules is None else task.target_modules
+    lora_config = domain_lora_config(task.lora_config, hooks.lora_fields(task.model, list(layers)), rank)
     overrides = {"domain": task.domain, "progress": progress, **task.eva_overrides, **(eva_overrides or {})}
     torch.manual_seed(seed)
     with measure_cost() as init_cost:
@@ -133,9 +138,3 @@ def run(
         curve=curve,
         extra=dict(task.extra),
     )
-
-
-def _lora_config(fields: Mapping[str, Any], rank: int) -> LoraConfig:
-    from peft import LoraConfig
-
-    return LoraConfig(**{"r": rank, "lora_alpha": rank, **fields})

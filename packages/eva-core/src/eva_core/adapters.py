@@ -18,7 +18,29 @@ from .state import EvaState
 if TYPE_CHECKING:
     from peft import LoraConfig, PeftModel
 
-__all__ = ["apply", "lora_config_for"]
+__all__ = ["apply", "domain_lora_config", "lora_config_for"]
+
+
+def domain_lora_config(
+    lora_config: LoraConfig | None, domain_fields: Mapping[str, Any] | None, rank: int
+) -> LoraConfig:
+    """The adapters' ``LoraConfig`` before the ranks: the caller's ``lora_config`` with ``fan_in_fan_out=True``
+    where the domain needs it (layers that store W as (d_in, d_out)), or, without one, the domain's fields
+    (``eva_lora_fields``: heads, task type...) with ``r = lora_alpha = rank``.
+
+    Raises:
+        InvalidConfigError: ``lora_config`` is not a ``peft.LoraConfig``.
+    """
+    from peft import LoraConfig  # peft (and transformers) load on first use: `import eva_core` stays light
+
+    fields = dict(domain_fields or {})
+    if lora_config is None:
+        return LoraConfig(**{"r": rank, "lora_alpha": rank, **fields})
+    if not isinstance(lora_config, LoraConfig):
+        raise InvalidConfigError(f"lora_config={lora_config!r} must be a peft.LoraConfig or None.")
+    if fields.get("fan_in_fan_out") and not lora_config.fan_in_fan_out:
+        return dataclasses.replace(lora_config, fan_in_fan_out=True)
+    return lora_config
 
 
 def lora_config_for(
@@ -34,19 +56,10 @@ def lora_config_for(
         lora_config: alpha, dropout, bias, ``modules_to_save``...; default: ``domain_fields`` with
             ``lora_alpha = r``.
         domain_fields: the domain's ``LoraConfig`` fields (``eva_lora_fields``: heads, task type,
-            ``fan_in_fan_out``); with a ``lora_config`` only ``fan_in_fan_out=True`` is taken from them.
+            ``fan_in_fan_out``); with a ``lora_config`` only ``fan_in_fan_out=True`` is taken from them
+            (:func:`domain_lora_config`).
     """
-    from peft import LoraConfig  # peft (and transformers) load on first use: `import eva_core` stays light
-
-    fields = dict(domain_fields or {})
-    if lora_config is None:
-        base = LoraConfig(**{"r": state.config.rank, "lora_alpha": state.config.rank, **fields})
-    elif not isinstance(lora_config, LoraConfig):
-        raise InvalidConfigError(f"lora_config={lora_config!r} must be a peft.LoraConfig or None.")
-    elif fields.get("fan_in_fan_out") and not lora_config.fan_in_fan_out:
-        base = dataclasses.replace(lora_config, fan_in_fan_out=True)  # the layers store W as (d_in, d_out)
-    else:
-        base = lora_config
+    base = domain_lora_config(lora_config, domain_fields, state.config.rank)
     rank = state.config.rank
     alpha: float = base.lora_alpha * (rank / base.r if not base.use_rslora else math.sqrt(rank / base.r))
     kept = [name for name, r in state.ranks.items() if r > 0]

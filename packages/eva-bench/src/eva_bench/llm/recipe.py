@@ -15,7 +15,6 @@ split). The run:
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -23,9 +22,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from eva_core.errors import InvalidConfigError
-from eva_core.targets import select_modules
 from eva_llm import QAProblem, load_causal_lm, plugin, qa_loader
-from eva_llm.architectures import target_modules as default_targets
 
 from ..recipe import Task, run
 from ..records import RunRecord
@@ -48,7 +45,7 @@ def finetune(
     method: str = "eva",
     steps: int = 200,
     seed: int = 0,
-    rank: int = 16,
+    rank: int | None = None,
     eval_at: Sequence[int] | None = None,
     lr: float = 5e-4,
     batch_size: int = 8,
@@ -73,7 +70,8 @@ def finetune(
             (wrapped in place; pass ``tokenizer`` with it).
         method: any of :data:`eva_bench.ALL_METHODS` (see :func:`eva_bench.initialize`).
         steps: optimizer steps; ``eval_at``: steps after which to evaluate (default ``(0, steps)``).
-        rank: the (average) LoRA rank. ``lr``: AdamW peak learning rate. ``batch_size``: problems a step.
+        rank: the (average) LoRA rank (default: the domain's). ``lr``: AdamW peak learning rate.
+            ``batch_size``: problems a step.
         train_problems, eval_problems: how many problems to train on / hold out for the loss.
         generate_problems: held-out problems scored by greedy generation (0 turns exact match off;
             generation is slow on a CPU); ``max_new_tokens`` caps each answer. With ``metric="loss"``
@@ -125,7 +123,7 @@ def finetune(
         metric=metric,
         domain=plugin.DOMAIN,
         target_modules=target_modules,
-        lora_config=_with_domain_fields(model, lora_config, target_modules),
+        lora_config=lora_config,
         extra={
             "template": template,
             "train_problems": len(train_set),
@@ -186,20 +184,6 @@ class HeldOut:
                 batch_size=self.batch_size,
             )
         return metrics
-
-
-def _with_domain_fields(
-    model: nn.Module, lora_config: LoraConfig | None, target_modules: Sequence[str] | str | None
-) -> LoraConfig | None:
-    """The caller's ``lora_config`` with ``fan_in_fan_out`` on where the ``llm`` plugin needs it (GPT-2's
-    ``Conv1D`` targets), as :func:`eva_core.apply` does; None stays None (the recipe takes the plugin's
-    fields then)."""
-    if lora_config is None or lora_config.fan_in_fan_out:
-        return lora_config
-    targets = default_targets(model) if target_modules is None else list(select_modules(model, target_modules))
-    if (plugin.eva_lora_fields(model, targets) or {}).get("fan_in_fan_out"):
-        return dataclasses.replace(lora_config, fan_in_fan_out=True)
-    return lora_config
 
 
 def _model_and_tokenizer(model: str | os.PathLike[str] | nn.Module, tokenizer: Any) -> tuple[nn.Module, Any]:

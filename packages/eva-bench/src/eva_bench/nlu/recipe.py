@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the usual alias
 from torch import nn
 
-import eva_core
 from eva_nlu import batches as make_batches
 from eva_nlu import load_model
 from eva_nlu.glue import GlueTask, get_task
@@ -99,8 +98,6 @@ def finetune(
         train_rows, tokenizer, spec, batch_size, max_length=max_length, shuffle=True, seed=seed, with_labels=True
     )
     dev_batches = make_batches(dev_rows, tokenizer, spec, 2 * batch_size, max_length=max_length, with_labels=True)
-    if rank is None:
-        rank = int(eva_core.plugin_manager().hooks("nlu").default_config(model)["rank"])
     nlu_task = Task(
         model=model,
         batches=train_batches,

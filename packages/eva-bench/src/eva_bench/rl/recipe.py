@@ -50,7 +50,7 @@ def finetune(
     steps: int = 300,
     eval_at: Sequence[int] | None = None,
     seed: int = 0,
-    rank: int = 8,
+    rank: int | None = None,
     lr: float = 1e-3,
     batch_size: int = 32,
     context: int | None = None,
@@ -72,7 +72,8 @@ def finetune(
             :class:`TaskData`.
         method: any of :data:`eva_bench.ALL_METHODS` (see :func:`eva_bench.initialize`).
         steps: optimizer steps; ``eval_at``: steps after which to evaluate (default ``(0, steps)``).
-        rank: the (average) LoRA rank. ``lr``: AdamW peak learning rate. ``batch_size``: windows a step.
+        rank: the (average) LoRA rank (default: the domain's). ``lr``: AdamW peak learning rate.
+            ``batch_size``: windows a step.
         context: K, timesteps per window (default: the pretrained model's, else 20).
         train_limit: training episodes (default: all not held out). ``dev_limit``: held-out episodes.
         episodes: rollouts per evaluation. ``dev_batches``: held-out batches for the loss.

@@ -21,7 +21,6 @@ from eva_vision import load_efficientnet_lite0
 from eva_vision.architectures import model_kind
 from eva_vision.cli import MODEL_ALIASES
 from eva_vision.efficientnet import INPUT_SIZE, MEAN, STD
-from eva_vision.plugin import DEFAULT_CONFIG
 
 from ..recipe import Task, run
 from ..records import RunRecord
@@ -98,7 +97,7 @@ def finetune(
         steps: optimizer steps; ``eval_at`` the steps to evaluate at (default: 0, and every quarter).
         seed: seeds the head, random adapters, and the order of training examples.
         rank: r of every adapted layer (EVA: the average; ranks are redistributed); default: the vision
-            plugin's (:data:`eva_vision.plugin.DEFAULT_CONFIG`).
+            plugin's (``eva_default_config``).
         lr: AdamW learning rate (adapters and head).
         train_limit, dev_limit: use only the first images of each split.
         eva_overrides: :class:`eva_core.EvaConfig` fields for EVA beyond the domain's defaults.
@@ -121,10 +120,7 @@ def finetune(
             "finetune(model=<nn.Module>) needs image_spec=(size, channels, mean, std); or pass a model name."
         )
     prepared = _task(model, image_spec, spec, seed=seed, batch_size=batch_size, limits=(train_limit, dev_limit))
-    chosen = rank if rank is not None else int(DEFAULT_CONFIG["rank"])
-    return run(
-        prepared, method, seed=seed, rank=chosen, steps=steps, lr=lr, eval_at=eval_at, eva_overrides=eva_overrides
-    )
+    return run(prepared, method, seed=seed, rank=rank, steps=steps, lr=lr, eval_at=eval_at, eva_overrides=eva_overrides)
 
 
 def _task(

@@ -6,15 +6,25 @@ that a fit takes milliseconds on one CPU thread.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 from torch import nn
 
 from eva_core.plugins.manager import DISABLE_ENV
 
 torch.set_num_threads(1)
+
+# Property-based tests: reproducible (derandomized, no example database written into the tree), no deadline
+# (2 shared CI cores are noisy). `HYPOTHESIS_PROFILE=hunt` runs many more cases when looking for bugs.
+settings.register_profile(
+    "ci", derandomize=True, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("hunt", parent=settings.get_profile("ci"), derandomize=False, max_examples=2000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from eva_core import EvaState
@@ -250,13 +250,16 @@ def test_any_argument_vector_runs_or_fails_cleanly(
     before, inputs = snapshot(sandbox, skip=mine), snapshot(root, skip=root / "calls.txt")
     full = snapshot(sandbox / "full")
     code, _, err = eva(*argv)
+    event(f"exit status {code}")
     assert "Traceback" not in err, err
     assert code in (0, 1, 2), err
     if code == 2:
         named = [name for name, _ in chosen if f"argument {name}" in err or f"argument {name}/" in err]
         assert named and "usage: eva fit" in err, err
     elif code == 1:
-        error_line(err)
+        line = error_line(err)
+        event(line.split("'")[0][:60])
+        assert "run with --debug" not in line, line  # an EvaError, not a raw one
     else:
         assert (out / "state" / "eva_state.json").is_file() and (out / "adapter").is_dir()
     assert snapshot(sandbox, skip=mine) == before
@@ -267,3 +270,45 @@ def test_any_argument_vector_runs_or_fails_cleanly(
             assert snapshot(sandbox / "full") == full and code != 0
     if where in ("file", "data", "root"):
         assert code != 0
+
+
+REALLOCATE = {
+    "--rank": ["1", "2", "3", "4", "0", "-2", "x", "2147483647"],
+    "--rho": ["1", "1.5", "2", "4", "0.5", "nan", "-inf"],
+    "--redistribution": ["uniform", "explained_variance", "explained_variance_ratio", "bogus"],
+}
+
+
+@settings(max_examples=40)
+@given(
+    chosen=st.lists(st.sampled_from(sorted(REALLOCATE)), max_size=3, unique=True).flatmap(
+        lambda names: st.tuples(*[st.tuples(st.just(n), st.sampled_from(REALLOCATE[n])) for n in names])
+    ),
+    overwrite=st.booleans(),
+    where=st.sampled_from(["new", "non_empty", "input", "input_state", "file"]),
+)
+def test_any_reallocate_runs_or_fails_cleanly(
+    fitted: Path, tmp_path_factory: pytest.TempPathFactory, chosen: tuple[tuple[str, str], ...], overwrite: bool,
+    where: str,
+) -> None:  # fmt: skip
+    """The same property for ``eva reallocate``: its input state is never changed."""
+    sandbox = tmp_path_factory.mktemp("realloc")
+    (sandbox / "full").mkdir()
+    (sandbox / "full" / "mine.txt").write_text("mine")
+    (sandbox / "keep.txt").write_text("keep")
+    out = {"new": sandbox / "new", "non_empty": sandbox / "full", "input": fitted, "input_state": fitted / "state",
+           "file": sandbox / "keep.txt"}[where]  # fmt: skip
+    argv = ["reallocate", str(fitted), "--out", str(out), *[item for pair in chosen for item in pair]]
+    before, inputs = snapshot(sandbox, skip=out), snapshot(fitted)
+    code, _, err = eva(*argv, *(["--overwrite"] if overwrite else []))
+    event(f"exit status {code}")
+    assert "Traceback" not in err and code in (0, 1, 2), err
+    if code == 2:
+        assert any(f"argument {name}" in err for name, _ in chosen), err
+    elif code == 1:
+        assert "run with --debug" not in error_line(err)
+    else:
+        assert EvaState.load(out / "state").steps == EvaState.load(fitted / "state").steps
+    assert snapshot(fitted) == inputs and snapshot(sandbox, skip=out) == before
+    assert (sandbox / "full" / "mine.txt").read_text() == "mine"
+    assert code != 0 or (where in ("new", "non_empty") and (overwrite or where == "new"))

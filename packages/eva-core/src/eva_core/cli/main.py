@@ -227,7 +227,10 @@ class _Output:
                 )
         if self.folder.exists() and not self.folder.is_dir():
             raise UnsafeOutputError(f"--out {out!r} is a file, not a folder; pass a new or empty folder.")
-        held = sorted(item.name for item in self.folder.iterdir()) if self.folder.is_dir() else []
+        try:
+            held = sorted(item.name for item in self.folder.iterdir()) if self.folder.is_dir() else []
+        except OSError as error:  # a folder we may not list
+            raise UnsafeOutputError(f"--out {out!r} cannot be read ({error}); pass another folder.") from error
         if held and not overwrite:
             raise UnsafeOutputError(
                 f"--out {out!r} exists and is not empty (it holds {', '.join(held[:5])}); pass a new or empty "

@@ -66,11 +66,12 @@ def test_fit_efficientnet_writes_a_state_and_a_plain_peft_adapter(
 def test_vision_cli_errors_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bad = tmp_path / "features.npy"
     np.save(bad, np.zeros((4, 5), dtype=np.float32))
-    result = eva("fit", "efficientnet-lite0", str(bad), "--domain", "vision", "--out", str(tmp_path), domains=True)
+    out = str(tmp_path / "out")  # not tmp_path itself: it holds the data, and --out may not hold an input
+    result = eva("fit", "efficientnet-lite0", str(bad), "--domain", "vision", "--out", out, domains=True)
     assert_one_line_error(result, "features.npy", "(N, C, H, W)")
     monkeypatch.setenv("EVA_CACHE_DIR", str(tmp_path / "cache"))
     data = fashion_mnist_dir() / T10K
-    result = eva("fit", "dinov2-local", str(data), "--domain", "vision", "--out", str(tmp_path), domains=True)
+    result = eva("fit", "dinov2-local", str(data), "--domain", "vision", "--out", out, domains=True)
     assert_one_line_error(result, "benchmarks/pretrain_vision.py")
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "TooFewRowsWarning",
     "UnknownDomainError",
     "UnreadableDataError",
+    "UnsafeOutputError",
     "UnsupportedBatchError",
     "UnsupportedLayerError",
     "NoTargetLayersError",
@@ -113,6 +114,12 @@ class MissingStateError(EvaError, FileNotFoundError):
 
 class MissingExtraError(EvaError, ImportError):
     """An optional dependency of a feature is not installed; the message names the pip extra."""
+
+
+class UnsafeOutputError(EvaError, ValueError):
+    """An ``eva`` command's ``--out`` cannot be written without losing something: it exists and is not empty
+    (and ``--overwrite`` was not given), it is or holds the command's input, it is a file, or it cannot be
+    written. Raised before any work."""
 
 
 class EvaWarning(UserWarning):

@@ -31,6 +31,7 @@ MODEL_ALIASES: Mapping[str, Callable[[], Path]] = {
 """Short names of checkpoints shipped in pip packages (converted once, then cached)."""
 
 _FIELDS = ("question", "answer")
+_TEMPLATES = ("auto", "chat", "plain")
 _SHAPE = 'each line must be a JSON object like {"question": "...", "answer": "... #### 42"}.'
 
 
@@ -56,12 +57,28 @@ def batches(
     None for another kind of file or a model without a tokenizer."""
     if Path(data).suffix.lower() != ".jsonl" or loaded.processor is None:
         return None
-    problems = read_problems(data, count=rows)
-    max_length = options.get("max_length", "512")
-    if not max_length.isdigit():
-        raise InvalidConfigError(f"--option max_length={max_length!r} is invalid; use an integer, e.g. 512")
+    max_length = _int_option(options, "max_length", 512, minimum=2)  # a prompt token and an answer token
     template = options.get("template", "auto")
-    return qa_loader(loaded.processor, problems, batch_size, template=template, max_length=int(max_length))
+    if template not in _TEMPLATES:
+        raise InvalidConfigError(f"--option template={template!r} is invalid; use one of {', '.join(_TEMPLATES)}")
+    problems = read_problems(data, count=rows)  # after the options: a typo fails before the file is read
+    return qa_loader(loaded.processor, problems, batch_size, template=template, max_length=max_length)
+
+
+def _int_option(options: Mapping[str, str], key: str, default: int, *, minimum: int) -> int:
+    """``--option key=N``, an integer >= ``minimum`` (``str.isdigit`` also passed "²", which ``int`` refuses)."""
+    value = options.get(key)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        number = minimum - 1
+    if number < minimum:
+        raise InvalidConfigError(
+            f"--option {key}={value!r} is invalid; use an integer >= {minimum}, e.g. {key}={default}"
+        )
+    return number
 
 
 def read_problems(path: str | os.PathLike[str], *, count: int | None = None) -> list[QAProblem]:

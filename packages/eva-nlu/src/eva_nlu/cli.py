@@ -117,10 +117,14 @@ def _task(data: str, options: Mapping[str, str]) -> GlueTask:
 
 
 def _int_option(options: Mapping[str, str], key: str, default: int) -> int:
+    """``--option key=N``, an integer >= 1 (0 or a negative length would truncate every example to nothing)."""
     value = options.get(key)
     if value is None:
         return default
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
-        raise InvalidConfigError(f"--option {key}={value!r} is invalid; use an integer, e.g. {key}={default}") from None
+        number = 0
+    if number < 1:
+        raise InvalidConfigError(f"--option {key}={value!r} is invalid; use an integer >= 1, e.g. {key}={default}")
+    return number

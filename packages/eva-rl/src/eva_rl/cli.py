@@ -19,6 +19,7 @@ a task has its own), ``seed=0`` (the window draws). Reading minari datasets need
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -244,11 +245,15 @@ def _int_option(options: Mapping[str, str], key: str, default: int, *, minimum: 
     value = options.get(key)
     if value is None:
         return default
-    if not value.isdigit() or int(value) < minimum:
+    try:
+        number = int(value)
+    except ValueError:  # str.isdigit passed "²", which int refuses
+        number = minimum - 1
+    if not minimum <= number < 2**63:
         raise InvalidConfigError(
-            f"--option {key}={value!r} is invalid; use an integer >= {minimum}, e.g. {key}={default}"
+            f"--option {key}={value!r} is invalid; use an integer in [{minimum}, 2**63), e.g. {key}={default}"
         )
-    return int(value)
+    return number
 
 
 def _float_option(options: Mapping[str, str], key: str, default: float) -> float:
@@ -259,6 +264,8 @@ def _float_option(options: Mapping[str, str], key: str, default: float) -> float
         number = float(value)
     except ValueError:
         number = 0.0
-    if not number > 0:
-        raise InvalidConfigError(f"--option {key}={value!r} is invalid; use a number > 0, e.g. {key}={default:g}")
+    if not (number > 0 and math.isfinite(number)):
+        raise InvalidConfigError(
+            f"--option {key}={value!r} is invalid; use a finite number > 0, e.g. {key}={default:g}"
+        )
     return number

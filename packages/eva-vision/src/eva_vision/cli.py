@@ -59,6 +59,7 @@ its folders by a hash of its settings; eva-bench's tests check this is the hash 
 _DEFAULT_CLASSES = 10
 _SPLITS = {"train": "train", "t10k": "t10k", "test": "t10k"}
 _IMAGE_SUFFIXES = (".npy", ".pt")
+_MAX_SIZE = 4096  # --option size: a larger square input is a typo, not an image model's input
 
 
 @dataclass(frozen=True)
@@ -282,8 +283,10 @@ def _classes(options: Mapping[str, str]) -> list[int] | None:
         classes = [int(part) for part in value.split(",") if part.strip()]
     except ValueError:
         classes = []
-    if not classes:
-        raise InvalidConfigError(f"--option classes={value!r} is invalid; use integer labels, e.g. classes=5,6,7")
+    if not classes or min(classes) < 0 or len(set(classes)) != len(classes):
+        raise InvalidConfigError(
+            f"--option classes={value!r} is invalid; use distinct integer labels >= 0, e.g. classes=5,6,7"
+        )
     return classes
 
 
@@ -291,6 +294,12 @@ def _int_option(options: Mapping[str, str], key: str, default: int | None) -> in
     value = options.get(key)
     if value is None:
         return default
-    if not value.isdigit() or int(value) < 1:
-        raise InvalidConfigError(f"--option {key}={value!r} is invalid; use a positive integer, e.g. {key}=64")
-    return int(value)
+    try:
+        number = int(value)
+    except ValueError:  # str.isdigit passed "²", which int refuses
+        number = 0
+    if not 1 <= number <= _MAX_SIZE:
+        raise InvalidConfigError(
+            f"--option {key}={value!r} is invalid; use an integer in [1, {_MAX_SIZE}], e.g. {key}=64"
+        )
+    return number

@@ -3,17 +3,17 @@ file through the one plugin manager ``fit`` uses, with the command line's file f
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib.metadata import version as dist_version
 from typing import Any
 
 from ..contract import LoadedModel
-from ..errors import MissingModelError, UnknownDomainError, UnreadableDataError
+from ..errors import InvalidConfigError, MissingModelError, UnknownDomainError, UnreadableDataError
 from ..plugins import GENERIC, DomainHooks, PluginManager, discover, plugin_manager
 from . import fallback
 
-__all__ = ["CliDomains", "PluginInfo", "installed_plugins"]
+__all__ = ["CliDomains", "DomainOptions", "PluginInfo", "installed_plugins"]
 
 _CLI_HOOKS = ("eva_cli_load_model", "eva_cli_batches")
 
@@ -51,6 +51,47 @@ def installed_plugins() -> list[PluginInfo]:
         hooks = tuple(hook for hook in _CLI_HOOKS if hasattr(entry.plugin, hook))
         infos.append(PluginInfo(entry.domain, entry.distribution, entry.version, entry.value, entry.status, hooks))
     return infos
+
+
+class DomainOptions(Mapping[str, str]):
+    """``eva fit``'s ``--option KEY=VALUE`` pairs as the domains read them, recording every key they ask for
+    (``options[key]``, ``options.get(key)``, ``key in options``), so that a key no domain reads (a
+    misspelling) is an error rather than silently ignored. Iterating marks every key read."""
+
+    def __init__(self, given: Mapping[str, str]) -> None:
+        self.given = dict(given)
+        self.asked: set[str] = set()
+
+    def __getitem__(self, key: str) -> str:
+        self.asked.add(key)
+        return self.given[key]
+
+    def __contains__(self, key: object) -> bool:
+        if isinstance(key, str):
+            self.asked.add(key)
+        return key in self.given
+
+    def __iter__(self) -> Iterator[str]:
+        self.asked.update(self.given)
+        return iter(self.given)
+
+    def __len__(self) -> int:
+        return len(self.given)
+
+    def check_read(self, domain: str) -> None:
+        """Call once the domain loaded the model and its batches.
+
+        Raises:
+            InvalidConfigError: a given key was never read; the message lists the keys the domain asked for.
+        """
+        unread = [key for key in self.given if key not in self.asked]
+        if unread:
+            asked = ", ".join(sorted(self.asked)) or "none"
+            raise InvalidConfigError(
+                f"--option {unread[0]}={self.given[unread[0]]!r}: domain {domain!r} has no setting {unread[0]!r} "
+                f"for this model and data (the settings it reads here: {asked}); check the spelling, or see "
+                "docs/cli.md for each domain's options."
+            )
 
 
 class CliDomains:

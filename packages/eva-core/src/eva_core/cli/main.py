@@ -7,19 +7,22 @@ exit status; errors are raised and turned into one line on stderr by :func:`main
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import traceback
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
 from eva_core import EvaState, apply, fit  # the command line is a client of the public API
-from eva_core.errors import EvaError, InvalidConfigError, MissingModelError, MissingStateError, UnreadableDataError
+from eva_core.errors import EvaError, MissingModelError, MissingStateError, UnreadableDataError, UnsafeOutputError
 
-from .domains import CliDomains, installed_plugins
+from .domains import CliDomains, DomainOptions, installed_plugins
 from .parser import build_parser
 
 __all__ = [
@@ -47,31 +50,34 @@ def run_fit(args: argparse.Namespace) -> int:
     """``eva fit MODEL DATA``: load, fit, save the state and the adapter, print a summary.
 
     The domain and its defaults are chosen as ``eva_core.fit`` chooses them (``--domain``, else the plugin
-    that claims the loaded model); a flag that is not given keeps the domain's default."""
-    options = _options(args.option)
+    that claims the loaded model); a flag that is not given keeps the domain's default. ``--out`` is checked
+    before anything is loaded, and written only once the fit and the adapter succeeded."""
+    options = DomainOptions(dict(args.option or []))
     _check_data(args.data)
     _check_model(args.model)
+    out = _Output(args.out, args.overwrite, (STATE_DIR, ADAPTER_DIR), model=args.model, data=args.data)
     domains = CliDomains()
     loaded = domains.load_model(args.model, args.data, options, args.domain)
     hooks = domains.for_model(loaded, args.domain)
     config = hooks.config(loaded.model, None, {**_given(args), "domain": hooks.domain})
     rows = config.max_steps * args.batch_size
     batches = domains.batches(hooks, args.data, loaded, args.batch_size, rows, options)
+    options.check_read(hooks.domain)
     state = fit(loaded.model, batches, config, plugins=domains.manager)
     state.extra["cli"] = {
         "model": args.model,
         "data": args.data,
         "domain": hooks.domain,
         "batch_size": args.batch_size,
-        "options": dict(options),
+        "options": options.given,
     }
-    out = Path(args.out)
-    state.save(out / STATE_DIR)
     peft_model = apply(loaded.model, state, loaded.lora_config, plugins=domains.manager)
-    peft_model.save_pretrained(str(out / ADAPTER_DIR))
+    with out.staged() as staging:
+        state.save(staging / STATE_DIR)
+        peft_model.save_pretrained(str(staging / ADAPTER_DIR))
     _print_summary(state, f"EVA fit of {args.model} on {args.data} (domain {hooks.domain})")
-    print(f"state:   {out / STATE_DIR}")
-    print(f"adapter: {out / ADAPTER_DIR}  (peft.PeftModel.from_pretrained(base_model, this folder))")
+    print(f"state:   {out.folder / STATE_DIR}")
+    print(f"adapter: {out.folder / ADAPTER_DIR}  (peft.PeftModel.from_pretrained(base_model, this folder))")
     return 0
 
 
@@ -99,16 +105,18 @@ def _given(args: argparse.Namespace) -> dict[str, object]:
 def run_reallocate(args: argparse.Namespace) -> int:
     """``eva reallocate STATE_DIR``: re-budget the ranks of a saved state, offline."""
     folder = find_state(args.state_dir)
+    out = _Output(args.out, args.overwrite, (STATE_DIR,), STATE_DIR=args.state_dir, state=str(folder))
     state = EvaState.load(folder)
     new = state.reallocate(rank=args.rank, rho=args.rho, redistribution=args.redistribution)
-    saved = new.save(Path(args.out) / STATE_DIR)
+    with out.staged() as staging:
+        new.save(staging / STATE_DIR)
     changed = sum(new.ranks[name] != state.ranks[name] for name in new.ranks)
     print(
         f"reallocated {folder}: rank {state.config.rank} -> {new.config.rank}, rho {state.config.rho} -> "
         f"{new.config.rho}; {changed} of {len(new.ranks)} layers changed rank"
     )
     _print_summary(new, "new ranks")
-    print(f"state:   {saved}")
+    print(f"state:   {out.folder / STATE_DIR}")
     return 0
 
 
@@ -117,8 +125,11 @@ def run_report(args: argparse.Namespace) -> int:
     from ..report import write_report
 
     folder = find_state(args.state_dir)
-    page = write_report(EvaState.load(folder), args.out, title=args.title or f"EVA report: {folder}")
-    print(f"report: {page}")
+    out = _Output(args.out, args.overwrite, ("report.html", "*.png"), STATE_DIR=args.state_dir, state=str(folder))
+    state = EvaState.load(folder)
+    with out.staged() as staging:
+        page = write_report(state, staging, title=args.title or f"EVA report: {folder}")
+    print(f"report: {out.folder / page.name}")
     return 0
 
 
@@ -167,16 +178,6 @@ def _print_summary(state: EvaState, title: str) -> None:
     )
 
 
-def _options(pairs: list[str] | None) -> Mapping[str, str]:
-    options: dict[str, str] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise InvalidConfigError(f"--option {pair!r} is invalid; write KEY=VALUE, e.g. --option task=sst2")
-        options[key.strip()] = value
-    return options
-
-
 def _check_data(data: str) -> None:
     """A DATA that exists must be readable, and one spelled as a path (or with a file suffix) must exist;
     other names (a task alias such as ``walker2d``) are left to the domains."""
@@ -198,6 +199,83 @@ def _check_model(model: str) -> None:
             f"MODEL={model!r}: no such file or folder; pass a model folder, an alias (e.g. minilm, smollm2) or "
             "package.module:factory."
         )
+
+
+class _Output:
+    """The ``--out DIR`` of a command, checked before any work and written all at once at the end.
+
+    The command writes its ``entries`` (``state``, ``adapter``...) into a staging folder inside DIR; each is
+    then renamed into place, an old one of the same name (``--overwrite``) moved aside first and deleted
+    once the new one is in place, so DIR holds either the old entry or the new one, never a mix, and a
+    command that fails or is interrupted leaves DIR as it was. Other files in DIR are never touched.
+
+    Raises:
+        UnsafeOutputError: DIR is a file, is or holds one of ``inputs`` (argument name -> path), exists and
+            is not empty without ``overwrite``, or cannot be created or written.
+    """
+
+    def __init__(self, out: str, overwrite: bool, entries: tuple[str, ...], **inputs: str) -> None:
+        self.folder = Path(out).expanduser()
+        self.overwrite = overwrite
+        where = self.folder.resolve()
+        for argument, value in inputs.items():
+            source = Path(value).expanduser()
+            if source.exists() and (where == source.resolve() or where in source.resolve().parents):
+                raise UnsafeOutputError(
+                    f"--out {out!r} is or holds the input {argument}={value!r}, which writing there would "
+                    "replace; pass another folder."
+                )
+        if self.folder.exists() and not self.folder.is_dir():
+            raise UnsafeOutputError(f"--out {out!r} is a file, not a folder; pass a new or empty folder.")
+        try:
+            held = sorted(item.name for item in self.folder.iterdir()) if self.folder.is_dir() else []
+        except OSError as error:  # a folder we may not list
+            raise UnsafeOutputError(f"--out {out!r} cannot be read ({error}); pass another folder.") from error
+        if held and not overwrite:
+            raise UnsafeOutputError(
+                f"--out {out!r} exists and is not empty (it holds {', '.join(held[:5])}); pass a new or empty "
+                f"folder, or --overwrite to replace its {', '.join(entries)} (other files are kept)."
+            )
+        existing = next(parent for parent in (where, *where.parents) if parent.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise UnsafeOutputError(f"--out {out!r} cannot be written ({existing} is not a writable folder).")
+
+    @contextlib.contextmanager
+    def staged(self) -> Iterator[Path]:
+        """A new, empty folder to write the entries into; they are moved into DIR when the block ends."""
+        existed = self.folder.is_dir()
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=".eva-staging-", dir=self.folder))
+            (staging / "new").mkdir()
+            (staging / "old").mkdir()
+        except OSError as error:
+            raise UnsafeOutputError(f"--out {str(self.folder)!r} cannot be written ({error}).") from error
+        try:
+            yield staging / "new"
+            for item in sorted((staging / "new").iterdir()):
+                _replace(self.folder / item.name, item, staging / "old" / item.name)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            if not existed:
+                with contextlib.suppress(OSError):
+                    self.folder.rmdir()  # only if still empty
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _replace(target: Path, new: Path, aside: Path) -> None:
+    """Rename ``new`` to ``target``; an existing ``target`` is first renamed to ``aside`` (deleted with the
+    staging folder), and renamed back if ``new`` cannot take its place."""
+    old = target.exists() or target.is_symlink()
+    if old:
+        target.rename(aside)
+    try:
+        new.rename(target)
+    except BaseException:
+        if old:
+            aside.rename(target)
+        raise
 
 
 COMMANDS: Mapping[str, Callable[[argparse.Namespace], int]] = {

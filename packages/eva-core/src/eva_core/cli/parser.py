@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import math
+import re
+from collections.abc import Callable
 
 from .. import __version__
 
@@ -29,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("state_dir", metavar="STATE_DIR", help="an `eva fit --out` folder or a saved state folder")
     report.add_argument("--out", required=True, metavar="DIR", help="write DIR/report.html and the PNG charts")
     report.add_argument("--title", help="the page title")
+    _add_overwrite(report, "report.html and its charts")
     report.set_defaults(command="report")
 
     plugins = sub.add_parser("plugins", parents=[common], help="list the installed eva domains")
@@ -38,12 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
         "reallocate", parents=[common], help="re-budget the ranks of a saved state (no data, no model)"
     )
     realloc.add_argument("state_dir", metavar="STATE_DIR", help="an `eva fit --out` folder or a saved state folder")
-    realloc.add_argument("--rank", "-r", type=int, help="the new mean rank")
-    realloc.add_argument("--rho", type=float, help="the new cap factor")
+    realloc.add_argument("--rank", "-r", type=_RANK, help="the new mean rank")
+    realloc.add_argument("--rho", type=_RHO, help="the new cap factor")
     realloc.add_argument(
         "--redistribution", choices=("explained_variance_ratio", "explained_variance", "uniform"), help="the score"
     )
     realloc.add_argument("--out", required=True, metavar="DIR", help="write the new state to DIR/state")
+    _add_overwrite(realloc, "state")
     realloc.set_defaults(command="reallocate")
     return parser
 
@@ -63,13 +68,17 @@ def _add_fit(fit: argparse.ArgumentParser) -> None:
         "--domain", help="the eva domain to use (see `eva plugins`); default: the one that claims the loaded model"
     )
     fit.add_argument("--out", required=True, metavar="DIR", help="write DIR/state and DIR/adapter")
-    fit.add_argument("--rank", "-r", type=int, help="r, the mean LoRA rank per layer (default: the domain's)")
-    fit.add_argument("--rho", type=float, help="a layer may take up to round(rho*r) ranks (default: the domain's)")
-    fit.add_argument("--tau", type=float, help="convergence threshold of the cosine (default: the domain's)")
-    fit.add_argument("--max-batches", type=int, help="stop after this many batches (default: the domain's max_steps)")
-    fit.add_argument("--batch-size", type=int, default=16, help="examples per batch (default 16)")
-    fit.add_argument("--targets", metavar="REGEX", help="target modules (a regex); default: the domain's choice")
-    fit.add_argument("--seed", type=int, help="seed of the eigensolver's start (default: the domain's)")
+    fit.add_argument("--rank", "-r", type=_RANK, help="r, the mean LoRA rank per layer (default: the domain's)")
+    fit.add_argument("--rho", type=_RHO, help="a layer may take up to round(rho*r) ranks (default: the domain's)")
+    fit.add_argument("--tau", type=_TAU, help="convergence threshold of the cosine (default: the domain's)")
+    fit.add_argument(
+        "--max-batches", type=_COUNT, help="stop after this many batches (default: the domain's max_steps)"
+    )
+    fit.add_argument("--batch-size", type=_COUNT, default=16, help="examples per batch (default 16)")
+    fit.add_argument(
+        "--targets", metavar="REGEX", type=_regex, help="target modules (a regex); default: the domain's choice"
+    )
+    fit.add_argument("--seed", type=_SEED, help="seed of the eigensolver's start (default: the domain's)")
     fit.add_argument(
         "--whiten",
         action=argparse.BooleanOptionalAction,
@@ -79,8 +88,73 @@ def _add_fit(fit: argparse.ArgumentParser) -> None:
         "--option",
         "-o",
         action="append",
+        type=_key_value,
         metavar="KEY=VALUE",
         help="a domain setting, repeatable (nlu: task=sst2, max_length=128; llm: template=plain, max_length=512)",
     )
     fit.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_overwrite(fit, "state and adapter folders")
     fit.set_defaults(command="fit")
+
+
+def _add_overwrite(command: argparse.ArgumentParser, written: str) -> None:
+    command.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=f"write into a DIR that is not empty, replacing its {written} (other files in DIR are kept)",
+    )
+
+
+# Value checks: a bad value is a usage error naming the option (exit status 2), before any work. The
+# ranges are EvaConfig's; the upper bounds keep every value in the C integer types torch takes.
+_INT_MAX = 2**31 - 1
+
+
+def _integer(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} is invalid; expected an integer in [{low}, {high}]")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _number(low: float, high: float, meaning: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and low <= value <= high):
+            raise argparse.ArgumentTypeError(f"{text!r} is invalid; expected {meaning}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+_RANK = _integer(1, _INT_MAX)
+_COUNT = _integer(1, _INT_MAX)
+_SEED = _integer(0, 2**63 - 1)
+_RHO = _number(1.0, float(_INT_MAX), "a number >= 1 (1 keeps every layer at the mean rank)")
+_TAU = _number(0.0, 1.0, "a number in [0, 1], e.g. 0.99")
+
+
+def _regex(text: str) -> str:
+    try:
+        re.compile(text)
+    except re.error as error:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a valid regular expression ({error})") from None
+    return text
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is invalid; write KEY=VALUE, e.g. --option task=sst2")
+    return key.strip(), value

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import torch
 import torch.distributed as dist
@@ -85,17 +85,13 @@ class TorchProcessGroup:
         agree with the other ranks. Returns whether any rank still had a batch.
 
         Raises:
-            Exception: what ``run`` raised on this rank (after telling the others).
-            DistributedFitError: ``run`` raised on another rank.
+            BaseException: what ``run`` raised on this rank, KeyboardInterrupt and SystemExit included
+                (after telling the others).
+            DistributedFitError: ``run`` raised on another rank; the message names it and the cause.
         """
-        error: Exception | None = None
-        has_batch = False
-        try:
-            has_batch = run()
-        except Exception as exc:
-            error = exc
+        has_batch, error = _attempt(run)
         flags = torch.zeros(2 + self.size, dtype=torch.float64)
-        flags[0] = float(has_batch)
+        flags[0] = float(bool(has_batch))
         flags[1] = float(len(recorder.order) != self.known_leaders)
         flags[2 + self.rank] = float(error is not None)
         flags = self._all_reduce(flags)
@@ -105,15 +101,11 @@ class TorchProcessGroup:
 
     def agree(self, action: Callable[[], T], what: str) -> T:
         """Run a local ``action`` that may fail on some ranks only, and fail on every rank if it did."""
-        error: Exception | None = None
-        try:
-            result = action()
-        except Exception as exc:
-            error = exc
+        result, error = _attempt(action)
         flags = torch.zeros(self.size, dtype=torch.float64)
         flags[self.rank] = float(error is not None)
         self._raise_failures(self._all_reduce(flags), error, what)  # re-raises ``error`` if action failed
-        return result
+        return cast("T", result)
 
     def total(self, value: float) -> float:
         """The sum of ``value`` over the ranks."""
@@ -134,15 +126,21 @@ class TorchProcessGroup:
         """``world_size`` and ``batches``, the batches all ranks consumed."""
         return {"world_size": self.size, "batches": int(self.total(consumed))}
 
-    def _raise_failures(self, failed: torch.Tensor, error: Exception | None, what: str) -> None:
+    def _raise_failures(self, failed: torch.Tensor, error: BaseException | None, what: str) -> None:
+        """After the all-reduce of every rank's failure flag (``failed``: (W,)): when a rank failed, every
+        rank gathers the causes, then the failing ones re-raise their own error and the others raise
+        :class:`DistributedFitError` naming the ranks and the causes."""
+        ranks = [rank for rank, flag in enumerate(failed.tolist()) if flag > 0]
+        if not ranks:
+            return
+        causes = self.gather(None if error is None else _describe(error))  # every rank knows a rank failed
         if error is not None:
             raise error
-        ranks = [rank for rank, flag in enumerate(failed.tolist()) if flag > 0]
-        if ranks:
-            raise DistributedFitError(
-                f"EVA fit on rank {self.rank}: rank(s) {ranks} of {self.size} raised {what}, so every rank "
-                "stops; their own error message and traceback are in their logs."
-            )
+        said = "; ".join(f"rank {rank}: {causes[rank]}" for rank in ranks)
+        raise DistributedFitError(
+            f"EVA fit on rank {self.rank}: rank(s) {ranks} of {self.size} raised {what} ({said}), so every "
+            "rank stops; their own traceback is in their logs."
+        )
 
     # statistics ------------------------------------------------------------------------------------
     def statistics_factory(self, make: StatisticsFactory) -> StatisticsFactory:
@@ -265,6 +263,26 @@ class TorchProcessGroup:
         moved = tensor.to(self.device)
         dist.broadcast(moved, src=owner)
         return moved
+
+
+def _attempt(action: Callable[[], T]) -> tuple[T | None, BaseException | None]:
+    """``(action(), None)``, or ``(None, error)`` when it raised.
+
+    KeyboardInterrupt and SystemExit are caught too, to be re-raised once the other ranks know: in a
+    notebook the interrupted process lives on, and the others would otherwise wait in the next collective
+    until the process group's timeout (30 minutes under gloo), then die with the backend's error.
+    """
+    try:
+        return action(), None
+    except BaseException as error:  # re-raised by _raise_failures after the all-reduce
+        return None, error
+
+
+def _describe(error: BaseException, limit: int = 300) -> str:
+    """``Type: message`` of ``error`` on one line, at most ``limit`` characters (sent to the other ranks)."""
+    message = " ".join(str(error).split())
+    text = f"{type(error).__name__}: {message}" if message else type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class SharedStatistics:

@@ -72,6 +72,16 @@ def skip_consumed(stream: Iterator[Any], count: int) -> Iterator[Any]:
     return stream
 
 
+def _length(batches: Iterable[Any]) -> int | None:
+    """``len(batches)``, or None when it has no valid one: a DataLoader over an ``IterableDataset`` has
+    ``__len__`` but raises ``TypeError`` from it, and other iterables may raise or return a non-integer.
+    The length only sizes the progress bar, so no failure of ``len()`` may stop the fit."""
+    try:
+        return len(batches)  # type: ignore[arg-type]
+    except Exception:  # TypeError above; ValueError (negative), OverflowError, NotImplementedError elsewhere
+        return None
+
+
 class BatchProgress:
     """A progress bar over the batch iterator; ``next(bar)`` reads the next batch.
 
@@ -84,9 +94,8 @@ class BatchProgress:
     """
 
     def __init__(self, stream: Iterator[Any], batches: Iterable[Any], max_steps: int, start: int, shown: bool) -> None:
-        total = max_steps
-        if hasattr(batches, "__len__"):
-            total = min(total, len(batches))  # type: ignore[arg-type]
+        length = _length(batches)
+        total = max_steps if length is None else min(max_steps, length)
         self.bar = tqdm(
             stream,
             total=total,

@@ -42,8 +42,8 @@ class ProcessGroup(Protocol):
         return whether any process still had a batch.
 
         Raises:
-            Exception: what ``run`` raised here.
-            DistributedFitError: ``run`` raised on another process.
+            BaseException: what ``run`` raised here (KeyboardInterrupt and SystemExit included).
+            DistributedFitError: ``run`` raised on another process; the message names it and the cause.
         """
 
     def sync(self, recorder: InputRecorder) -> None:

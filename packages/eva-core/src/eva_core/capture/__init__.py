@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
+from .embedding import embedding_rows, embedding_rows_for
 from .recorder import InputRecorder, StopForward
 from .rows import input_width, token_rows
 
-__all__ = ["InputRecorder", "StopForward", "input_width", "token_rows"]
+__all__ = ["InputRecorder", "StopForward", "embedding_rows", "embedding_rows_for", "input_width", "token_rows"]

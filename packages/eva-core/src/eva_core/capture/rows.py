@@ -40,7 +40,10 @@ def token_rows(layer_input: torch.Tensor, row_mask: torch.Tensor | None) -> tupl
 
 def input_width(module: nn.Module) -> int:
     """d_in of a layer that never ran: ``in_features`` of a linear, ``C_in / groups * prod(kernel)`` of a
-    conv (the width of its unfolded patches), ``nx`` of transformers' ``Conv1D``; 0 when unknown."""
+    conv (the width of its unfolded patches), ``nx`` of transformers' ``Conv1D``, ``num_embeddings`` of an
+    embedding (its one-hot rows); 0 when unknown."""
+    if isinstance(module, nn.Embedding):
+        return module.num_embeddings
     if isinstance(module, nn.modules.conv._ConvNd):
         return module.in_channels // module.groups * math.prod(module.kernel_size)
     return int(getattr(module, "in_features", None) or getattr(module, "nx", None) or 0)

@@ -136,7 +136,7 @@ def apply(
     return peft_model
 
 
-def _lora_weights(layer: nn.Module, adapter_name: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _lora_weights(layer: Any, adapter_name: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The (A, B) weights of ``layer``'s adapter. An embedding's are ``lora_embedding_A`` (r_l, V) and
     ``lora_embedding_B`` (d_out, r_l): peft computes ``embedding(ids, A^T) @ B^T``, i.e. ``onehot(ids) A^T
     B^T`` as a linear layer's ``x A^T B^T``, so A's rows are the components there too."""

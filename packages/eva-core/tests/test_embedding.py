@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import VOCAB, tiny_model, token_batches
-from hypothesis import given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -108,6 +108,27 @@ def test_distinct_counts_give_the_reference_vectors(centered) -> None:
     torch.testing.assert_close(my_vectors * signs, vectors, rtol=0, atol=1e-10)
     residual = my_vectors @ scatter - mine[:, None] * my_vectors  # C v = lambda v, row by row
     assert residual.abs().max() < 1e-7
+
+
+@settings(max_examples=200)
+@given(
+    counts=st.lists(st.one_of(st.integers(0, 5), st.integers(0, 10**7)), min_size=1, max_size=40),
+    centered=st.booleans(),
+    k=st.integers(1, 45),
+)
+@example(counts=[2, 4999994], centered=True, k=2)  # one dominant token: 1 - sum w/(d - lambda) cancels
+def test_eigenpairs_hold_to_float64_precision(counts, centered, k) -> None:
+    """Large and small counts side by side: eigenvalues and residuals to ~1e-15 of the largest count, and
+    orthonormal vectors to ~1e-15 (the secular solve must not lose digits to cancellation)."""
+    c = torch.tensor(counts, dtype=torch.float64)
+    assume(c.sum() > 0)
+    scatter = torch.diag(c) - (torch.outer(c, c) / c.sum() if centered else 0.0)
+    values, vectors = count_eigenpairs(c, k, centered)
+    scale = float(c.max())
+    reference = torch.linalg.eigvalsh(scatter).flip(0)[: len(values)]
+    assert (values - reference).abs().max() / scale < 1e-13
+    assert (vectors @ scatter - values[:, None] * vectors).abs().max() / scale < 1e-13
+    assert (vectors @ vectors.T - torch.eye(len(values), dtype=torch.float64)).abs().max() < 1e-13
 
 
 def test_dense_rows_are_refused() -> None:

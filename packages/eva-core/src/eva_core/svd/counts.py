@@ -12,13 +12,16 @@ Both are solved exactly, in O(V + k * G) work for the top k pairs (G distinct no
 * ``diag(c) - z z^T`` with z = c / sqrt(n), a rank-one downdate of a diagonal (Golub 1973; Gu and
   Eisenstat 1994 for the accuracy). Tokens of equal count d form a group; within a group of m tokens the
   m - 1 directions orthogonal to z keep eigenvalue d (an orthonormal Helmert basis of the group). Each
-  group then contributes one root of the secular equation
-
-      f(lambda) = 1 - sum_g w_g / (d_g - lambda) = 0,    w_g = m_g d_g^2 / n,
-
+  group then contributes one root of the secular equation ``1 = sum_g m_g d_g^2 / (n (d_g - lambda))``,
   which lies strictly between the group's count and the next smaller one (the smallest root is 0: the
-  all-ones direction over the seen tokens), with eigenvector (c_t / (c_t - lambda))_t. Each root is found
-  by bisection in float64 about its nearer pole (so ``d - lambda`` keeps full relative precision).
+  all-ones direction over the seen tokens), with eigenvector (c_t / (c_t - lambda))_t. Since
+  ``sum_g m_g d_g = n``, ``d^2 / (d - lambda) = d + lambda d / (d - lambda)`` turns it, for lambda > 0, into
+
+      h(lambda) = sum_g m_g d_g / (d_g - lambda) = 0,
+
+  free of the cancellation against 1 that loses digits when one token dominates. Each root is found by
+  bisection of h in float64 about its nearer pole (so every ``d - lambda`` keeps full relative precision,
+  which keeps the vectors orthogonal to working precision, as in Gu and Eisenstat).
 
 Unseen tokens (count 0) have eigenvalue 0 and their unit vectors.
 """
@@ -160,10 +163,10 @@ def _units(tokens: torch.Tensor, dim: int) -> torch.Tensor:
 def _downdate_pairs(counts: torch.Tensor, order: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k eigenpairs of ``diag(c) - c c^T / n`` in the order the module docstring derives: per group
     (descending count) its m - 1 Helmert pairs, then its secular root; then the unseen tokens."""
-    dim, n = counts.shape[0], float(counts.sum())
+    dim = counts.shape[0]
     seen = int((counts > 0).sum())
     levels, sizes = torch.unique_consecutive(counts[order[:seen]], return_counts=True)  # (G,) descending
-    weights = sizes * levels * levels / n  # (G,) w_g
+    weights = sizes * levels  # (G,) m_g d_g
     values: list[float] = []
     vectors: list[torch.Tensor] = []
     start = 0
@@ -181,7 +184,7 @@ def _downdate_pairs(counts: torch.Tensor, order: torch.Tensor, k: int) -> tuple[
             ones[order[:seen]] = 1.0 / math.sqrt(seen)
             vectors.append(ones)
         else:
-            root, vector = _secular_pair(levels, weights, g, n)
+            root, vector = _secular_pair(levels, weights, g)
             values.append(root)
             vectors.append(_spread(vector, order[:seen], sizes, dim))
         if len(values) >= k:
@@ -200,12 +203,12 @@ def _helmert(group: torch.Tensor, i: int, dim: int) -> torch.Tensor:
     return vector / math.sqrt(i * (i + 1))
 
 
-def _secular_pair(levels: torch.Tensor, weights: torch.Tensor, g: int, n: float) -> tuple[float, torch.Tensor]:
-    """The root of ``f`` between ``levels[g + 1]`` and ``levels[g]`` and its eigenvector's value per group
-    (G,) (unnormalised: ``(d_h / sqrt(n)) / (d_h - lambda)``)."""
+def _secular_pair(levels: torch.Tensor, weights: torch.Tensor, g: int) -> tuple[float, torch.Tensor]:
+    """The root of ``h`` between ``levels[g + 1]`` and ``levels[g]`` and its eigenvector's value per group
+    (G,) (unnormalised: ``d_h / (d_h - lambda)``)."""
     upper, lower = float(levels[g]), float(levels[g + 1])
     middle = 0.5 * (upper + lower)
-    near_upper = _secular(levels - middle, weights, 0.0) >= 0  # f decreases: the root lies above the middle
+    near_upper = _secular(levels - middle, weights, 0.0) < 0  # h increases: the root lies above the middle
     origin = upper if near_upper else lower
     gaps = levels - origin  # (G,) d_h - origin, exact for integer counts
     low, high = (middle - upper, 0.0) if near_upper else (0.0, middle - lower)  # tau = lambda - origin
@@ -213,17 +216,17 @@ def _secular_pair(levels: torch.Tensor, weights: torch.Tensor, g: int, n: float)
         tau = 0.5 * (low + high)
         if tau in (low, high):
             break
-        if _secular(gaps, weights, tau) >= 0:
+        if _secular(gaps, weights, tau) < 0:
             low = tau
         else:
             high = tau
     tau = 0.5 * (low + high)
-    return origin + tau, (levels / math.sqrt(n)) / (gaps - tau)
+    return origin + tau, levels / (gaps - tau)
 
 
 def _secular(gaps: torch.Tensor, weights: torch.Tensor, tau: float) -> float:
-    """f(origin + tau) = 1 - sum_g w_g / (d_g - origin - tau); ``gaps`` (G,) = d_g - origin."""
-    return 1.0 - float((weights / (gaps - tau)).sum())
+    """h(origin + tau) = sum_g m_g d_g / (d_g - origin - tau); ``gaps`` (G,) = d_g - origin."""
+    return float((weights / (gaps - tau)).sum())
 
 
 def _spread(per_group: torch.Tensor, seen: torch.Tensor, sizes: torch.Tensor, dim: int) -> torch.Tensor:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from .embedding import embedding_rows, embedding_rows_for
 from .recorder import InputRecorder, StopForward
-from .rows import input_width, token_rows
+from .rows import embedding_rows, embedding_rows_for, input_width, token_rows
 
 __all__ = ["InputRecorder", "StopForward", "embedding_rows", "embedding_rows_for", "input_width", "token_rows"]

@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ..capture.embedding import embedding_rows_for
-from ..capture.rows import token_rows
+from ..capture.rows import embedding_rows_for, token_rows
 from ..contract import PreparedBatch, RowsFn, hookimpl
 
 if TYPE_CHECKING:

@@ -43,7 +43,7 @@ class CountStatistics:
     """Token counts of the one-hot rows fed to an embedding of ``dim`` = V tokens, in O(V) memory.
 
     ``update`` takes the rows as a sparse (N, V) one-hot tensor (see
-    :func:`eva_core.capture.embedding.embedding_rows`): one entry per row, at (i, token id).
+    :func:`eva_core.capture.embedding_rows`): one entry per row, at (i, token id).
 
     Args:
         dim: V, the embedding's ``num_embeddings``.

@@ -22,8 +22,8 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from eva_core import EvaState, fit
-from eva_core.capture import embedding_rows, embedding_rows_for, input_width
+from eva_core import EvaState, fit, hookimpl, plugin_manager
+from eva_core.capture import embedding_rows, embedding_rows_for, input_width, token_rows
 from eva_core.plugins.generic import token_mask
 from eva_core.svd import CountStatistics
 from eva_core.svd.counts import count_eigenpairs
@@ -186,6 +186,40 @@ def test_apply_puts_the_components_in_lora_embedding_a(embedding_fit, tmp_path) 
         hidden = layer(batch["input_ids"]) - layer.base_layer(batch["input_ids"])
     expected = loaded.components("embed").T[batch["input_ids"]].sum(dim=-1, keepdim=True) * layer.scaling["default"]
     torch.testing.assert_close(hidden, expected.expand_as(hidden))
+
+
+class DenseOneHotRows:
+    """A plugin that gives the embedding dense one-hot rows: those go to the Gram statistics, not to counts."""
+
+    @hookimpl
+    def eva_layer_rows(self, name, module):
+        if not isinstance(module, nn.Embedding):
+            return None
+
+        def rows(layer_input: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+            one_hot = torch.nn.functional.one_hot(layer_input, module.num_embeddings).float()  # (B, T, V)
+            return token_rows(one_hot, mask)
+
+        return rows
+
+
+@pytest.mark.parametrize("centered", [True, False])
+def test_counts_agree_with_the_gram_statistics_of_dense_one_hot_rows(centered) -> None:
+    """The same fit twice: token counts (the generic rows) and the exact Gram engine fed dense one-hot rows
+    by a plugin. Ratios agree, and so do the spans of the top components at every eigenvalue gap."""
+    manager = plugin_manager(load_entry_points=False)
+    manager.register(DenseOneHotRows(), "dense")
+    settings_ = {**SETTINGS, "centered": centered}
+    counted = fit(tiny_model(0).eval(), token_batches(6), target_modules=["embed"], **settings_)
+    dense = fit(tiny_model(0).eval(), token_batches(6), target_modules=["embed"], plugins=manager, **settings_)
+    mine, gram = counted.layers["embed"], dense.layers["embed"]
+    assert mine.rows == gram.rows
+    torch.testing.assert_close(mine.explained_variance_ratio, gram.explained_variance_ratio, rtol=1e-4, atol=1e-6)
+    values = mine.singular_values.double() ** 2
+    for r in range(1, len(values)):
+        if values[r - 1] - values[r] > 1e-3:
+            projector = mine.components[:r].T @ mine.components[:r]  # (V, V)
+            torch.testing.assert_close(projector, gram.components[:r].T @ gram.components[:r], rtol=0, atol=1e-4)
 
 
 def test_uncentered_components_are_the_most_frequent_tokens() -> None:

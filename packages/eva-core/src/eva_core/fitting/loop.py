@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ..capture import InputRecorder, StopForward
+from ..capture import InputRecorder, StopForward, embedding_rows
 from ..errors import EmptyDataError, InvalidConfigError
 from ..plugins import DomainHooks, PluginManager, plugin_manager
 from ..svd import CountStatistics, GramStatistics, SketchStatistics
@@ -138,7 +138,8 @@ class _Fit:
         rows_fns = hooks.rows_functions(self.layers)
         self.device = model_device(model)
         self.group = join_process_group(config.distributed)
-        self.plan = _StatisticsPlan(config, counted={n for n, m in self.layers.items() if isinstance(m, nn.Embedding)})
+        counted = {name for name, rows in rows_fns.items() if getattr(rows, "func", None) is embedding_rows}
+        self.plan = _StatisticsPlan(config, counted)
         self.recorder = InputRecorder(
             self.layers,
             rows_fns,
@@ -227,7 +228,8 @@ class _Fit:
 
 class _StatisticsPlan:
     """Chooses exact Gram statistics per measured input while they fit ``gram_memory_bytes``, else a sketch;
-    the embeddings in ``counted`` get token counts (O(V) memory, not counted against the budget)."""
+    the layers in ``counted`` (their rows are :func:`~eva_core.capture.embedding_rows`: one-hot token ids) get
+    token counts (O(V) memory, outside the budget)."""
 
     def __init__(self, config: EvaConfig, counted: set[str] | None = None) -> None:
         self.config = config

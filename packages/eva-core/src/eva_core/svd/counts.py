@@ -105,7 +105,7 @@ class CountStatistics:
         total = float(counts.sum())
         rows = round(total)
         if self.centered and total > 0:
-            total -= float((counts * counts).sum()) / total  # trace of diag(c) - c c^T / n
+            total = float((counts * (total - counts)).sum()) / total  # trace sum c (n - c) / n: no cancellation
         denominator = max(rows - 1, 1) if self.centered else max(rows, 1)
         device = self.counts.device
         values = values.clamp_min(0.0)

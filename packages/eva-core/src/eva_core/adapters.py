@@ -121,7 +121,7 @@ def apply(
         if rank == 0:
             continue
         layer = modules[name]
-        weight_a = layer.lora_A[adapter_name].weight  # (r_l, d_in), or (r_l, C_in, k_h, k_w) for a conv
+        weight_a, weight_b = _lora_weights(layer, adapter_name)  # A: (r_l, d_in), (r_l, C_in, k_h, k_w) for a conv
         rows = state.components(name).to(device=weight_a.device, dtype=weight_a.dtype)  # (r_l, d_in)
         if weight_a.dim() > 2 and rows.dim() == 2 and rows.shape[1] == weight_a[0].numel():
             # a conv's A is (r_l, C_in, *kernel); rows of unfolded patches are flattened in that order
@@ -132,8 +132,18 @@ def apply(
                 f"{tuple(weight_a.shape)}; was the state fitted on a different model?"
             )
         weight_a.copy_(rows)
-        layer.lora_B[adapter_name].weight.zero_()
+        weight_b.zero_()
     return peft_model
+
+
+def _lora_weights(layer: Any, adapter_name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (A, B) weights of ``layer``'s adapter. An embedding's are ``lora_embedding_A`` (r_l, V) and
+    ``lora_embedding_B`` (d_out, r_l): peft computes ``embedding(ids, A^T) @ B^T``, i.e. ``onehot(ids) A^T
+    B^T`` as a linear layer's ``x A^T B^T``, so A's rows are the components there too."""
+    embedding_a = getattr(layer, "lora_embedding_A", None)
+    if embedding_a is not None and adapter_name in embedding_a:
+        return embedding_a[adapter_name], layer.lora_embedding_B[adapter_name]
+    return layer.lora_A[adapter_name].weight, layer.lora_B[adapter_name].weight
 
 
 def _domain(model: nn.Module, state: EvaState, manager: PluginManager) -> DomainHooks:

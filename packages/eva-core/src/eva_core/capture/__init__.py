@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from .recorder import InputRecorder, StopForward
-from .rows import input_width, token_rows
+from .rows import embedding_rows, embedding_rows_for, input_width, token_rows
 
-__all__ = ["InputRecorder", "StopForward", "input_width", "token_rows"]
+__all__ = ["InputRecorder", "StopForward", "embedding_rows", "embedding_rows_for", "input_width", "token_rows"]

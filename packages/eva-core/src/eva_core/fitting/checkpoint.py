@@ -331,7 +331,7 @@ def _listing(directory: Path, rank: int, world: int) -> list[tuple[int, Path]]:
 
 
 def _device_of(stats: Any) -> torch.device:
-    for name in ("scatter", "basis", "mean"):
+    for name in ("scatter", "basis", "mean", "counts"):
         tensor = getattr(stats, name, None)
         if isinstance(tensor, torch.Tensor):
             return tensor.device

@@ -27,13 +27,13 @@ import torch
 import torch.distributed as dist
 
 from ..errors import DistributedFitError, InvalidConfigError
-from ..svd import GramStatistics, InputStatistics, Spectrum
+from ..svd import CountStatistics, GramStatistics, InputStatistics, Spectrum
 from .process_group import ProcessGroup, SingleProcess
 
 if TYPE_CHECKING:
     from ..capture.recorder import InputRecorder, StatisticsFactory
 
-__all__ = ["SharedStatistics", "TorchProcessGroup", "join_process_group"]
+__all__ = ["SharedCounts", "SharedStatistics", "TorchProcessGroup", "join_process_group"]
 
 _log = logging.getLogger(__name__)
 
@@ -148,6 +148,8 @@ class TorchProcessGroup:
 
         def shared(name: str, dim: int, device: torch.device) -> InputStatistics:
             local = make(name, dim, device)
+            if isinstance(local, CountStatistics):
+                return SharedCounts(local, CountStatistics(dim, device, centered=local.centered))
             if not isinstance(local, GramStatistics):
                 raise InvalidConfigError(
                     f"layer {name!r} (d_in={dim}) does not fit in the exact statistics' memory "
@@ -165,6 +167,8 @@ class TorchProcessGroup:
             self._merge_layout(recorder)
             self.layout_pending = False
         self.known_leaders = len(recorder.order)
+        counted = [recorder.statistics.get(name) for name in recorder.order]  # the agreed order
+        self._sum_counts([stats for stats in counted if isinstance(stats, SharedCounts)])
         active = [recorder.statistics.get(name) for name in recorder.order if name in recorder.active]
         merged = [stats for stats in active if isinstance(stats, SharedStatistics)]
         if not merged:
@@ -193,6 +197,18 @@ class TorchProcessGroup:
                 local.clear()
             stats.rows = float(totals[i])
             offset += local.dim
+
+    def _sum_counts(self, shared: Sequence[SharedCounts]) -> None:
+        """Add every rank's token counts since the last exchange to every rank's totals (one all-reduce;
+        ``shared`` lists the agreed leaders in the same order on every rank)."""
+        if not shared:
+            return
+        summed = self._all_reduce(torch.cat([stats.local.counts.to("cpu") for stats in shared]))
+        offset = 0
+        for stats in shared:
+            stats.total.add(summed[offset : offset + stats.dim])
+            stats.local.clear()
+            offset += stats.dim
 
     def _anchor(self, pending: Sequence[SharedStatistics]) -> None:
         """Move each statistics onto the pooled mean of all ranks' rows (once it has rows anywhere)."""
@@ -350,3 +366,39 @@ class SharedStatistics:
         self.local.load_state_dict({key[6:]: value for key, value in state.items() if key.startswith("local.")})
         owner, anchored, rows, finite = state["shared"].tolist()
         self.owner, self.anchored, self.rows, self.finite = int(owner), bool(anchored), rows, bool(finite)
+
+
+class SharedCounts:
+    """An embedding's token counts in a distributed fit: this rank's since the last exchange (``local``)
+    and the sum over all ranks at the last exchange (``total``, the same on every rank). Counts add
+    exactly, and every rank solves the same closed-form spectrum, so :meth:`top` needs no collective."""
+
+    def __init__(self, local: CountStatistics, total: CountStatistics) -> None:
+        self.local, self.total = local, total
+
+    @property
+    def dim(self) -> int:
+        return self.local.dim
+
+    def update(self, rows: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        self.local.update(rows, mask)
+
+    def rows_seen(self) -> torch.Tensor:
+        return self.total.rows_seen()
+
+    def is_finite(self) -> torch.Tensor:
+        return self.total.is_finite()
+
+    def top(
+        self, k: int, previous: torch.Tensor | None = None, exact: bool = False, accurate: int | None = None
+    ) -> Spectrum:
+        return self.total.top(k, previous=previous, exact=exact, accurate=accurate)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        state = {f"local.{key}": value for key, value in self.local.state_dict().items()}
+        state.update({f"total.{key}": value for key, value in self.total.state_dict().items()})
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for prefix, part in (("local.", self.local), ("total.", self.total)):
+            part.load_state_dict({key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)})

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ..capture import InputRecorder, StopForward
+from ..capture import InputRecorder, StopForward, embedding_rows
 from ..errors import EmptyDataError, InvalidConfigError
 from ..plugins import DomainHooks, PluginManager, plugin_manager
-from ..svd import GramStatistics, SketchStatistics
+from ..svd import CountStatistics, GramStatistics, SketchStatistics
 from .checkpoint import Checkpointing
 from .distributed import join_process_group
 from .feed import BatchProgress, model_device, placed, skip_consumed
@@ -138,7 +138,8 @@ class _Fit:
         rows_fns = hooks.rows_functions(self.layers)
         self.device = model_device(model)
         self.group = join_process_group(config.distributed)
-        self.plan = _StatisticsPlan(config)
+        counted = {name for name, rows in rows_fns.items() if getattr(rows, "func", None) is embedding_rows}
+        self.plan = _StatisticsPlan(config, counted)
         self.recorder = InputRecorder(
             self.layers,
             rows_fns,
@@ -226,13 +227,18 @@ class _Fit:
 
 
 class _StatisticsPlan:
-    """Chooses exact Gram statistics per measured input while they fit ``gram_memory_bytes``, else a sketch."""
+    """Chooses exact Gram statistics per measured input while they fit ``gram_memory_bytes``, else a sketch;
+    the layers in ``counted`` (their rows are :func:`~eva_core.capture.embedding_rows`: one-hot token ids) get
+    token counts (O(V) memory, outside the budget)."""
 
-    def __init__(self, config: EvaConfig) -> None:
+    def __init__(self, config: EvaConfig, counted: set[str] | None = None) -> None:
         self.config = config
         self.left = config.gram_memory_bytes
+        self.counted = counted or set()
 
-    def make(self, name: str, dim: int, device: torch.device) -> GramStatistics | SketchStatistics:
+    def make(self, name: str, dim: int, device: torch.device) -> CountStatistics | GramStatistics | SketchStatistics:
+        if name in self.counted:
+            return CountStatistics(dim, device, centered=self.config.centered)
         need = 4 * dim * dim
         if need <= self.left:
             self.left -= need

@@ -1,4 +1,5 @@
-"""The built-in plugin: every ``nn.Linear``, and dict / tuple / tensor batches.
+"""The built-in plugin: every ``nn.Linear`` (and the ``nn.Embedding`` layers ``target_modules`` names), and
+dict / tuple / tensor batches.
 
 Dict batches are passed as keyword arguments; rows where ``attention_mask`` is 0, or where ``labels``
 (same shape) is -100, are left out of the SVD, and ``labels`` are not passed to the model. Tuple and
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ..capture.rows import token_rows
+from ..capture.rows import embedding_rows_for, token_rows
 from ..contract import PreparedBatch, RowsFn, hookimpl
 
 if TYPE_CHECKING:
@@ -40,6 +41,8 @@ def eva_target_modules(model: nn.Module, config: EvaConfig) -> Sequence[str] | N
 
 @hookimpl(trylast=True)
 def eva_layer_rows(name: str, module: nn.Module) -> RowsFn | None:
+    if isinstance(module, nn.Embedding):  # token ids: one-hot rows, measured by their counts
+        return embedding_rows_for(module)
     return token_rows if isinstance(module, nn.Linear) else None
 
 

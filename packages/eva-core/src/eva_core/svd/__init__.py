@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from .counts import CountStatistics
 from .eigensolver import top_eigenpairs
 from .gram import GramStatistics
 from .sketch import SketchStatistics
 from .spectrum import InputStatistics, Spectrum
 
-__all__ = ["GramStatistics", "InputStatistics", "SketchStatistics", "Spectrum", "top_eigenpairs"]
+__all__ = ["CountStatistics", "GramStatistics", "InputStatistics", "SketchStatistics", "Spectrum", "top_eigenpairs"]

@@ -28,6 +28,7 @@ __all__ = [
     "NotConvergedWarning",
     "PluginLoadError",
     "ReallocationError",
+    "StateFileError",
     "TooFewRowsWarning",
     "UnknownDomainError",
     "UnreadableDataError",
@@ -113,6 +114,12 @@ class MissingStateError(EvaError, FileNotFoundError):
 
 class MissingExtraError(EvaError, ImportError):
     """An optional dependency of a feature is not installed; the message names the pip extra."""
+
+
+class StateFileError(EvaError, ValueError):
+    """A saved state or checkpoint file cannot be written or read as it is: a value JSON cannot store, a
+    corrupt or truncated file, a file that is not ours, or contents a fit cannot produce (NaN, ranks over
+    the budget, layers missing); the message names the file and the layer."""
 
 
 class EvaWarning(UserWarning):

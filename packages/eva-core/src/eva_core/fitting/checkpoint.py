@@ -185,9 +185,13 @@ class Checkpointing:
         }
         final = self.directory / f"eva-fit.rank{rank}-of{world}.step{progress.steps:08d}.safetensors"
         temporary = final.with_name(f".{final.name}.tmp")
-        save_file(tensors, str(temporary), metadata={"eva": json.dumps(meta)})
-        _flush_to_disk(temporary)  # before the rename: a crash must not leave a renamed, empty file
-        os.replace(temporary, final)
+        try:
+            save_file(tensors, str(temporary), metadata={"eva": json.dumps(meta)})
+            _flush_to_disk(temporary)  # before the rename: a crash must not leave a renamed, empty file
+            os.replace(temporary, final)
+        except BaseException:  # a full disk: no half-written temporary file left behind
+            temporary.unlink(missing_ok=True)
+            raise
         _flush_to_disk(self.directory)
         for _, old in _listing(self.directory, rank, world)[:-_KEEP]:
             old.unlink(missing_ok=True)

@@ -201,6 +201,18 @@ def test_corrupt_files_raise_an_eva_error_naming_the_file(tmp_path: Path, target
         EvaState.load(tmp_path)
 
 
+@pytest.mark.parametrize(
+    "name", [None, 3, "../elsewhere.safetensors", "/etc/passwd", ".eva_state." + "0" * 32 + ".json.tmp"]
+)
+def test_a_manifest_naming_no_spectra_file_of_ours_is_refused(tmp_path: Path, name: object) -> None:
+    """Found by the damage property: ``"tensors": null`` was reported as a missing file ``<folder>/None``;
+    a manifest may name only a spectra file save() writes, in its own folder."""
+    make_state().save(tmp_path)
+    _rewrite(tmp_path, lambda meta: meta.update(tensors=name))
+    with pytest.raises(StateFileError, match=rf"{tmp_path / 'eva_state.json'} names no spectra file save\(\) writes"):
+        EvaState.load(tmp_path)
+
+
 def test_spectra_altered_after_the_save_are_refused(tmp_path: Path) -> None:
     make_state().save(tmp_path)
     meta = json.loads((tmp_path / "eva_state.json").read_text())

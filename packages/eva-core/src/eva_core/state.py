@@ -27,7 +27,8 @@ __all__ = ["EvaState", "LayerSpectrum"]
 _FORMAT, _LEGACY = "eva-state/2", "eva-state/1"
 _META = "eva_state.json"  # the manifest; replacing it is the one commit point of a save
 _LEGACY_TENSORS = "spectra.safetensors"  # eva-state/1 (read, and removed once superseded)
-_OURS = re.compile(r"spectra-[0-9a-f]{32}\.safetensors|\.eva_state\.[0-9a-f]{32}\.json\.tmp")
+_SPECTRA = re.compile(r"spectra-[0-9a-f]{32}\.safetensors")  # a fresh name per save
+_OURS = re.compile(rf"{_SPECTRA.pattern}|\.eva_state\.[0-9a-f]{{32}}\.json\.tmp")
 _SPECTRUM = ("components", "singular_values", "explained_variance", "explained_variance_ratio")
 
 
@@ -248,7 +249,7 @@ def _previous_spectra(folder: Path, where: str) -> str | None:
         kind, meta = repr(error), {}
     if kind == _LEGACY:
         return _LEGACY_TENSORS
-    if kind == _FORMAT and isinstance(meta.get("tensors"), str) and _OURS.fullmatch(meta["tensors"]):
+    if kind == _FORMAT and isinstance(meta.get("tensors"), str) and _SPECTRA.fullmatch(meta["tensors"]):
         return str(meta["tensors"])
     raise StateFileError(
         f"{where}: {folder / _META} is not a state EvaState.save wrote ({kind}); it is left as it is. "
@@ -297,8 +298,13 @@ def read_state(cls: type[EvaState], folder: Path, device: torch.device | str) ->
     kind = meta.get("format") if isinstance(meta, dict) else None
     if kind not in (_FORMAT, _LEGACY):
         raise StateFileError(f"{meta_path} has format {kind!r}; this eva-core reads {_FORMAT!r} and {_LEGACY!r}.")
-    spectra_path = folder / (_LEGACY_TENSORS if kind == _LEGACY else str(meta.get("tensors")))
-    tensors = _read_spectra(spectra_path, meta.get("sha256"))
+    name = _LEGACY_TENSORS if kind == _LEGACY else meta.get("tensors")
+    if not isinstance(name, str) or not (name == _LEGACY_TENSORS or _SPECTRA.fullmatch(name)):
+        raise StateFileError(
+            f"{meta_path} names no spectra file save() writes (tensors={name!r}); save the state again."
+        )
+    spectra_path = folder / name
+    tensors = _read_spectra(spectra_path, meta_path, meta.get("sha256"))
     try:
         layers = {name: _layer(name, info, tensors) for name, info in meta["layers"].items()}
         state = cls(
@@ -318,11 +324,13 @@ def read_state(cls: type[EvaState], folder: Path, device: torch.device | str) ->
     return state
 
 
-def _read_spectra(path: Path, sha256: object) -> dict[str, torch.Tensor]:
+def _read_spectra(path: Path, meta_path: Path, sha256: object) -> dict[str, torch.Tensor]:
     try:
         data = path.read_bytes()
     except OSError as error:
-        raise StateFileError(f"{path}, named by {_META}, cannot be read ({error}); save the state again.") from error
+        raise StateFileError(
+            f"{path}, named by {meta_path}, cannot be read ({error}); save the state again."
+        ) from error
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
         raise StateFileError(f"{path} is not the file {_META} was saved with (checksum differs); save the state again.")
     try:

@@ -58,8 +58,7 @@ def fit(
         batches: any iterable of batches (a DataLoader, a list of dicts, a generator).
         config: the EVA settings; default: the domain's (``eva_default_config``: e.g. rank 8 and whitened
             components for a ViT), which ``overrides`` replace field by field (``fit(m, b, rank=8)``).
-        checkpoint_dir: write the running state to this folder every ``checkpoint_every`` batches. A fit
-            that does not resume from it refuses a folder already holding checkpoints (never deletes them).
+        checkpoint_dir: write the running state to this folder every ``checkpoint_every`` batches.
         checkpoint_every: batches between checkpoints (default 50; needs ``checkpoint_dir``).
         resume: continue from the latest checkpoint in ``checkpoint_dir`` (a fresh fit if there is none
             yet). Pass the same ``batches``: the ones already consumed are skipped.
@@ -77,8 +76,7 @@ def fit(
         InvalidConfigError: ``checkpoint_dir`` holds checkpoints this fit does not resume from.
         CheckpointMismatchError: the checkpoint to resume from was written by another config, model (layer
             types, widths or weights) or number of processes.
-        StateFileError: no checkpoint to resume from is readable (each named); a truncated latest one is
-            skipped, with a warning, for the older one kept.
+        StateFileError: no checkpoint to resume from is readable (an unreadable latest one is skipped).
         DistributedFitError: another rank of a distributed fit failed.
     """
     hooks = (plugins or plugin_manager()).for_model(model, overrides.get("domain", config and config.domain))

@@ -5,7 +5,8 @@ then (a torn write leaves half of its bytes) and stops the writer, as ``kill -9`
 point k raises ``OSError(ENOSPC)`` there (after half the bytes of a write) and lets the writer clean up.
 After each fault the files on disk load as exactly the old state or exactly the new one, and a fit
 resumed from the checkpoints ends as the uninterrupted fit. A few kills are real (``os._exit(137)`` in a
-subprocess at the k-th operation) to check that the in-process model of a kill is faithful.
+subprocess at the k-th operation, and SIGKILL after random delays) to check that the in-process model of
+a kill is faithful.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ import contextlib
 import errno
 import logging
 import os
+import random
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -277,12 +281,34 @@ def run_killed(mode: str, folder: Path, at: int) -> None:
     assert proc.returncode == 137, proc.stderr.decode()[-2000:]
 
 
-@pytest.mark.parametrize("at", [3, 7])
-def test_a_save_really_killed_leaves_old_or_new(tmp_path: Path, at: int) -> None:
-    old, new = make_state(1), make_state(2, rank=3)
-    old.save(tmp_path)
-    run_killed("state", tmp_path, at)
-    assert which(tmp_path, old, new) == ("old" if at < 6 else "new")  # 5: the rename of the manifest
+def test_saves_sigkilled_after_random_delays_leave_one_whole_state(tmp_path: Path) -> None:
+    """A process saves two states in turn into one folder, as fast as it can; SIGKILL after a random
+    delay (seeded) lands mid-save most of the time; the folder then loads as one of the two, whole."""
+    states = [make_state(1), make_state(2, rank=3)]
+    delays = random.Random(13).sample(range(10, 300), 2)
+    for delay in delays:
+        marker = tmp_path / "saving"
+        marker.unlink(missing_ok=True)
+        proc = subprocess.Popen(
+            [sys.executable, str(HERE), "loop", str(tmp_path / "state"), str(marker)],
+            cwd=HERE.parent,
+            env={**os.environ, "OMP_NUM_THREADS": "1", "EVA_DISABLE_PLUGINS": "*"},
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert marker.exists(), f"the saving process never started (exit code {proc.poll()})"
+            time.sleep(delay / 1000)
+            proc.send_signal(signal.SIGKILL)
+            assert proc.wait(timeout=10) == -signal.SIGKILL
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        which(tmp_path / "state", states[0], states[1])
+    _log.info("%s: %d faults injected", _test_name(), len(delays))
 
 
 def test_checkpoint_writing_really_killed_resumes(tmp_path: Path, reference: EvaState) -> None:
@@ -292,6 +318,14 @@ def test_checkpoint_writing_really_killed_resumes(tmp_path: Path, reference: Eva
         "eva-fit.rank0-of1.step00000003.safetensors",
     ]
     resumes_to(tmp_path, reference)
+
+
+def _save_in_a_loop(folder: Path, marker: Path) -> None:
+    states = [make_state(1), make_state(2, rank=3)]
+    states[0].save(folder)
+    marker.write_text("saving")
+    for turn in range(10**6):
+        states[turn % 2].save(folder)
 
 
 def _child(mode: str, folder: Path, at: int) -> None:
@@ -309,4 +343,7 @@ def _child(mode: str, folder: Path, at: int) -> None:
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    _child(sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]))
+    if sys.argv[1] == "loop":
+        _save_in_a_loop(Path(sys.argv[2]), Path(sys.argv[3]))
+    else:
+        _child(sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]))

@@ -193,5 +193,6 @@ def test_the_checkpoint_writes_are_flushed_before_the_rename(tmp_path: Path, mon
     real_fsync, real_replace = os.fsync, os.replace
     monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
     monkeypatch.setattr(os, "replace", lambda a, b: (events.append("replace"), real_replace(a, b))[1])
-    fit(tiny_model(0), token_batches(4), checkpoint_dir=tmp_path, checkpoint_every=2, **{**EXACT, "max_steps": 4, "min_steps": 4})
+    settings = {**EXACT, "max_steps": 4, "min_steps": 4}
+    fit(tiny_model(0), token_batches(4), checkpoint_dir=tmp_path, checkpoint_every=2, **settings)
     assert events[:3] == ["fsync", "replace", "fsync"]  # file, rename, folder

@@ -55,12 +55,12 @@ def test_followers_share_their_source_after_load(fitted: EvaState, tmp_path) -> 
 
 def test_only_safetensors_and_json_written(fitted: EvaState, tmp_path) -> None:
     folder = fitted.save(tmp_path / "out")
-    files = sorted(p.name for p in folder.iterdir())
-    assert files == ["eva_state.json", "spectra.safetensors"]
     meta = json.loads((folder / "eva_state.json").read_text())
-    assert meta["format"] == "eva-state/1"
+    files = sorted(p.name for p in folder.iterdir())
+    assert files == ["eva_state.json", meta["tensors"]]  # the manifest names the spectra file it belongs to
+    assert meta["format"] == "eva-state/2"
     assert meta["config"]["rank"] == 4
-    with safe_open(str(folder / "spectra.safetensors"), framework="pt") as handle:
+    with safe_open(str(folder / meta["tensors"]), framework="pt") as handle:
         keys = set(handle.keys())
     # one copy per measured input: followers (k, v) are not stored again
     assert "blocks.0.q.components" in keys
@@ -147,7 +147,7 @@ def test_reallocate_beyond_stored_components(fitted: EvaState, rank: int, rho: f
     with pytest.raises(ReallocationError) as info:
         fitted.reallocate(rank=rank, rho=rho)
     message = str(info.value)
-    assert f"needs up to {round(rank * rho)} components per layer but the fit kept 8" in message
+    assert f"needs up to {round(rank * rho)} components per layer but this state stores at most 8 per layer" in message
     assert "lower rank or rho" in message
     assert isinstance(info.value, ValueError)
 

@@ -28,6 +28,7 @@ __all__ = [
     "NotConvergedWarning",
     "PluginLoadError",
     "ReallocationError",
+    "StateFileError",
     "TooFewRowsWarning",
     "UnknownDomainError",
     "UnreadableDataError",
@@ -120,6 +121,12 @@ class UnsafeOutputError(EvaError, ValueError):
     """An ``eva`` command's ``--out`` cannot be written without losing something: it exists and is not empty
     (and ``--overwrite`` was not given), it is or holds the command's input, it is a file, or it cannot be
     written. Raised before any work."""
+
+
+class StateFileError(EvaError, ValueError):
+    """A saved state or checkpoint file cannot be written or read as it is: a value JSON cannot store, a
+    corrupt or truncated file, a file that is not ours, or contents a fit cannot produce (NaN, ranks over
+    the budget, layers missing); the message names the file and the layer."""
 
 
 class EvaWarning(UserWarning):

@@ -6,15 +6,19 @@ layout, the batches consumed)::
 
     <directory>/eva-fit.rank<r>-of<W>.step<NNNNNNNN>.safetensors
 
-The file is written under a temporary name and moved into place with ``os.replace``, so a kill leaves
-either the old or the new checkpoint, never half of one; each rank keeps its two latest. A resumed fit
-reads the latest step that every rank has, checks that config, model and world size match, and skips the
-batches already consumed (the caller passes the same iterable, in the same order).
+The file is written under a temporary name, flushed to disk and moved into place with ``os.replace``,
+so a kill leaves either the old or the new checkpoint, never half of one; each rank keeps its two latest.
+A fresh fit refuses a folder that already holds checkpoints (it never deletes what it did not write). A
+resumed fit reads the latest step that every rank has and can read (an unreadable one is skipped, with a
+warning, for the older one kept), checks that config, model (layer types, widths and a fingerprint of
+their weights) and world size match, loads the statistics onto the devices the model is on now, and
+skips the batches already consumed (the caller passes the same iterable, in the same order).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -24,12 +28,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
 from ..capture import input_width
-from ..errors import CheckpointMismatchError, InvalidConfigError
+from ..errors import CheckpointMismatchError, EvaWarning, InvalidConfigError, StateFileError, warn
 
 if TYPE_CHECKING:
     from ..capture import InputRecorder
@@ -45,6 +49,9 @@ _FORMAT = "eva-fit-checkpoint/1"
 _NAME = re.compile(r"eva-fit\.rank(\d+)-of(\d+)\.step(\d+)\.safetensors")
 _KEEP = 2
 _IGNORED_FIELDS = ("progress",)  # config fields that do not change the result
+_FIELDS = ("world_size", "steps", "consumed", "config", "layers", "layout", "statistics", "progress", "plan_left",
+           "layout_pending")  # fmt: skip
+_PROBES = 64  # weight entries per layer in the model's fingerprint
 
 
 @dataclass
@@ -113,6 +120,8 @@ class Checkpointing:
         if checkpoint_dir is None and resume_from is None:
             return cls()
         source = Path(resume_from) if resume_from is not None else Path(checkpoint_dir) if resume else None  # type: ignore[arg-type]
+        if checkpoint_dir is not None:
+            _refuse_foreign_checkpoints(Path(checkpoint_dir), source)
         return cls(
             directory=None if checkpoint_dir is None else Path(checkpoint_dir),
             every=50 if checkpoint_every is None else checkpoint_every,
@@ -125,14 +134,11 @@ class Checkpointing:
         """Whether a checkpoint is written after ``steps`` batches."""
         return self.directory is not None and steps % self.every == 0
 
-    def start(self, rank: int, world: int) -> None:
-        """A fresh (not resumed) fit: drop this rank's checkpoints of an earlier fit in the folder."""
-        if self.directory is None:
-            return
-        self.directory.mkdir(parents=True, exist_ok=True)
-        for _, path in _listing(self.directory, rank, world):
-            _log.info("removing checkpoint %s of an earlier fit", path)
-            path.unlink(missing_ok=True)
+    def start(self) -> None:
+        """A fresh (not resumed) fit: make the folder (:meth:`from_arguments` made sure it holds no
+        checkpoint of another fit; nothing is deleted)."""
+        if self.directory is not None:
+            self.directory.mkdir(parents=True, exist_ok=True)
 
     def save(
         self,
@@ -179,8 +185,14 @@ class Checkpointing:
         }
         final = self.directory / f"eva-fit.rank{rank}-of{world}.step{progress.steps:08d}.safetensors"
         temporary = final.with_name(f".{final.name}.tmp")
-        save_file(tensors, str(temporary), metadata={"eva": json.dumps(meta)})
-        os.replace(temporary, final)
+        try:
+            save_file(tensors, str(temporary), metadata={"eva": json.dumps(meta)})
+            _flush_to_disk(temporary)  # before the rename: a crash must not leave a renamed, empty file
+            os.replace(temporary, final)
+        except BaseException:  # a full disk: no half-written temporary file left behind
+            temporary.unlink(missing_ok=True)
+            raise
+        _flush_to_disk(self.directory)
         for _, old in _listing(self.directory, rank, world)[:-_KEEP]:
             old.unlink(missing_ok=True)
         _log.debug("checkpoint %s written", final)
@@ -199,29 +211,45 @@ class Checkpointing:
         fresh fit. Returns the progress and the statistics plan's memory left (None: fresh fit)."""
         path = self.choose(group)
         if path is None:
-            self.start(group.rank, group.size)
+            self.start()
             return FitProgress(), None
 
         def restore() -> tuple[FitProgress, int | None]:
-            return self.restore(path, config, layer_signature(layers), recorder, tracker, group)
+            return self.restore(path, config, layers, recorder, tracker, group)
 
         return group.agree(restore, "while loading the checkpoint to resume from")
 
     def choose(self, group: ProcessGroup) -> Path | None:
-        """The checkpoint this rank resumes from: the latest step every rank has; None to start afresh.
+        """The checkpoint this rank resumes from: the latest step every rank has and can read (an unreadable
+        one, e.g. truncated, is skipped with a warning); None to start afresh.
 
         Raises:
             CheckpointMismatchError: ``resume_from`` holds no usable checkpoint, or only ones written by a
                 different number of ranks.
+            StateFileError: it holds checkpoints of this fit, but none that every rank can read.
         """
         if self.resume_from is None:
             return None
         world = group.size
-        mine = dict(_listing(self.resume_from, group.rank, world))
-        everyone = [set(steps) for steps in group.gather(sorted(mine))]
+        listed = dict(_listing(self.resume_from, group.rank, world))
+        bad = {path.name: problem for path in listed.values() if (problem := _unreadable(path))}
+        mine = {step: path for step, path in listed.items() if path.name not in bad}
+        gathered = group.gather((sorted(mine), sorted(bad.items())))
+        everyone = [set(steps) for steps, _ in gathered]
+        unreadable = sorted({item for _, items in gathered for item in items})
         common = set.intersection(*everyone)
+        if common and unreadable:
+            skipped = "; ".join(f"{name}: {problem}" for name, problem in unreadable)
+            warn(f"resume: skipping unreadable checkpoint(s) in {self.resume_from} ({skipped}); resuming from the "
+                 f"older step {max(common)} kept beside it.", EvaWarning)  # fmt: skip
         if common:
             return mine[max(common)]
+        if unreadable:
+            raise StateFileError(
+                f"resume: no checkpoint in {self.resume_from} that every rank can read: "
+                f"{'; '.join(f'{name}: {problem}' for name, problem in unreadable)}; remove them and start "
+                "afresh, or pass another folder."
+            )
         others = sorted({path.name for path in self.resume_from.glob("eva-fit.rank*.safetensors")})
         if others and not any(everyone):
             raise CheckpointMismatchError(
@@ -240,27 +268,26 @@ class Checkpointing:
         self,
         path: Path,
         config: EvaConfig,
-        signature: dict[str, list[Any]],
+        layers: dict[str, nn.Module],
         recorder: InputRecorder,
         tracker: ConvergenceTracker,
         group: ProcessGroup,
     ) -> tuple[FitProgress, int]:
-        """Load ``path`` into the recorder (its statistics made by its own factory) and tracker; returns the
-        progress and the plan's memory left.
+        """Load ``path`` into the recorder (its statistics made by its own factory, on the device its layer
+        is on now, whatever device wrote the checkpoint) and tracker; returns the progress and the plan's
+        memory left.
 
         Raises:
-            CheckpointMismatchError: the checkpoint's config, targeted layers or world size differ.
+            CheckpointMismatchError: the checkpoint's config, targeted layers, weights or world size differ.
+            StateFileError: the file is corrupt.
         """
-        with safe_open(str(path), framework="pt") as handle:
-            meta = json.loads((handle.metadata() or {}).get("eva", "{}"))
-            if meta.get("format") != _FORMAT:
-                raise CheckpointMismatchError(f"{path} is not an EVA fit checkpoint ({_FORMAT}); pass another folder.")
-            _check_same(path, meta, config, signature, group.size)
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - not a dict
+        meta, tensors = _read(path, config, layer_signature(layers), group.size)
+        devices = {leader: _device_now(layers.get(leader)) for leader in meta["statistics"]}
+        tensors = {key: value.to(devices.get(key.split("/")[1], value.device)) for key, value in tensors.items()}
         recorder.restore_layout(meta["layout"])
         recorder.statistics.clear()
         for leader, info in meta["statistics"].items():
-            stats = recorder.make_statistics(leader, int(info["dim"]), torch.device(info["device"]))
+            stats = recorder.make_statistics(leader, int(info["dim"]), devices[leader])
             if type(stats).__name__ != info["kind"]:
                 raise CheckpointMismatchError(
                     f"{path}: layer {leader!r} was measured with {info['kind']} but would now use "
@@ -280,9 +307,85 @@ class Checkpointing:
         return restored, int(meta["plan_left"])
 
 
+def _read(
+    path: Path, config: EvaConfig, signature: dict[str, list[Any]], world: int
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The checkpoint's metadata (checked against this fit) and its tensors, on the CPU.
+
+    Raises:
+        CheckpointMismatchError: written by another fit (config, model, weights, world size).
+        StateFileError: corrupt or truncated, naming the file.
+    """
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = json.loads((handle.metadata() or {}).get("eva", "{}"))
+            if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+                raise CheckpointMismatchError(f"{path} is not an EVA fit checkpoint ({_FORMAT}); pass another folder.")
+            missing = [key for key in _FIELDS if key not in meta]
+            if missing:
+                raise KeyError(f"no {missing} in its metadata")
+            _check_same(path, meta, config, signature, world)
+            return meta, {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - not a dict
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError) as error:
+        if isinstance(error, CheckpointMismatchError):
+            raise
+        raise StateFileError(
+            f"{path} is corrupt or truncated ({type(error).__name__}: {error}); remove it to resume from the "
+            "older checkpoint kept beside it, or start afresh in another checkpoint_dir."
+        ) from error
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why ``path`` cannot be resumed from (truncated, corrupt header, not ours), or None: a cheap check,
+    the header only (safetensors checks that the file covers every tensor it lists)."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = json.loads((handle.metadata() or {}).get("eva", "{}"))
+    except (SafetensorError, OSError, ValueError) as error:
+        return f"{type(error).__name__}: {error}"
+    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+        return f"not an EVA fit checkpoint ({_FORMAT})"
+    return None
+
+
+def _device_now(module: nn.Module | None) -> torch.device:
+    """The device a layer's inputs are measured on now: its parameters' (CPU for a layer without any)."""
+    parameter = None if module is None else next(module.parameters(), None)
+    return torch.device("cpu") if parameter is None else parameter.device
+
+
+def _refuse_foreign_checkpoints(directory: Path, source: Path | None) -> None:
+    """A fit writes into ``directory`` only if it holds no checkpoint, or the ones this fit resumes from
+    (a fresh fit used to delete them all before writing its own).
+
+    Raises:
+        InvalidConfigError: ``directory`` holds checkpoints this fit does not resume from.
+    """
+    found = sorted(path.name for path in directory.glob("eva-fit.rank*.safetensors") if _NAME.fullmatch(path.name))
+    if not found or (source is not None and source.resolve() == directory.resolve()):
+        return
+    raise InvalidConfigError(
+        f"fit(checkpoint_dir={str(directory)!r}) already holds {len(found)} checkpoint(s) of an earlier fit "
+        f"({', '.join(found[:3])}); they are left as they are. Pass resume=True to continue that fit, choose "
+        "another checkpoint_dir, or remove them yourself."
+    )
+
+
 def layer_signature(layers: dict[str, nn.Module]) -> dict[str, list[Any]]:
-    """layer name -> [type name, d_in]: what the model of a resumed fit must match."""
-    return {name: [type(module).__name__, input_width(module)] for name, module in layers.items()}
+    """layer name -> [type name, d_in, weight fingerprint]: what the model of a resumed fit must match."""
+    return {name: [type(module).__name__, input_width(module), _fingerprint(module)] for name, module in layers.items()}
+
+
+def _fingerprint(module: nn.Module) -> str:
+    """A hash of ``_PROBES`` evenly strided entries of the module's weight: cheap (no full pass over the
+    weight), yet a model with other weights (another seed, a fine-tuned copy) differs in all of them."""
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.is_meta or weight.numel() == 0:
+        return "-"
+    flat = weight.detach().reshape(-1)  # (numel,)
+    index = torch.linspace(0, flat.numel() - 1, min(_PROBES, flat.numel()), dtype=torch.float64).round().long()
+    values = flat[index.to(flat.device)].to("cpu", torch.float64).tolist()
+    return hashlib.sha256(repr(values).encode()).hexdigest()[:16]
 
 
 def _check_same(
@@ -301,8 +404,17 @@ def _check_same(
             f"{path} was written by a fit with a different config ({detail}); resume with the same settings "
             "or start afresh (resume=False, or another checkpoint_dir)."
         )
-    if meta["layers"] != signature:
-        old, new = meta["layers"], signature
+    old, new = meta["layers"], signature
+    if {name: value[:2] for name, value in old.items()} == {name: value[:2] for name, value in new.items()}:
+        differing = [name for name in new if len(old[name]) > 2 and old[name][2] != new[name][2]]
+        if differing:
+            raise CheckpointMismatchError(
+                f"{path} was written for a model with other weights: the weights of {len(differing)} targeted "
+                f"layer(s) differ ({', '.join(differing[:3])}); resume with the same model and weights, or start "
+                "afresh in another checkpoint_dir."
+            )
+        return
+    if old != new:
         differing = sorted(name for name in set(old) | set(new) if old.get(name) != new.get(name))
         detail = ", ".join(f"{name}: {old.get(name)} there, {new.get(name)} now" for name in differing[:5])
         raise CheckpointMismatchError(
@@ -330,9 +442,27 @@ def _listing(directory: Path, rank: int, world: int) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def _device_of(stats: Any) -> torch.device:
+def _device_of(stats: Any) -> torch.device:  # recorded for diagnostics; a resume uses _device_now
     for name in ("scatter", "basis", "mean", "counts"):
         tensor = getattr(stats, name, None)
         if isinstance(tensor, torch.Tensor):
             return tensor.device
     return torch.device("cpu")
+
+
+def _flush_to_disk(path: Path) -> None:
+    """fsync a file, or a folder after a rename in it (best effort for folders: not every system can)."""
+    folder = path.is_dir()
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:
+        if folder:
+            return
+        raise
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        if not folder:
+            raise
+    finally:
+        os.close(descriptor)

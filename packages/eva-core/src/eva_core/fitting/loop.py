@@ -73,8 +73,10 @@ def fit(
         NoTargetLayersError: no module matched the targets.
         UnsupportedBatchError: no plugin can feed a batch of that type to the model.
         NonFiniteActivationError: a layer received NaN or infinity.
-        CheckpointMismatchError: the checkpoint to resume from was written by another config, model or
-            number of processes.
+        InvalidConfigError: ``checkpoint_dir`` holds checkpoints this fit does not resume from.
+        CheckpointMismatchError: the checkpoint to resume from was written by another config, model (layer
+            types, widths or weights) or number of processes.
+        StateFileError: no checkpoint to resume from is readable (an unreadable latest one is skipped).
         DistributedFitError: another rank of a distributed fit failed.
     """
     hooks = (plugins or plugin_manager()).for_model(model, overrides.get("domain", config and config.domain))

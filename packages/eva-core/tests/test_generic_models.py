@@ -187,6 +187,9 @@ def test_a_domain_refuses_a_model_another_domain_claims(install) -> None:
         plugins.require_claim(convnext(), "pictures")
     plugins.require_claim(deit(), "pictures")  # its own model passes
     plugins.require_claim(deit(), "generic")
+    adapted = albert()
+    adapted.peft_config = {}  # carries adapters: fit and apply judge it (and say to pass the base model)
+    plugins.require_claim(adapted, "pictures")
 
 
 def test_an_unknown_domain_is_an_unknown_domain_error(model, batches) -> None:

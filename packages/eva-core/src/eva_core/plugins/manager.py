@@ -194,13 +194,16 @@ class PluginManager:
     def require_claim(self, model: nn.Module, domain: str) -> None:
         """Refuse ``model`` for ``domain`` unless that domain claims it: a domain's ``init`` calls this before
         it reads a batch or touches the model, so ``eva_vision.init(bert)`` fails at once, saying where the
-        model belongs. A domain that is not installed passes (:meth:`choose_domain` names it next).
+        model belongs. A domain that is not installed passes (:meth:`choose_domain` names it next), and so
+        does a model that already carries peft adapters.
 
         Raises:
             DomainMismatchError: ``domain`` does not claim ``model``; the message names the model class,
                 the domain(s) that claim it and their package, or the generic path when none does.
         """
-        if domain == GENERIC or domain not in self.domains or self.hooks(domain, fallbacks=False).claims(model):
+        if domain == GENERIC or domain not in self.domains or hasattr(model, "peft_config"):
+            return  # a model that carries adapters is judged later, by fit and apply, which say what to pass
+        if self.hooks(domain, fallbacks=False).claims(model):
             return
         others = [name for name in self.claimants(model) if name != domain]
         if others:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -15,6 +16,8 @@ __all__ = ["RedistributionMetric", "EvaConfig"]
 RedistributionMetric = Literal["explained_variance_ratio", "explained_variance", "uniform"]
 _METRICS: tuple[str, ...] = ("explained_variance_ratio", "explained_variance", "uniform")
 _DEFAULT_MIN_STEPS = 2
+IGNORE_INDEX = -100
+"""The label of tokens a loss skips (PyTorch's ``ignore_index``), and the default ``label_mask_value``."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,10 @@ class EvaConfig:
         distributed: ``None`` merges the statistics of all ranks when ``torch.distributed`` is initialized
             with more than one process (each rank feeds its own shard of the batches); ``True`` requires
             that; ``False`` lets every rank fit alone on its own batches.
+        use_label_mask: leave out of the SVD the tokens whose ``labels`` (a (B, T) tensor in a dict batch)
+            equal ``label_mask_value`` (the prompt, the padding), as peft's ``EvaConfig.use_label_mask``;
+            ``False`` measures them too (useful when masking would leave too few rows).
+        label_mask_value: the label that marks a token to leave out (-100, PyTorch's ``ignore_index``).
     """
 
     rank: int = 16
@@ -69,6 +76,8 @@ class EvaConfig:
     gram_memory_bytes: int = 4 * 1024**3
     domain: str | None = None
     distributed: bool | None = None
+    use_label_mask: bool = True
+    label_mask_value: int = IGNORE_INDEX
 
     def __post_init__(self) -> None:
         if self.min_steps == _DEFAULT_MIN_STEPS and _is_int(self.max_steps) and 1 <= self.max_steps < self.min_steps:
@@ -104,20 +113,37 @@ class EvaConfig:
             "an integer number of bytes >= 0 (0 measures every layer with the streaming sketch)",
         )
         _require(_is_int(self.seed), "seed", self.seed, "an integer")
-        targets = self.target_modules
-        if targets is not None and not isinstance(targets, str):
-            ok = isinstance(targets, Sequence) and all(isinstance(t, str) for t in targets) and len(targets) > 0
-            _require(ok, "target_modules", targets, "None, a regex string, or a non-empty list of module names")
-            object.__setattr__(self, "target_modules", tuple(targets))
+        self._check_targets()
+        _require(
+            self.domain is None or (isinstance(self.domain, str) and self.domain != ""),
+            "domain",
+            self.domain,
+            "None (the plugin that claims the model) or the name of an installed eva domain, e.g. 'llm'",
+        )
+        _require(_is_int(self.label_mask_value), "label_mask_value", self.label_mask_value, "an integer, e.g. -100")
         _require(
             self.distributed is None or isinstance(self.distributed, bool),
             "distributed",
             self.distributed,
             "None (automatic), True or False",
         )
-        for flag in ("centered", "whiten", "progress", "share_identical_inputs", "stop_forward_early"):
+        flags = ("centered", "whiten", "progress", "share_identical_inputs", "stop_forward_early", "use_label_mask")
+        for flag in flags:
             value = getattr(self, flag)
             _require(isinstance(value, bool), flag, value, "True or False")
+
+    def _check_targets(self) -> None:
+        """``target_modules`` is None, a valid regex, or a non-empty list of names (stored as a tuple)."""
+        targets = self.target_modules
+        if isinstance(targets, str):
+            try:
+                re.compile(targets)  # an invalid regex fails here, naming it, not deep inside the fit
+            except re.error as error:
+                _require(False, "target_modules", targets, f"a valid regular expression ({error}), or a list of names")
+        elif targets is not None:
+            ok = isinstance(targets, Sequence) and all(isinstance(t, str) for t in targets) and len(targets) > 0
+            _require(ok, "target_modules", targets, "None, a regex string, or a non-empty list of module names")
+            object.__setattr__(self, "target_modules", tuple(targets))
 
     @property
     def max_components(self) -> int:

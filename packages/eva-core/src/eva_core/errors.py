@@ -14,6 +14,8 @@ from typing import cast
 __all__ = [
     "CheckpointMismatchError",
     "DistributedFitError",
+    "DomainMismatchError",
+    "GenericFallbackWarning",
     "AmbiguousDomainError",
     "EmptyDataError",
     "EvaError",
@@ -139,6 +141,16 @@ class NotConvergedWarning(EvaWarning):
 
 class TooFewRowsWarning(EvaWarning):
     """A layer saw fewer rows than the components it was asked for; its cap was lowered."""
+
+
+class DomainMismatchError(EvaError, TypeError):
+    """A domain's ``init`` (``eva_vision.init``...) was given a model that domain does not serve; the message
+    names the model class and the package (or ``eva_core.init``) that serves it."""
+
+
+class GenericFallbackWarning(EvaWarning):
+    """No domain plugin chose the layers of the model, so eva-core's generic plugin did (every ``nn.Linear``
+    outside the output heads). Pass ``target_modules`` to choose them yourself, or install a domain package."""
 
 
 def warn(message: str, category: type[Warning] = EvaWarning) -> None:

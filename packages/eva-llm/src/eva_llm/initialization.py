@@ -52,6 +52,13 @@ def init(
 
     Returns:
         the ``PeftModel``; its ``eva_state`` attribute holds the :class:`eva_core.EvaState`.
+
+    Raises:
+        eva_core.errors.DomainMismatchError: ``model`` is not a causal LM this domain claims (an encoder, a
+            ViT, a Decision Transformer); the message names the package that serves it.
     """
     overrides.setdefault("domain", (config.domain if config is not None else None) or DOMAIN)
-    return eva_core.init(model, loader, config, lora_config, plugins=plugins, **overrides)
+    manager = plugins or eva_core.plugin_manager()
+    if overrides["domain"] == DOMAIN:
+        manager.require_claim(model, DOMAIN)  # before any batch is read or the model is touched
+    return eva_core.init(model, loader, config, lora_config, plugins=manager, **overrides)

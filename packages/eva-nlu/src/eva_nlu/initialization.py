@@ -39,5 +39,13 @@ def init(
 
     Returns:
         a ``peft.PeftModel``; its ``eva_state`` attribute holds ranks and spectra.
+
+    Raises:
+        eva_core.errors.DomainMismatchError: ``model`` is not an encoder this domain claims (a ViT, a causal
+            LM, an ALBERT...); the message names the package or ``eva_core.init`` that serves it.
     """
-    return eva_core.init(model, loader, lora_config=lora_config, **{"domain": "nlu", **overrides})
+    overrides.setdefault("domain", "nlu")
+    manager = overrides.pop("plugins", None) or eva_core.plugin_manager()
+    if overrides["domain"] == "nlu":
+        manager.require_claim(model, "nlu")  # before any batch is read or the model is touched
+    return eva_core.init(model, loader, lora_config=lora_config, plugins=manager, **overrides)

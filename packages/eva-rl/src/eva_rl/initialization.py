@@ -42,5 +42,13 @@ def init(
 
     Returns:
         a ``peft.PeftModel``; its ``eva_state`` attribute holds ranks and spectra.
+
+    Raises:
+        eva_core.errors.DomainMismatchError: ``model`` is not a Decision Transformer (e.g. a GPT-2 language
+            model, which eva-llm serves); the message names the package that serves it.
     """
-    return eva_core.init(model, loader, lora_config=lora_config, **{"domain": DOMAIN, **overrides})
+    overrides.setdefault("domain", DOMAIN)
+    manager = overrides.pop("plugins", None) or eva_core.plugin_manager()
+    if overrides["domain"] == DOMAIN:
+        manager.require_claim(model, DOMAIN)  # before any batch is read or the model is touched
+    return eva_core.init(model, loader, lora_config=lora_config, plugins=manager, **overrides)

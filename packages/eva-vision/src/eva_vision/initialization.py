@@ -60,10 +60,16 @@ def init(
         a ``peft.PeftModel``; its ``eva_state`` attribute holds ranks and spectra.
 
     Raises:
+        eva_core.errors.DomainMismatchError: ``model`` is not an image model this domain claims (a BERT, a
+            causal LM, a DeiT...); the message names the package or ``eva_core.init`` that serves it.
         eva_core.errors.InvalidConfigError: ``tokens`` is not one of ``"all"``, ``"patch"``, ``"cls"``, or not
             ``"all"`` for a CNN.
     """
     if tokens not in TOKENS:
         raise InvalidConfigError(f"init(tokens={tokens!r}) is invalid: expected one of {TOKENS}.")
+    overrides.setdefault("domain", "vision")
+    manager = overrides.pop("plugins", None) or eva_core.plugin_manager()
+    if overrides["domain"] == "vision":
+        manager.require_claim(model, "vision")  # before any batch is read or the model is touched
     batches = loader if tokens == "all" else _WithTokens(loader, tokens)
-    return eva_core.init(model, batches, lora_config=lora_config, domain="vision", **overrides)
+    return eva_core.init(model, batches, lora_config=lora_config, plugins=manager, **overrides)

@@ -20,10 +20,14 @@ import pluggy
 from .. import hookspecs
 from ..errors import (
     AmbiguousDomainError,
+    DomainMismatchError,
+    GenericFallbackWarning,
     InvalidConfigError,
     NoTargetLayersError,
     PluginLoadError,
+    UnknownDomainError,
     UnsupportedLayerError,
+    warn,
 )
 from ..targets import select_modules
 from . import generic
@@ -104,6 +108,7 @@ class PluginManager:
         self._pm = pluggy.PluginManager(hookspecs.PROJECT)
         self._pm.add_hookspecs(hookspecs)
         self._builtin: set[str] = set()
+        self._distributions: dict[str, str] = {}
         self.register(generic, GENERIC, builtin=True)
         if load_entry_points:
             for entry in discover():
@@ -120,6 +125,7 @@ class PluginManager:
             _log.debug("skipping eva plugin %r (%s)", entry.domain, DISABLE_ENV)
             return
         self.register(entry.plugin, entry.domain, where=where)
+        self._distributions[entry.domain] = entry.distribution
         _log.debug("loaded eva plugin %s", where)
 
     def register(self, plugin: object, name: str, *, builtin: bool = False, where: str | None = None) -> None:
@@ -162,24 +168,61 @@ class PluginManager:
         the model, else ``generic``. ``fit``, ``init``, ``apply`` and ``eva fit`` all decide this way.
 
         Raises:
-            InvalidConfigError: ``requested`` is not installed; the message lists what is.
+            UnknownDomainError: ``requested`` is not installed; the message lists what is.
             AmbiguousDomainError: two plugins claim the model and nothing was requested.
         """
         if requested is not None:
             if requested not in self.names:
-                raise InvalidConfigError(
+                raise UnknownDomainError(
                     f"EvaConfig.domain={requested!r} is not an installed eva plugin; installed: "
                     f"{sorted([*self.domains, GENERIC])}. Install the package for that domain (e.g. "
                     "`pip install eva-llm`) or pick one of those."
                 )
             return requested
-        claims = [name for name in self.domains if self.hooks(name, fallbacks=False).claims(model)]
+        claims = self.claimants(model)
         if len(claims) > 1:
             raise AmbiguousDomainError(
                 f"plugins {claims} all claim {type(model).__name__}; pick one with EvaConfig(domain=...), "
                 f"e.g. domain={claims[0]!r}."
             )
         return claims[0] if claims else GENERIC
+
+    def claimants(self, model: nn.Module) -> list[str]:
+        """The domain plugins that claim ``model``, sorted."""
+        return [name for name in self.domains if self.hooks(name, fallbacks=False).claims(model)]
+
+    def require_claim(self, model: nn.Module, domain: str) -> None:
+        """Refuse ``model`` for ``domain`` unless that domain claims it: a domain's ``init`` calls this before
+        it reads a batch or touches the model, so ``eva_vision.init(bert)`` fails at once, saying where the
+        model belongs. A domain that is not installed passes (:meth:`choose_domain` names it next), and so
+        does a model that already carries peft adapters.
+
+        Raises:
+            DomainMismatchError: ``domain`` does not claim ``model``; the message names the model class,
+                the domain(s) that claim it and their package, or the generic path when none does.
+        """
+        if domain == GENERIC or domain not in self.domains or hasattr(model, "peft_config"):
+            return  # a model that carries adapters is judged later, by fit and apply, which say what to pass
+        if self.hooks(domain, fallbacks=False).claims(model):
+            return
+        others = [name for name in self.claimants(model) if name != domain]
+        if others:
+            where = ", ".join(f"eva_{name}.init (package {self._package(name)})" for name in others)
+            fix = f"it is a model of the {others[0]!r} domain: use {where}, or eva_core.init(model, batches)"
+        else:
+            fix = (
+                "no installed eva domain claims it: use eva_core.init(model, batches) (the generic plugin adapts "
+                "every nn.Linear outside the output heads; pass target_modules=[...] to choose), or install its "
+                "domain package"
+            )
+        raise DomainMismatchError(
+            f"eva_{domain}.init(model=...) got a {type(model).__name__}, which the {domain!r} eva domain does not "
+            f"serve ({self._package(domain)} claims none of its kind); {fix}."
+        )
+
+    def _package(self, domain: str) -> str:
+        """The distribution that registers ``domain`` (``eva-<domain>`` when unknown)."""
+        return self._distributions.get(domain, f"eva-{domain}")
 
     def hooks(self, domain: str, *, fallbacks: bool = True) -> DomainHooks:
         """The typed hooks of ``domain``, answered by the built-in plugins too unless ``fallbacks`` is False."""
@@ -238,10 +281,25 @@ class DomainHooks:
         return base.replace(**overrides) if overrides else base
 
     def lora_fields(self, model: nn.Module, targets: Sequence[str]) -> dict[str, Any]:
-        return dict(self._call("eva_lora_fields", model=model, targets=list(targets)) or {})
+        """The domain's ``LoraConfig`` fields, ``modules_to_save`` without repeats (in first-seen order)."""
+        fields = dict(self._call("eva_lora_fields", model=model, targets=list(targets)) or {})
+        if fields.get("modules_to_save"):
+            fields["modules_to_save"] = list(dict.fromkeys(fields["modules_to_save"]))
+        return fields
 
     def target_modules(self, model: nn.Module, config: EvaConfig) -> list[str]:
-        return list(self._call("eva_target_modules", model=model, config=config) or ())
+        """The domain's layers to adapt; when it names none, the generic plugin's, with a
+        :class:`~eva_core.errors.GenericFallbackWarning` (one per call) saying so unless the model is the
+        user's own module (no model library's config), for which the generic plugin is the intended path."""
+        if self.domain != GENERIC:
+            own = self.manager._only(self.domain, "eva_target_modules", fallbacks=False)(model=model, config=config)
+            if own or not self.fallbacks:
+                return list(own or ())
+        targets = list(self._call("eva_target_modules", model=model, config=config) or ())
+        if targets and (self.domain != GENERIC or generic.from_a_model_library(model)):
+            reason = None if self.domain == GENERIC else f"the {self.domain!r} eva plugin names no layer of it to adapt"
+            warn(generic.fallback_message(model, targets, self.manager.domains, reason), GenericFallbackWarning)
+        return targets
 
     def layers(self, model: nn.Module, config: EvaConfig) -> dict[str, nn.Module]:
         """The layers a fit measures, in model order: ``config.target_modules``, else the domain's.

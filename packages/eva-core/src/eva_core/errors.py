@@ -15,6 +15,7 @@ __all__ = [
     "CheckpointMismatchError",
     "DistributedFitError",
     "AmbiguousDomainError",
+    "AmbiguousLayoutError",
     "EmptyDataError",
     "EvaError",
     "EvaWarning",
@@ -24,6 +25,7 @@ __all__ = [
     "MissingExtraError",
     "MissingModelError",
     "MissingStateError",
+    "NoVarianceError",
     "NonFiniteActivationError",
     "NotConvergedWarning",
     "PluginLoadError",
@@ -113,6 +115,15 @@ class MissingStateError(EvaError, FileNotFoundError):
 
 class MissingExtraError(EvaError, ImportError):
     """An optional dependency of a feature is not installed; the message names the pip extra."""
+
+
+class NoVarianceError(EvaError, ValueError):
+    """No targeted layer's input varies (constant or all-zero rows), so no component carries signal."""
+
+
+class AmbiguousLayoutError(EvaError, ValueError):
+    """A layer input's leading dimensions could be (B, T) or (T, B) (B == T), the row mask is not symmetric,
+    and no earlier batch showed which: its padding mask cannot be applied without guessing."""
 
 
 class EvaWarning(UserWarning):

@@ -71,6 +71,7 @@ class InputRecorder:
         self.row_mask: torch.Tensor | None = None
         self._discovering = True
         self._calls: dict[str, int] = {}
+        self._devices: dict[str, torch.device] = {}  # leader -> where its statistics live
         self._held: dict[int, tuple[weakref.ref[torch.Tensor], str]] = {}  # first batch: id -> (input, leader)
         self._last_input: dict[str, weakref.ref[torch.Tensor]] = {}
         self._captured = 0
@@ -193,19 +194,41 @@ class InputRecorder:
 
     def _discover(self, name: str, layer_input: torch.Tensor) -> None:
         self._calls[name] = self._calls.get(name, 0) + 1
-        if self._calls[name] == 1:
-            self.run_order.append(name)
         if self._calls[name] > 1:
-            if self.leader_of.get(name) == name:
-                self._capture(name, layer_input)
+            self._split(self.leader_of[name])  # its later inputs are its own: it cannot share a leader's rows
+            self._capture(name, layer_input)
             return
+        self.run_order.append(name)
         held = self._held.get(id(layer_input))
-        if self.share_inputs and held is not None and held[0]() is layer_input and self._compatible(held[1], name):
+        if (
+            self.share_inputs
+            and held is not None
+            and held[0]() is layer_input
+            and self._calls[held[1]] == 1  # a leader that ran again holds rows its followers never saw
+            and self._compatible(held[1], name)
+        ):
             self.leader_of[name] = held[1]
             return
         self._add_leader(name)
         self._held[id(layer_input)] = (weakref.ref(layer_input), name)
         self._capture(name, layer_input)
+
+    def _split(self, leader: str) -> None:
+        """A member of ``leader``'s group runs a second time in the first forward: every follower becomes a
+        leader of its own, starting from a copy of the group's statistics. That copy holds exactly the
+        shared input's rows: until a member runs again (now) the leader captured only that input."""
+        followers = [name for name in self.members(leader) if name != leader]
+        stats = self.statistics.get(leader)
+        position = self.order.index(leader)
+        for offset, name in enumerate(followers, start=1):
+            self.leader_of[name] = name
+            self.order.insert(position + offset, name)
+            self.active.add(name)
+            if stats is not None:
+                copy = self.make_statistics(name, stats.dim, self._devices[leader])
+                copy.load_state_dict({key: value.clone() for key, value in stats.state_dict().items()})
+                self.statistics[name] = copy
+                self._devices[name] = self._devices[leader]
 
     def _add_leader(self, name: str) -> None:
         self.leader_of[name] = name
@@ -220,6 +243,7 @@ class InputRecorder:
         stats = self.statistics.get(name)
         if stats is None:
             stats = self.statistics[name] = self.make_statistics(name, rows.shape[-1], rows.device)
+            self._devices[name] = rows.device
         stats.update(rows.detach(), mask)
         self._last_input[name] = weakref.ref(layer_input)
         self._captured += 1

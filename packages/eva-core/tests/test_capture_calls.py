@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from eva_core import fit
+from eva_core.errors import AmbiguousLayoutError
 
 SETTINGS = {"tau": 0.0, "progress": False, "rank": 2, "rho": 2}
 
@@ -99,3 +100,68 @@ def test_layers_sharing_an_input_once_per_forward_stay_grouped() -> None:
     state = fit(model, batches, min_steps=3, max_steps=3, **SETTINGS)
     assert state.layers["b"].source == "a"
     assert_exact(state.layers["b"], inputs_seen(model, batches, ["b"])["b"])
+
+
+class SequenceFirst(nn.Module):
+    """Embeds (B, T) ids, then ``proj`` sees the sequence-first (T, B, 8) tensor (as nn.Transformer
+    layers with batch_first=False do); ``head`` sees it batch-first again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(50, 8)
+        with torch.no_grad():
+            self.embed.weight.mul_(torch.logspace(0.5, -1, 8))
+        self.proj, self.head = nn.Linear(8, 8), nn.Linear(8, 8)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.embed(input_ids).transpose(0, 1)  # (T, B, 8)
+        return self.head(torch.tanh(self.proj(x)).transpose(0, 1))  # (B, T, 8)
+
+
+def padded_batch(size: int, length: int, seed: int) -> dict[str, torch.Tensor]:
+    """Right-padded ids with lengths 1..T: the (B, T) mask is not symmetric."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, 50, (size, length), generator=generator)
+    lengths = torch.randint(1, length + 1, (size,), generator=generator)
+    lengths[0] = 1
+    return {"input_ids": ids, "attention_mask": (torch.arange(length)[None, :] < lengths[:, None]).long()}
+
+
+def rows_by_hand(model: SequenceFirst, batches: list[dict]) -> dict[str, torch.Tensor]:
+    """The unpadded rows of ``proj`` (read from its (T, B, d) input at [t, b] where mask[b, t]) and ``head``."""
+    kept: dict[str, list[torch.Tensor]] = {"proj": [], "head": []}
+    with torch.no_grad():
+        for batch in batches:
+            mask = batch["attention_mask"].bool()  # (B, T)
+            x = model.embed(batch["input_ids"]).transpose(0, 1)  # (T, B, d)
+            kept["proj"].append(x.transpose(0, 1)[mask])
+            kept["head"].append(torch.tanh(model.proj(x)).transpose(0, 1)[mask])
+    return {name: torch.cat(rows) for name, rows in kept.items()}
+
+
+def test_sequence_first_input_with_batch_equal_to_length_gets_the_mask_right() -> None:
+    """The first batch (B=6, T=9) shows ``proj``'s layout; later B == T == 7 batches used to get the mask
+    applied transposed (matched by shape alone). Rows must be those selected by hand."""
+    torch.manual_seed(0)
+    model = SequenceFirst()
+    batches = [padded_batch(6, 9, seed=0)] + [padded_batch(7, 7, seed=i) for i in range(1, 4)]
+    state = fit(model, batches, min_steps=4, max_steps=4, **SETTINGS)
+    for name, rows in rows_by_hand(model, batches).items():
+        assert_exact(state.layers[name], rows)
+
+
+def test_batch_equal_to_length_before_the_layout_is_known_is_refused() -> None:
+    model = SequenceFirst()
+    with pytest.raises(AmbiguousLayoutError, match=r"layer 'proj' gets an input of shape \(7, 7, 8\)"):
+        fit(model, [padded_batch(7, 7, seed=1), padded_batch(6, 9, seed=0)], min_steps=2, max_steps=2, **SETTINGS)
+
+
+def test_batch_equal_to_length_with_a_symmetric_mask_needs_no_layout() -> None:
+    """Without padding (no mask) or with a symmetric one, either layout selects the same rows."""
+    torch.manual_seed(0)
+    model = SequenceFirst()
+    full = {"input_ids": padded_batch(7, 7, seed=2)["input_ids"], "attention_mask": torch.ones(7, 7, dtype=torch.long)}
+    batches = [full, padded_batch(6, 9, seed=0)]
+    state = fit(model, batches, min_steps=2, max_steps=2, **SETTINGS)
+    for name, rows in rows_by_hand(model, batches).items():
+        assert_exact(state.layers[name], rows)

@@ -83,9 +83,9 @@ class ConvergenceTracker:
             for leader, ok in zip(measured, finite, strict=True):
                 if not ok:
                     raise NonFiniteActivationError(
-                        f"layer {leader!r} received NaN or infinite inputs (or values beyond float32's range) "
-                        f"by batch {step}; check the data and the model's dtype (fp16 overflow is a common "
-                        "cause), or leave this layer out of target_modules."
+                        f"layer {leader!r} received NaN or infinite inputs by batch {step} (values beyond "
+                        "float32's range count as infinite); check the data and the model's dtype (fp16 "
+                        "overflow is a common cause), or leave this layer out of target_modules."
                     )
         for leader in measured:
             stats = statistics[leader]
@@ -164,13 +164,15 @@ class ConvergenceTracker:
     def _stable(self, progress: GroupProgress, need: int) -> bool:
         if progress.spectrum is None or progress.previous is None:
             return False
-        if progress.spectrum.components.shape[0] == 0:  # no variance now: stable once there was none before
-            return progress.previous.shape[0] == 0
-        need = min(need, progress.spectrum.components.shape[0])  # a rank never exceeds the components held
+        # a rank never exceeds the components with variance; one that had none at the check before (rows too
+        # few, or constant so far) counts as cosine 0, so only tau=0 accepts it
+        need = min(need, progress.spectrum.components.shape[0])
         now = progress.spectrum.components[:need]
         then = progress.previous[:need]
-        if now.shape[0] < need or then.shape[0] < need:
-            return False
+        if then.shape[0] < need:
+            return self.config.tau <= 0.0
+        if need == 0:  # no variance now, nor before
+            return True
         cosine = torch.nn.functional.cosine_similarity(now, then, dim=1).abs()  # (need,)
         return bool((cosine >= self.config.tau).all().item())
 

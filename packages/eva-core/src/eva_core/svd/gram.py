@@ -82,8 +82,7 @@ class GramStatistics:
             rows = torch.where(keep[:, None], rows, 0.0)
             finite = finite | ~keep[:, None]
         self._finite &= finite.all()
-        count = torch.tensor(float(rows.shape[0]), dtype=torch.float64) if keep is None else keep.sum(dtype=torch.float64)
-        count = count.to(self.count.device)
+        count = rows.new_tensor(rows.shape[0], dtype=torch.float64) if keep is None else keep.sum(dtype=torch.float64)
         if self.shift is None:
             self.shift = rows.sum(dim=0, dtype=torch.float64) / count.clamp_min(1.0)  # (d_in,)
         shifted = rows.double() - self.shift  # (N, d_in), exact for rows near the shift

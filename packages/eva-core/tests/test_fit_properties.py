@@ -113,8 +113,8 @@ def check_state(state, config: dict, rows: int) -> None:
         )
         assert torch.isfinite(layer.explained_variance).all() and (layer.explained_variance[:rank] > 0).all()
         assert torch.isfinite(state.components(name)).all()
-        if name in ("a", "c"):
-            assert layer.rows == rows
+        if name in ("a", "c"):  # a layer that converged stopped being measured
+            assert layer.rows == rows if not layer.converged else layer.rows <= rows
 
 
 def names_what_to_change(message: str) -> bool:
@@ -144,7 +144,7 @@ def test_fit_keeps_its_invariants(data, config: dict) -> None:
     assert all(torch.equal(before[name], after[name]) for name in before)
     if state is not None:
         CASES["succeeded"] += 1
-        check_state(state, config, rows_of(batches).shape[0])
+        check_state(state, config, rows_of(batches[: state.steps]).shape[0])
 
 
 @settings(max_examples=60)

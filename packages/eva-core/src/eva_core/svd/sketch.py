@@ -49,7 +49,9 @@ class SketchStatistics:
         n_new = rows.shape[0]
         if n_new == 0:
             return
-        self._finite &= torch.isfinite(rows).all()
+        finite = torch.isfinite(rows)  # (N', d_in)
+        self._finite &= finite.all()
+        rows = torch.where(finite, rows, 0.0)  # the fit reports the NaN/inf; the SVD below must not fail on it
         n_old, n_all = self.count, self.count + n_new
         if not self.centered:
             stacked = torch.cat([self.basis, rows])

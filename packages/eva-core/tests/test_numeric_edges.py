@@ -10,6 +10,7 @@ from torch import nn
 from eva_core import fit
 from eva_core.errors import EvaWarning, NonFiniteActivationError, NoVarianceError
 from eva_core.ranks import allocate_ranks
+from eva_core.svd import GramStatistics
 
 SETTINGS = {"tau": 0.0, "min_steps": 3, "max_steps": 3, "progress": False}
 
@@ -138,3 +139,20 @@ def test_overflowing_products_of_finite_inputs_stay_finite() -> None:
     ratios, _ = exact(a)
     ratio = state.layers["layers.0"].explained_variance_ratio.double()
     torch.testing.assert_close(ratio, ratios[:4], rtol=1e-4, atol=0)
+
+
+@pytest.mark.parametrize("drop_masked", [True, False])
+def test_padding_may_hold_nan_on_either_masking_path(drop_masked: bool) -> None:
+    """Masked rows add nothing, whatever they hold: on the accelerator path (rows zeroed, not dropped) a
+    NaN in padding used to survive the multiplication by the mask (NaN * 0 = NaN) and fail the fit."""
+    rows = spread_rows(300, 8, seed=11)
+    keep = torch.arange(300) % 3 != 0
+    padded = torch.where(keep[:, None], rows, float("nan"))
+    stats = GramStatistics(8, "cpu", drop_masked=drop_masked)
+    for chunk, mask in zip(padded.chunk(3), keep.chunk(3), strict=True):
+        stats.update(chunk, mask)
+    assert bool(stats.is_finite())
+    ratios, vh = exact(rows[keep])
+    spectrum = stats.top(4, exact=True)
+    torch.testing.assert_close(spectrum.explained_variance_ratio.double(), ratios[:4], rtol=1e-4, atol=0)
+    assert (spectrum.components.double() * vh[:4]).sum(dim=1).abs().min().item() >= 0.9999

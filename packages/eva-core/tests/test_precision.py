@@ -1,4 +1,4 @@
-"""Half-precision models: statistics are accumulated in float32 whatever the model's dtype."""
+"""Half-precision models: statistics are computed in float32 (summed in float64) whatever the model's dtype."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def test_gram_statistics_of_bf16_rows_match_float64() -> None:
     stats = GramStatistics(48, "cpu")
     for chunk in rows.split(500):
         stats.update(chunk)
-    assert stats.scatter.dtype == torch.float32
+    assert stats.scatter.dtype == torch.float64  # float32 products, float64 sums
     exact = rows.double() - rows.double().mean(dim=0)
     _, singular_values, vh = torch.linalg.svd(exact, full_matrices=False)
     spectrum = stats.top(4, exact=True)

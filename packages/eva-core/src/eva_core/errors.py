@@ -17,6 +17,7 @@ __all__ = [
     "DomainMismatchError",
     "GenericFallbackWarning",
     "AmbiguousDomainError",
+    "AmbiguousLayoutError",
     "EmptyDataError",
     "EvaError",
     "EvaWarning",
@@ -26,6 +27,7 @@ __all__ = [
     "MissingExtraError",
     "MissingModelError",
     "MissingStateError",
+    "NoVarianceError",
     "NonFiniteActivationError",
     "NotConvergedWarning",
     "PluginLoadError",
@@ -129,6 +131,15 @@ class StateFileError(EvaError, ValueError):
     """A saved state or checkpoint file cannot be written or read as it is: a value JSON cannot store, a
     corrupt or truncated file, a file that is not ours, or contents a fit cannot produce (NaN, ranks over
     the budget, layers missing); the message names the file and the layer."""
+
+
+class NoVarianceError(EvaError, ValueError):
+    """No targeted layer's input varies (constant or all-zero rows), so no component carries signal."""
+
+
+class AmbiguousLayoutError(EvaError, ValueError):
+    """A layer input's leading dimensions could be (B, T) or (T, B) (B == T), the row mask is not symmetric,
+    and no earlier batch showed which: its padding mask cannot be applied without guessing."""
 
 
 class EvaWarning(UserWarning):

@@ -60,7 +60,9 @@ def allocate_layer_ranks(
     """Share EVA's budget of ``config.rank * L`` ranks among the layers of ``spectra``.
 
     Each layer offers its components scored by ``config.redistribution``, at most ``round(rho * rank)``
-    of them (``config.max_components``) and at most the ones it holds; :func:`allocate_ranks` hands them out.
+    of them (``config.max_components``) and at most the ones it holds with positive variance (a direction
+    without variance carries no signal, and whitening it would divide by zero); :func:`allocate_ranks`
+    hands them out.
 
     Args:
         spectra: layer name -> its spectrum, in model order (the order breaks ties).
@@ -75,9 +77,17 @@ def allocate_layer_ranks(
         name: component_scores(spectrum.explained_variance, spectrum.explained_variance_ratio, config.redistribution)
         for name, spectrum in spectra.items()
     }
-    caps = {name: min(config.max_components, spectrum.components.shape[0]) for name, spectrum in spectra.items()}
+    caps = {name: min(config.max_components, _with_variance(spectrum)) for name, spectrum in spectra.items()}
     budget = config.rank * (len(spectra) if layer_count is None else layer_count)
     return allocate_ranks(scores, budget=budget, caps=caps)
+
+
+def _with_variance(spectrum: ExplainedVariance) -> int:
+    """How many leading components of ``spectrum`` have positive (finite) variance."""
+    held = spectrum.components.shape[0]
+    variance = spectrum.explained_variance[:held]
+    positive = (variance > 0) & torch.isfinite(variance)
+    return held if bool(positive.all()) else int(positive.int().argmin())
 
 
 def allocate_ranks(

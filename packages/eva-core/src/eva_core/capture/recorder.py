@@ -8,6 +8,10 @@ simply fails the check). Layers sharing an input form a group measured once by i
 first member (the *leader*). On later batches a follower only checks (by weak reference) that it still
 gets its leader's tensor.
 
+A sequence-first layer input (T, B, d_in) gets the batch's (B, T) row mask transposed. The layout is read
+from shapes only when B != T, and remembered per layer; a batch with B == T and a mask that is not
+symmetric, before any batch showed the layout, is refused rather than guessed.
+
 Once a layer's statistics are no longer needed (it converged) its hook returns at once, and when the
 last layer still being measured has captured its input the recorder raises :class:`StopForward` so the
 rest of the network is skipped (after the last member of its group, so followers are still checked).
@@ -25,7 +29,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from ..contract import RowsFn
-from ..errors import InconsistentSharedInputError
+from ..errors import AmbiguousLayoutError, InconsistentSharedInputError
 from ..svd import InputStatistics
 
 __all__ = ["InputRecorder", "StopForward"]
@@ -69,8 +73,11 @@ class InputRecorder:
         self.run_order: list[str] = []  # every layer in the order it first ran
         self.active: set[str] = set()  # leaders still being measured
         self.row_mask: torch.Tensor | None = None
+        self.layouts: dict[str, str] = {}  # leader -> "batch-first" / "sequence-first", once a batch showed it
+        self._symmetric: bool | None = None  # whether this batch's square row mask equals its transpose
         self._discovering = True
         self._calls: dict[str, int] = {}
+        self._devices: dict[str, torch.device] = {}  # leader -> where its statistics live
         self._held: dict[int, tuple[weakref.ref[torch.Tensor], str]] = {}  # first batch: id -> (input, leader)
         self._last_input: dict[str, weakref.ref[torch.Tensor]] = {}
         self._captured = 0
@@ -93,6 +100,7 @@ class InputRecorder:
     def begin_batch(self, row_mask: torch.Tensor | None) -> None:
         """Set the (B, T) row mask of the batch about to run."""
         self.row_mask = row_mask
+        self._symmetric = None
         self._captured = 0
         self._last_input.clear()
 
@@ -139,6 +147,7 @@ class InputRecorder:
             "discovering": self._discovering,
             "stop_early": self.stop_early,
             "calls": dict(self._calls),
+            "layouts": dict(self.layouts),
         }
 
     def restore_layout(self, layout: dict[str, Any]) -> None:
@@ -150,6 +159,7 @@ class InputRecorder:
         self._discovering = bool(layout["discovering"])
         self.stop_early = bool(layout["stop_early"])
         self._calls = {name: int(calls) for name, calls in layout["calls"].items()}
+        self.layouts = dict(layout.get("layouts", {}))
         self._refresh_stop()
 
     def adopt(self, order: list[str], leader_of: dict[str, str]) -> list[str]:
@@ -193,19 +203,41 @@ class InputRecorder:
 
     def _discover(self, name: str, layer_input: torch.Tensor) -> None:
         self._calls[name] = self._calls.get(name, 0) + 1
-        if self._calls[name] == 1:
-            self.run_order.append(name)
         if self._calls[name] > 1:
-            if self.leader_of.get(name) == name:
-                self._capture(name, layer_input)
+            self._split(self.leader_of[name])  # its later inputs are its own: it cannot share a leader's rows
+            self._capture(name, layer_input)
             return
+        self.run_order.append(name)
         held = self._held.get(id(layer_input))
-        if self.share_inputs and held is not None and held[0]() is layer_input and self._compatible(held[1], name):
+        if (
+            self.share_inputs
+            and held is not None
+            and held[0]() is layer_input
+            and self._calls[held[1]] == 1  # a leader that ran again holds rows its followers never saw
+            and self._compatible(held[1], name)
+        ):
             self.leader_of[name] = held[1]
             return
         self._add_leader(name)
         self._held[id(layer_input)] = (weakref.ref(layer_input), name)
         self._capture(name, layer_input)
+
+    def _split(self, leader: str) -> None:
+        """A member of ``leader``'s group runs a second time in the first forward: every follower becomes a
+        leader of its own, starting from a copy of the group's statistics. That copy holds exactly the
+        shared input's rows: until a member runs again (now) the leader captured only that input."""
+        followers = [name for name in self.members(leader) if name != leader]
+        stats = self.statistics.get(leader)
+        position = self.order.index(leader)
+        for offset, name in enumerate(followers, start=1):
+            self.leader_of[name] = name
+            self.order.insert(position + offset, name)
+            self.active.add(name)
+            if stats is not None:
+                copy = self.make_statistics(name, stats.dim, self._devices[leader])
+                copy.load_state_dict({key: value.clone() for key, value in stats.state_dict().items()})
+                self.statistics[name] = copy
+                self._devices[name] = self._devices[leader]
 
     def _add_leader(self, name: str) -> None:
         self.leader_of[name] = name
@@ -216,13 +248,46 @@ class InputRecorder:
         return self.rows_fns[leader] is self.rows_fns[name]
 
     def _capture(self, name: str, layer_input: torch.Tensor) -> None:
-        rows, mask = self.rows_fns[name](layer_input, self.row_mask)  # (N, d_in), (N,)
+        rows, mask = self.rows_fns[name](layer_input, self._mask_for(name, layer_input))  # (N, d_in), (N,)
         stats = self.statistics.get(name)
         if stats is None:
             stats = self.statistics[name] = self.make_statistics(name, rows.shape[-1], rows.device)
+            self._devices[name] = rows.device
         stats.update(rows.detach(), mask)
         self._last_input[name] = weakref.ref(layer_input)
         self._captured += 1
+
+    def _mask_for(self, name: str, layer_input: torch.Tensor) -> torch.Tensor | None:
+        """The batch's (B, T) row mask laid out as ``layer_input`` is: transposed for a sequence-first
+        (T, B, d_in) input. Shapes tell the layout apart only when B != T; a layer's layout is learnt from
+        such a batch and kept. When B == T it is needed only if the mask is not symmetric.
+
+        Raises:
+            AmbiguousLayoutError: B == T, the mask is not symmetric, and no earlier batch showed the layout.
+        """
+        mask = self.row_mask
+        if mask is None or mask.dim() != 2 or layer_input.dim() != 3:
+            return mask
+        lead, (b, t) = tuple(layer_input.shape[:2]), tuple(mask.shape)
+        if b != t:
+            if lead in ((b, t), (t, b)):
+                self.layouts[name] = "batch-first" if lead == (b, t) else "sequence-first"
+            return mask.T if lead == (t, b) else mask
+        if lead != (b, t):
+            return mask
+        known = self.layouts.get(name)
+        if known is None:
+            if self._symmetric is None:
+                self._symmetric = bool(torch.equal(mask, mask.T))
+            if not self._symmetric:
+                raise AmbiguousLayoutError(
+                    f"layer {name!r} gets an input of shape {tuple(layer_input.shape)} with a {b}x{t} row mask "
+                    "(batch size == sequence length), so whether it is batch-first (B, T, d) or "
+                    "sequence-first (T, B, d) cannot be told, and the padding mask would be guessed. Make "
+                    "the first batch's size differ from its length (the layout is then learnt), or give the "
+                    "layer a rows function in a plugin (eva_layer_rows)."
+                )
+        return mask.T if known == "sequence-first" else mask
 
     def _check_shared(self, name: str, leader: str, layer_input: torch.Tensor) -> None:
         ref = self._last_input.get(leader)

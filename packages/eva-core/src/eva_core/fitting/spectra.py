@@ -19,7 +19,14 @@ from torch import nn
 
 from ..capture import input_width
 from ..config import EvaConfig
-from ..errors import EmptyDataError, NonFiniteActivationError, NotConvergedWarning, TooFewRowsWarning, warn
+from ..errors import (
+    EmptyDataError,
+    NonFiniteActivationError,
+    NotConvergedWarning,
+    NoVarianceError,
+    TooFewRowsWarning,
+    warn,
+)
 from ..ranks import allocate_layer_ranks
 from ..state import EvaState, LayerSpectrum
 from ..svd import InputStatistics, Spectrum
@@ -76,9 +83,9 @@ class ConvergenceTracker:
             for leader, ok in zip(measured, finite, strict=True):
                 if not ok:
                     raise NonFiniteActivationError(
-                        f"layer {leader!r} received NaN or infinite inputs by batch {step}; check the data and "
-                        "the model's dtype (fp16 overflow is a common cause), or leave this layer out of "
-                        "target_modules."
+                        f"layer {leader!r} received NaN or infinite inputs by batch {step} (values beyond "
+                        "float32's range count as infinite); check the data and the model's dtype (fp16 "
+                        "overflow is a common cause), or leave this layer out of target_modules."
                     )
         for leader in measured:
             stats = statistics[leader]
@@ -86,7 +93,7 @@ class ConvergenceTracker:
             progress.previous = None if progress.spectrum is None else progress.spectrum.components
             k = min(self.config.max_components, stats.dim)
             accurate = None if progress.need is None else progress.need + 2  # a margin for a growing allocation
-            progress.spectrum = stats.top(k, previous=progress.previous, accurate=accurate)
+            progress.spectrum = with_variance(stats.top(k, previous=progress.previous, accurate=accurate))
         ranks = self.group_ranks(members)
         converged, reopened = set(), set()
         for leader, progress in self.groups.items():
@@ -157,10 +164,15 @@ class ConvergenceTracker:
     def _stable(self, progress: GroupProgress, need: int) -> bool:
         if progress.spectrum is None or progress.previous is None:
             return False
+        # a rank never exceeds the components with variance; one that had none at the check before (rows too
+        # few, or constant so far) counts as cosine 0, so only tau=0 accepts it
+        need = min(need, progress.spectrum.components.shape[0])
         now = progress.spectrum.components[:need]
         then = progress.previous[:need]
-        if now.shape[0] < need or then.shape[0] < need:
-            return False
+        if then.shape[0] < need:
+            return self.config.tau <= 0.0
+        if need == 0:  # no variance now, nor before
+            return True
         cosine = torch.nn.functional.cosine_similarity(now, then, dim=1).abs()  # (need,)
         return bool((cosine >= self.config.tau).all().item())
 
@@ -191,7 +203,50 @@ def final_state(
             spectra[name] = _empty(name, input_width(module), rows=0)
         else:  # a follower shares its leader's spectrum
             spectra[name] = measured[leader]
+    _check_variance(spectra, config)
     return EvaState(layers=spectra, ranks=allocate_layer_ranks(spectra, config), steps=steps, config=config)
+
+
+def with_variance(spectrum: Spectrum) -> Spectrum:
+    """``spectrum`` without its components of zero variance (numerically none: see
+    :func:`eva_core.svd.spectrum.noise_floor`); they come last, and no rank may go to them."""
+    alive = int((spectrum.explained_variance > 0).sum().item())
+    if alive == spectrum.components.shape[0]:
+        return spectrum
+    return Spectrum(
+        components=spectrum.components[:alive],
+        singular_values=spectrum.singular_values[:alive],
+        explained_variance=spectrum.explained_variance[:alive],
+        explained_variance_ratio=spectrum.explained_variance_ratio[:alive],
+        rows=spectrum.rows,
+    )
+
+
+def _check_variance(spectra: dict[str, LayerSpectrum], config: EvaConfig) -> None:
+    """Warn once naming the layers whose inputs have no variance (they get rank 0); raise if no layer has any.
+
+    Raises:
+        NoVarianceError: no targeted layer's input varies.
+    """
+    usable = 2 if config.centered else 1
+    # rows enough for a component, yet none held: every candidate had zero variance
+    flat = [name for name, layer in spectra.items() if layer.rows >= usable and layer.components.shape[0] == 0]
+    if any(s.components.shape[0] for s in spectra.values()):
+        if flat:
+            shown = ", ".join(flat[:5]) + (f" and {len(flat) - 5} more" if len(flat) > 5 else "")
+            warn(
+                f"the inputs of {len(flat)} layer(s) have no variance ({'constant' if config.centered else 'zero'} "
+                f"rows), so they get rank 0 and the budget goes to the other layers: {shown}. Check the data, "
+                "or leave them out of target_modules."
+            )
+        return
+    if flat:
+        raise NoVarianceError(
+            f"no targeted layer's input varies: every row the layers saw is {'the same' if config.centered else 'zero'}"
+            f" ({', '.join(flat[:5])}{'...' if len(flat) > 5 else ''}), so EVA has no direction to initialize from. "
+            "Check the batches (are they all padding or one repeated example?) or target_modules"
+            + (", or pass centered=False to use the uncentered second moment." if config.centered else ".")
+        )
 
 
 def _empty(name: str, width: int, rows: int) -> LayerSpectrum:
@@ -219,7 +274,7 @@ def _measured(name: str, stats: InputStatistics, progress: GroupProgress | None,
     if k == 0:
         return _empty(name, stats.dim, rows)
     previous = progress.spectrum.components if progress is not None and progress.spectrum is not None else None
-    spectrum = stats.top(k, previous=previous, exact=True)
+    spectrum = with_variance(stats.top(k, previous=previous, exact=True))
     converged_at = progress.converged_at if progress is not None else None
     return LayerSpectrum(
         components=spectrum.components,

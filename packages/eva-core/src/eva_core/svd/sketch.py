@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .spectrum import Spectrum, orient
+from .spectrum import Spectrum, dead_spectrum, orient, spectrum_from
 
 __all__ = ["SketchStatistics"]
 
@@ -49,18 +49,20 @@ class SketchStatistics:
         n_new = rows.shape[0]
         if n_new == 0:
             return
-        self._finite &= torch.isfinite(rows).all()
+        finite = torch.isfinite(rows)  # (N', d_in)
+        self._finite &= finite.all()
+        rows = torch.where(finite, rows, 0.0)  # the fit reports the NaN/inf; the SVD below must not fail on it
         n_old, n_all = self.count, self.count + n_new
         if not self.centered:
             stacked = torch.cat([self.basis, rows])
             self.total += rows.double().pow(2).sum()
         else:
-            batch_mean = rows.mean(dim=0)  # (d_in,)
-            centered = rows - batch_mean  # (N', d_in)
-            correction = (n_old * n_new / n_all) ** 0.5 * (self.mean - batch_mean)  # (d_in,)
-            stacked = torch.cat([self.basis, centered, correction[None]])  # (l' + N' + 1, d_in)
-            self.total += centered.double().pow(2).sum() + correction.double().pow(2).sum()
-            self.mean = self.mean + (batch_mean - self.mean) * (n_new / n_all)
+            batch_mean = rows.sum(dim=0, dtype=torch.float64) / n_new  # (d_in,)
+            centered = rows.double() - batch_mean  # (N', d_in): float64, so constant rows give exact zeros
+            correction = (n_old * n_new / n_all) ** 0.5 * (self.mean.double() - batch_mean)  # (d_in,)
+            self.total += centered.pow(2).sum() + correction.pow(2).sum()
+            stacked = torch.cat([self.basis, centered.float(), correction[None].float()])  # (l' + N' + 1, d_in)
+            self.mean = (self.mean.double() + (batch_mean - self.mean.double()) * (n_new / n_all)).float()
         _, sigma, vh = torch.linalg.svd(stacked, full_matrices=False)
         keep = min(self.width, sigma.shape[0])
         self.basis = sigma[:keep, None] * vh[:keep]  # (l, d_in)
@@ -95,17 +97,32 @@ class SketchStatistics:
         self, k: int, previous: torch.Tensor | None = None, exact: bool = False, accurate: int | None = None
     ) -> Spectrum:
         """The top-``k`` spectrum held by the sketch (it needs no solver: the other arguments are unused)."""
-        norms = self.basis.norm(dim=1)  # (l',) = singular values, descending
-        k = min(k, self.basis.shape[0])
-        sigma = norms[:k]
-        directions = self.basis[:k] / sigma.clamp_min(torch.finfo(torch.float32).tiny)[:, None]
-        values = sigma.pow(2)
-        denominator = max(self.count - 1, 1) if self.centered else max(self.count, 1)
-        total = self.total.to(torch.float32).clamp_min(torch.finfo(torch.float32).tiny)
-        return Spectrum(
-            components=orient(directions.contiguous()),
-            singular_values=sigma,
-            explained_variance=values / denominator,
-            explained_variance_ratio=values / total,
-            rows=self.count,
-        )
+        k = min(k, self.dim)
+        total = float(self.total)
+        if not total > 0.0 or self.basis.shape[0] == 0:
+            return dead_spectrum(k, self.dim, self.count, self.basis.device)
+        basis = self.basis[:k]  # (k', d_in), k' <= k
+        sigma = basis.double().norm(dim=1)  # (k',) singular values, descending
+        directions = (basis.double() / sigma.clamp_min(torch.finfo(torch.float64).tiny)[:, None]).float()
+        return _completed(spectrum_from(sigma.pow(2), directions, total, total, self.count, self.centered), k)
+
+
+def _completed(spectrum: Spectrum, k: int) -> Spectrum:
+    """``spectrum``'s components with variance, completed to ``k`` orthonormal ones with zero variance (the
+    sketch's zero rows have no direction, and it may hold fewer than ``k`` rows)."""
+    held = int((spectrum.explained_variance > 0).sum().item())
+    if held == k == spectrum.components.shape[0]:
+        return spectrum
+    live = spectrum.components[:held]  # (held, d_in)
+    dim, device = live.shape[1], live.device
+    completion = torch.cat([live, torch.eye(dim, dtype=torch.float32, device=device)]).T  # (d_in, held + d_in)
+    basis = torch.linalg.qr(completion.double())[0].float()  # (d_in, d_in): the first held columns span live
+    components = torch.cat([live, orient(basis[:, held:k].T.contiguous())])  # (k, d_in)
+    zeros = torch.zeros(k - held, dtype=torch.float32, device=device)
+    return Spectrum(
+        components=components,
+        singular_values=torch.cat([spectrum.singular_values[:held], zeros]),
+        explained_variance=torch.cat([spectrum.explained_variance[:held], zeros]),
+        explained_variance_ratio=torch.cat([spectrum.explained_variance_ratio[:held], zeros]),
+        rows=spectrum.rows,
+    )

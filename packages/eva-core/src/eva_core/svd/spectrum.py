@@ -7,7 +7,7 @@ from typing import Protocol
 
 import torch
 
-__all__ = ["InputStatistics", "Spectrum"]
+__all__ = ["InputStatistics", "Spectrum", "dead_spectrum", "noise_floor", "spectrum_from"]
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,9 @@ class Spectrum:
         singular_values: (k,) singular values of the (centered) row matrix X: (N, d_in).
         explained_variance: (k,) ``singular_values**2 / (N - 1)`` (``/ N`` when uncentered).
         explained_variance_ratio: (k,) share of the total variance (trace) each component explains.
+
+    A component whose variance is below float32 noise (:func:`noise_floor`) reports zero in all three
+    (its direction is arbitrary); such components get no rank.
         rows: N, the number of rows seen.
     """
 
@@ -68,3 +71,38 @@ def orient(components: torch.Tensor) -> torch.Tensor:
     signs = torch.sign(components.gather(1, idx))  # (k, 1)
     signs = torch.where(signs == 0, torch.ones_like(signs), signs)
     return components * signs
+
+
+def noise_floor() -> float:
+    """The variance, relative to the magnitude the statistics were computed from, at or below which a
+    component is float32 rounding noise rather than signal: ``32 * eps(float32)`` (3.8e-6). Directions with
+    no variance at all come out of float32 products and eigensolvers at up to ~2 eps times that magnitude
+    (measured for d_in from 16 to 1100, rank-deficient and offset rows), so the floor keeps a 15x margin.
+    Whitening such a direction would blow noise up by 1/sqrt(noise); it is reported with no variance."""
+    return 32.0 * torch.finfo(torch.float32).eps
+
+
+def spectrum_from(
+    values: torch.Tensor, components: torch.Tensor, total: float, reference: float, rows: int, centered: bool
+) -> Spectrum:
+    """A :class:`Spectrum` from eigenvalues ``values`` (k,) (of the scatter matrix, any float dtype),
+    ``components`` (k, d_in), the trace ``total`` and the ``reference`` magnitude rounding is relative to;
+    values at or under ``noise_floor() * reference`` become zero."""
+    values = values.double().clamp_min(0.0)
+    values = torch.where(values > noise_floor() * reference, values, 0.0)
+    denominator = max(rows - 1, 1) if centered else max(rows, 1)
+    ratio = values / total if total > 0 else torch.zeros_like(values)
+    return Spectrum(
+        components=orient(components.float().contiguous()),
+        singular_values=values.sqrt().float(),
+        explained_variance=(values / denominator).float(),
+        explained_variance_ratio=ratio.float(),
+        rows=rows,
+    )
+
+
+def dead_spectrum(k: int, dim: int, rows: int, device: torch.device) -> Spectrum:
+    """The spectrum of rows without variance: ``k`` orthonormal (coordinate) directions, all with zero."""
+    zeros = torch.zeros(k, dtype=torch.float32, device=device)
+    components = torch.eye(k, dim, dtype=torch.float32, device=device)
+    return Spectrum(components, zeros, zeros, zeros, rows)

@@ -50,6 +50,9 @@ class EvaConfig:
         distributed: ``None`` merges the statistics of all ranks when ``torch.distributed`` is initialized
             with more than one process (each rank feeds its own shard of the batches); ``True`` requires
             that; ``False`` lets every rank fit alone on its own batches.
+        adjust_scaling_factors: as peft's ``EvaConfig.adjust_scaling_factors``: ``apply`` gives a layer whose
+            rank differs from ``rank`` an alpha that keeps the LoRA scaling ``lora_alpha / r`` (``True``), or
+            leaves every layer at ``lora_alpha`` so its scaling is ``lora_alpha / r_l`` (``False``).
     """
 
     rank: int = 16
@@ -69,6 +72,7 @@ class EvaConfig:
     gram_memory_bytes: int = 4 * 1024**3
     domain: str | None = None
     distributed: bool | None = None
+    adjust_scaling_factors: bool = True
 
     def __post_init__(self) -> None:
         if self.min_steps == _DEFAULT_MIN_STEPS and _is_int(self.max_steps) and 1 <= self.max_steps < self.min_steps:
@@ -118,6 +122,12 @@ class EvaConfig:
         for flag in ("centered", "whiten", "progress", "share_identical_inputs", "stop_forward_early"):
             value = getattr(self, flag)
             _require(isinstance(value, bool), flag, value, "True or False")
+        _require(
+            isinstance(self.adjust_scaling_factors, bool),
+            "adjust_scaling_factors",
+            self.adjust_scaling_factors,
+            "True or False",
+        )
 
     @property
     def max_components(self) -> int:

@@ -20,6 +20,7 @@ __all__ = [
     "EvaWarning",
     "InconsistentSharedInputError",
     "InvalidConfigError",
+    "MetaDeviceError",
     "MissingDataError",
     "MissingExtraError",
     "MissingModelError",
@@ -113,6 +114,11 @@ class MissingStateError(EvaError, FileNotFoundError):
 
 class MissingExtraError(EvaError, ImportError):
     """An optional dependency of a feature is not installed; the message names the pip extra."""
+
+
+class MetaDeviceError(EvaError, ValueError):
+    """The model given to ``fit``, ``init`` or ``apply`` holds a parameter or buffer on the meta device
+    (a shape without values); the message names it and how to load the real weights."""
 
 
 class EvaWarning(UserWarning):

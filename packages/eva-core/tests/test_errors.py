@@ -14,7 +14,6 @@ from eva_core import EvaError, EvaWarning, fit
 from eva_core.errors import (
     EmptyDataError,
     InconsistentSharedInputError,
-    InvalidConfigError,
     NonFiniteActivationError,
     NoTargetLayersError,
     TooFewRowsWarning,

@@ -53,7 +53,7 @@ def state(make_model, batches, exact_fit_settings) -> EvaState:
     return fit(make_model(0), batches, **exact_fit_settings)
 
 
-class Boom(RuntimeError):
+class InjectedError(RuntimeError):
     pass
 
 
@@ -100,7 +100,7 @@ STAGES: list[tuple[str, object, str, Callable[[Any, type[BaseException]], Any]]]
 ]
 
 
-@pytest.mark.parametrize("error", [Boom, KeyboardInterrupt])
+@pytest.mark.parametrize("error", [InjectedError, KeyboardInterrupt])
 @pytest.mark.parametrize(("where", "owner", "attribute", "fault"), STAGES, ids=[stage[0] for stage in STAGES])
 def test_apply_failing_at_any_step_leaves_the_model_as_it_was(
     make_model, state, monkeypatch, where, owner, attribute, fault, error
@@ -117,7 +117,7 @@ def test_apply_failing_at_any_step_leaves_the_model_as_it_was(
     assert torch.equal(peft_model.get_base_model().blocks[0].q.lora_A["default"].weight, state.components("blocks.0.q"))
 
 
-@pytest.mark.parametrize("error", [Boom, KeyboardInterrupt])
+@pytest.mark.parametrize("error", [InjectedError, KeyboardInterrupt])
 @pytest.mark.parametrize("where", ["fit", "apply", "after apply"])
 def test_init_failing_at_any_step_leaves_the_model_as_it_was(
     make_model, batches, exact_fit_settings, monkeypatch, where, error
@@ -146,10 +146,10 @@ def test_init_failing_at_any_step_leaves_the_model_as_it_was(
 def test_init_checks_the_adapter_config_before_the_fit(make_model, batches, exact_fit_settings, monkeypatch) -> None:
     from eva_core.fitting import loop
 
-    monkeypatch.setattr(loop._Fit, "run", failing_on_call(loop._Fit.run, 1, Boom))  # the fit must not start
-    with pytest.raises(InvalidConfigError, match="lora_config.r=0"):
+    monkeypatch.setattr(loop._Fit, "run", failing_on_call(loop._Fit.run, 1, InjectedError))  # the fit must not start
+    with pytest.raises(InvalidConfigError, match=r"lora_config\.r=0"):
         init(make_model(0), batches, lora_config=LoraConfig(r=0), **exact_fit_settings)
-    with pytest.raises(InvalidConfigError, match="adapter_name='a.b'"):
+    with pytest.raises(InvalidConfigError, match=r"adapter_name='a\.b'"):
         init(make_model(0), batches, adapter_name="a.b", **exact_fit_settings)
 
 
@@ -226,6 +226,6 @@ def test_a_buffer_on_meta_is_named(state) -> None:
 def test_peft_is_not_asked_about_a_meta_model(monkeypatch, state) -> None:
     with torch.device("meta"):
         model = mlp()
-    monkeypatch.setattr(peft, "get_peft_model", failing_on_call(peft.get_peft_model, 1, Boom))
-    with pytest.raises(MetaDeviceError, match="parameter '0.weight'"):
+    monkeypatch.setattr(peft, "get_peft_model", failing_on_call(peft.get_peft_model, 1, InjectedError))
+    with pytest.raises(MetaDeviceError, match=r"parameter '0\.weight'"):
         apply(model, handmade_state({"0": 2, "2": 2}))

@@ -4,19 +4,19 @@ model's layers, the ``LoraConfig`` is one peft can inject without failing halfwa
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from .errors import InvalidConfigError
-from .model_view import require_materialized, wrapped_layers
+from .model_view import base_model, require_materialized, wrapped_layers
 
 if TYPE_CHECKING:
     from .state import EvaState
 
-__all__ = ["check_destination", "check_lora_config", "state_rows"]
+__all__ = ["check_destination", "check_lora_config", "check_wrapped", "state_rows"]
 
 
 def check_destination(model: nn.Module, adapter_name: str, call: str = "apply") -> None:
@@ -56,6 +56,26 @@ def check_destination(model: nn.Module, adapter_name: str, call: str = "apply") 
             f"{type(layer).__name__}) but is not a PeftModel; pass the PeftModel holding them (the EVA adapter is "
             "then added beside them) or the model without adapters (a fresh load, or peft's unload())."
         )
+
+
+def check_wrapped(model: nn.Module, names: Iterable[str]) -> None:
+    """Refuse layers that an adapter ``model`` carries already saves whole (``modules_to_save``): peft
+    cannot put LoRA into a ``ModulesToSaveWrapper``. Layers that carry LoRA already take one more.
+
+    Raises:
+        InvalidConfigError: names the layer.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    wrapped = wrapped_layers(base_model(model))
+    for name in names:
+        layer = wrapped.get(name)
+        if layer is not None and not isinstance(layer, LoraLayer):
+            raise InvalidConfigError(
+                f"layer {name!r} of the state is a {type(layer).__name__} in the model (an adapter it carries saves "
+                "it whole, modules_to_save), so it cannot take a LoRA adapter; fit with target_modules leaving it out, "
+                "or give it rank 0 (EvaState.ranks)."
+            )
 
 
 def check_lora_config(lora_config: object) -> None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from .adapter_checks import check_destination, check_lora_config, state_rows
+from .adapter_checks import check_destination, check_lora_config, check_wrapped, state_rows
 from .errors import EvaError, EvaWarning, InvalidConfigError, warn
 from .model_view import base_model, plain_modules
 from .plugins import DomainHooks, PluginManager, plugin_manager
@@ -150,6 +150,7 @@ def _prepare(
     check_destination(model, adapter_name)
     modules = plain_modules(model)
     rows = state_rows(state, modules)
+    check_wrapped(model, rows)
     base = base_model(model)
     fields = _domain(base, state, manager).lora_fields(base, list(rows))
     config = copy.deepcopy(lora_config_for(state, lora_config, fields))

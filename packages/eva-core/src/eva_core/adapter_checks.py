@@ -145,8 +145,9 @@ def _input_width(module: nn.Module) -> int | None:
         return module.in_channels * math.prod(module.kernel_size)
     if isinstance(module, nn.Embedding):
         return module.num_embeddings
-    if type(module).__name__ == "Conv1D" and isinstance(getattr(module, "weight", None), torch.Tensor):
-        return int(module.weight.shape[0])  # transformers' Conv1D stores W as (d_in, d_out)
+    weight = getattr(module, "weight", None)
+    if type(module).__name__ == "Conv1D" and isinstance(weight, torch.Tensor):
+        return int(weight.shape[0])  # transformers' Conv1D stores W as (d_in, d_out)
     return None
 
 

@@ -229,3 +229,30 @@ def test_peft_is_not_asked_about_a_meta_model(monkeypatch, state) -> None:
     monkeypatch.setattr(peft, "get_peft_model", failing_on_call(peft.get_peft_model, 1, InjectedError))
     with pytest.raises(MetaDeviceError, match=r"parameter '0\.weight'"):
         apply(model, handmade_state({"0": 2, "2": 2}))
+
+
+# ------------------------------------------------------------------------------- a transformers model
+
+
+@pytest.mark.parametrize("where", ["third layer", "freezing", "copy"])
+def test_a_task_model_is_rolled_back_with_its_config(monkeypatch, where) -> None:
+    """peft's task wrappers (here SEQ_CLS: a saved classifier, the model's config consulted) leave nothing
+    behind either: not in the modules, not in ``model.config``."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.BertConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, num_labels=3
+    )
+    torch.manual_seed(0)
+    model = transformers.BertForSequenceClassification(config)
+    ids = torch.randint(0, 50, (4, 7), generator=torch.Generator().manual_seed(0))
+    batches = [{"input_ids": ids, "attention_mask": torch.ones_like(ids)}] * 2
+    quick = {"tau": 0.0, "min_steps": 2, "max_steps": 2, "progress": False}
+    state = fit(model, batches, rank=2, target_modules=["query", "value"], **quick)
+    before, settings = snapshot(model), model.config.to_dict()
+    _, owner, attribute, fault = next(stage for stage in STAGES if stage[0] == where)
+    monkeypatch.setattr(owner, attribute, fault(getattr(owner, attribute), InjectedError))
+    lora_config = LoraConfig(r=2, lora_alpha=2, task_type="SEQ_CLS", modules_to_save=["classifier"])
+    with pytest.raises(InjectedError):
+        apply(model, state, lora_config)
+    assert_unchanged(model, before)
+    assert model.config.to_dict() == settings

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model, inject_adapter_in_model
-from test_transactions import assert_unchanged, snapshot
+from test_transactions import STAGES, InjectedError, assert_unchanged, snapshot
 
 from eva_core import EvaState, EvaWarning, apply, fit, init, lora_config_for
 from eva_core.errors import InvalidConfigError
@@ -165,3 +165,20 @@ def test_overriding_an_explicit_init_lora_weights_warns(make_model, state, value
 
 def test_the_default_init_lora_weights_does_not_warn(make_model, state) -> None:
     apply(make_model(0), state, LoraConfig(r=4, lora_alpha=4))  # filterwarnings=error: any warning fails
+
+
+@pytest.mark.parametrize("error", [InjectedError, KeyboardInterrupt])
+@pytest.mark.parametrize("where", ["third layer", "copy"])
+def test_adding_an_adapter_that_fails_leaves_the_peft_model_as_it_was(
+    make_model, batches, exact_fit_settings, monkeypatch, where, error
+) -> None:
+    peft_model = carrying(make_model)
+    state = fit(peft_model, batches, target_modules=BLOCKS, **exact_fit_settings)
+    before, configs = snapshot(peft_model), dict(peft_model.peft_config)
+    _, owner, attribute, fault = next(stage for stage in STAGES if stage[0] == where)
+    monkeypatch.setattr(owner, attribute, fault(getattr(owner, attribute), error))
+    with pytest.raises(error, match="injected fault"):
+        apply(peft_model, state, adapter_name="eva")
+    assert_unchanged(peft_model, before)
+    assert peft_model.peft_config == configs
+    assert peft_model.active_adapters == ["default"]

@@ -79,21 +79,36 @@ def without_adapters(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def require_materialized(model: nn.Module, call: str) -> None:
-    """Refuse a model whose weights have no data.
+    """Refuse a model whose weights have no data. Modules under an accelerate hook (``_hf_hook``: offloaded
+    or dispatched models) are exempt: their meta tensors are filled in by the hook for each call.
 
     Raises:
         MetaDeviceError: a parameter or buffer of ``model`` is on the meta device; names it.
     """
-    for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
-        for name, tensor in named:
-            if tensor.is_meta:
-                raise MetaDeviceError(
-                    f"{call}(model=...) got a {type(model).__name__} whose {kind} {name!r} is on the meta device "
-                    "(it has a shape but no values, e.g. built under torch.device('meta') or loaded with "
-                    "low_cpu_mem_usage/device_map and not yet filled). Load the real weights first: "
-                    "from_pretrained(...) without a meta init, or model.to_empty(device=...) followed by "
-                    "model.load_state_dict(...)."
-                )
+    managed: list[str] = []
+    for prefix, module in model.named_modules():
+        if any(prefix == outer or prefix.startswith(outer + ".") for outer in managed):
+            continue
+        if hasattr(module, "_hf_hook"):
+            managed.append(prefix)
+            continue
+        for kind, named in (
+            ("parameter", module.named_parameters(recurse=False)),
+            ("buffer", module.named_buffers(recurse=False)),
+        ):
+            for name, tensor in named:
+                if tensor.is_meta:
+                    _refuse_meta(model, call, kind, f"{prefix}.{name}" if prefix else name)
+
+
+def _refuse_meta(model: nn.Module, call: str, kind: str, name: str) -> None:
+    raise MetaDeviceError(
+        f"{call}(model=...) got a {type(model).__name__} whose {kind} {name!r} is on the meta device "
+        "(it has a shape but no values, e.g. built under torch.device('meta') or loaded with "
+        "low_cpu_mem_usage/device_map and not yet filled). Load the real weights first: "
+        "from_pretrained(...) without a meta init, or model.to_empty(device=...) followed by "
+        "model.load_state_dict(...)."
+    )
 
 
 def _is_wrapper(module: nn.Module) -> bool:

@@ -200,10 +200,9 @@ def test_invalid_apply_is_refused_before_any_change(state_args, lora_config, mes
 
 
 def test_a_meta_model_is_refused_by_name(batches, exact_fit_settings, state) -> None:
-    from conftest import TinyModel
+    from conftest import tiny_model
 
-    with torch.device("meta"):
-        model = TinyModel()
+    model = tiny_model(0).to("meta")  # every parameter and buffer without data
     for call in (
         lambda: fit(model, batches, **exact_fit_settings),
         lambda: init(model, batches, **exact_fit_settings),

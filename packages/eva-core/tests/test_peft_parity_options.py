@@ -54,7 +54,7 @@ def test_apply_adds_a_second_eva_adapter_beside_the_first(make_model, batches, e
     first = {name: p.detach().clone() for name, p in peft_model.named_parameters() if ".default" in name}
     state = fit(peft_model, batches, target_modules=BLOCKS, **exact_fit_settings)
     result = apply(peft_model, state, adapter_name="eva")
-    assert result is peft_model
+    assert result is peft_model and result.eva_state is state
     assert sorted(result.peft_config) == ["default", "eva"]
     assert result.active_adapters == ["default"]  # as peft's add_adapter: the new one is not activated
     for name, value in first.items():

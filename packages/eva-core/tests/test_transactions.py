@@ -15,7 +15,6 @@ from peft.tuners.tuners_utils import BaseTuner
 from torch import nn
 
 import eva_core.adapters
-import eva_core.initialization
 from eva_core import EvaConfig, EvaState, LayerSpectrum, apply, fit, init
 from eva_core.errors import EvaError, InvalidConfigError, MetaDeviceError
 
@@ -118,7 +117,7 @@ def test_apply_failing_at_any_step_leaves_the_model_as_it_was(
 
 
 @pytest.mark.parametrize("error", [InjectedError, KeyboardInterrupt])
-@pytest.mark.parametrize("where", ["fit", "apply", "after apply"])
+@pytest.mark.parametrize("where", ["fit", "apply", "copy"])
 def test_init_failing_at_any_step_leaves_the_model_as_it_was(
     make_model, batches, exact_fit_settings, monkeypatch, where, error
 ) -> None:
@@ -130,14 +129,8 @@ def test_init_failing_at_any_step_leaves_the_model_as_it_was(
         monkeypatch.setattr(loop._Fit, "run", failing_on_call(loop._Fit.run, 1, error))
     elif where == "apply":
         monkeypatch.setattr(LoraModel, "_create_and_replace", failing_on_call(LoraModel._create_and_replace, 5, error))
-    else:
-        real_apply = eva_core.initialization.apply
-
-        def apply_then_fail(*args: Any, **kwargs: Any) -> Any:
-            real_apply(*args, **kwargs)
-            raise error("injected fault")
-
-        monkeypatch.setattr(eva_core.initialization, "apply", apply_then_fail)
+    else:  # after peft injected the adapters, while the components are copied in
+        monkeypatch.setattr(eva_core.adapters, "_copy_components", partial_copy(error))
     with pytest.raises(error, match="injected fault"):
         init(model, batches, **exact_fit_settings)
     assert_unchanged(model, before)

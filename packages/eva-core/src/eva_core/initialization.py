@@ -7,12 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from .adapter_checks import check_destination, check_lora_config
-from .adapters import apply
+from .adapters import apply, check_destination, check_lora_config
 from .config import EvaConfig
 from .fitting import fit
 from .plugins import PluginManager, plugin_manager
-from .transaction import rolled_back
 
 if TYPE_CHECKING:
     from peft import LoraConfig, PeftModel
@@ -47,7 +45,4 @@ def init(
     if lora_config is not None:
         check_lora_config(lora_config)
     state = fit(model, batches, config, plugins=manager, **overrides)
-    with rolled_back(model):
-        peft_model = apply(model, state, lora_config, adapter_name, plugins=manager)
-        peft_model.eva_state = state  # type: ignore[assignment]
-    return peft_model
+    return apply(model, state, lora_config, adapter_name, plugins=manager)  # sets peft_model.eva_state

@@ -83,7 +83,7 @@ def without_adapters(model: nn.Module) -> Iterator[nn.Module]:
     """The base model of ``model`` with every peft wrapper swapped for the layer it wraps, for the block's
     duration: it then computes and is named as the plain model (adapters disabled, as peft's EVA measures
     a ``PeftModel``). The wrappers are put back on exit, whatever happens."""
-    root = base_model(model)
+    root = _base_layer(base_model(model))  # a bare wrapper (a lora.Linear alone) is its base layer
     swapped: list[tuple[nn.Module, str, nn.Module]] = []
     try:
         for name, wrapper in wrapped_layers(root).items():

@@ -126,7 +126,7 @@ def test_save_pretrained_loads_with_plain_peft(make_model, state, batches, tmp_p
 
 def test_apply_rejects_a_peft_model_and_a_foreign_state(model, state) -> None:
     peft_model = apply(model, state)
-    with pytest.raises(InvalidConfigError, match="got a PeftModel; pass the base model"):
+    with pytest.raises(InvalidConfigError, match="already has an adapter of that name"):
         apply(peft_model, state)
     with pytest.raises(InvalidConfigError, match=r"must be a peft\.LoraConfig"):
         lora_config_for(state, {"r": 4})  # type: ignore[arg-type]

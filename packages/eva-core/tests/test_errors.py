@@ -14,7 +14,6 @@ from eva_core import EvaError, EvaWarning, fit
 from eva_core.errors import (
     EmptyDataError,
     InconsistentSharedInputError,
-    InvalidConfigError,
     NonFiniteActivationError,
     NoTargetLayersError,
     TooFewRowsWarning,
@@ -239,9 +238,11 @@ def test_inconsistent_shared_input_measured_separately_when_asked() -> None:
     assert {name: layer.source for name, layer in state.layers.items()} == {"q": "q", "k": "k", "out": "out"}
 
 
-def test_peft_model_is_refused(model, batches) -> None:
+def test_peft_model_is_measured_as_the_plain_model(make_model, batches) -> None:
+    """As peft's EVA: a model carrying adapters is measured with them disabled, under the plain names
+    (test_transactions.py checks the spectra against the plain model's)."""
     from peft import LoraConfig, get_peft_model
 
-    wrapped = get_peft_model(model, LoraConfig(r=2, target_modules=["q"]))
-    with pytest.raises(InvalidConfigError, match="already carries adapters; pass the base model"):
-        fit(wrapped, batches, rank=2, progress=False)
+    wrapped = get_peft_model(make_model(0), LoraConfig(r=2, target_modules=["q"]))
+    state = fit(wrapped, batches, rank=2, target_modules=["q", "k"], tau=0.0, min_steps=2, max_steps=2, progress=False)
+    assert set(state.ranks) == {"blocks.0.q", "blocks.0.k", "blocks.1.q", "blocks.1.k"}

@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from .errors import EvaWarning, InvalidConfigError, warn
+from .errors import EvaError, EvaWarning, InvalidConfigError, warn
+from .model_view import base_model, plain_modules, require_materialized, rolled_back, wrapped_layers
 from .plugins import DomainHooks, PluginManager, plugin_manager
 from .state import EvaState
 
 if TYPE_CHECKING:
     from peft import LoraConfig, PeftModel
 
-__all__ = ["apply", "domain_lora_config", "lora_config_for"]
+__all__ = [
+    "apply",
+    "check_destination",
+    "check_lora_config",
+    "check_wrapped",
+    "domain_lora_config",
+    "lora_config_for",
+    "state_rows",
+]
 
 
 def domain_lora_config(
@@ -29,15 +39,15 @@ def domain_lora_config(
     (``eva_lora_fields``: heads, task type...) with ``r = lora_alpha = rank``.
 
     Raises:
-        InvalidConfigError: ``lora_config`` is not a ``peft.LoraConfig``.
+        InvalidConfigError: ``lora_config`` is not a ``peft.LoraConfig``, or its ``r``, ``lora_alpha`` or
+            ``lora_dropout`` is out of range.
     """
     from peft import LoraConfig  # peft (and transformers) load on first use: `import eva_core` stays light
 
     fields = dict(domain_fields or {})
     if lora_config is None:
         return LoraConfig(**{"r": rank, "lora_alpha": rank, **fields})
-    if not isinstance(lora_config, LoraConfig):
-        raise InvalidConfigError(f"lora_config={lora_config!r} must be a peft.LoraConfig or None.")
+    check_lora_config(lora_config)
     if fields.get("fan_in_fan_out") and not lora_config.fan_in_fan_out:
         return dataclasses.replace(lora_config, fan_in_fan_out=True)
     return lora_config
@@ -47,9 +57,12 @@ def lora_config_for(
     state: EvaState, lora_config: LoraConfig | None = None, domain_fields: Mapping[str, Any] | None = None
 ) -> LoraConfig:
     """The ``LoraConfig`` that realises ``state``: only layers with rank > 0 targeted, per-layer ranks in
-    ``rank_pattern`` and, for ranks other than ``r``, ``alpha_pattern`` set so the LoRA scaling stays what
-    ``lora_config`` configures: ``alpha_l / r_l = alpha / r`` (``alpha_l / sqrt(r_l) = alpha / sqrt(r)``
-    under rsLoRA). ``r`` is ``state.config.rank``; the default alpha equals it (scaling 1).
+    ``rank_pattern`` and, when ``state.config.adjust_scaling_factors`` (the default, as in peft's EVA), for
+    ranks other than ``r`` an ``alpha_pattern`` so the LoRA scaling stays what ``lora_config`` configures:
+    ``alpha_l / r_l = alpha / r`` (``alpha_l / sqrt(r_l) = alpha / sqrt(r)`` under rsLoRA). Without the
+    adjustment every layer keeps ``lora_alpha``, so its scaling is ``alpha / r_l``. ``r`` is
+    ``state.config.rank``; the default alpha equals it (scaling 1). ``init_lora_weights`` is set to True (the
+    ``A`` rows are then overwritten); overriding another explicit value warns.
 
     Args:
         state: the fit.
@@ -60,8 +73,17 @@ def lora_config_for(
             (:func:`domain_lora_config`).
     """
     base = domain_lora_config(lora_config, domain_fields, state.config.rank)
+    if lora_config is not None and lora_config.init_lora_weights not in (True, "eva"):
+        warn(
+            f"lora_config.init_lora_weights={lora_config.init_lora_weights!r} is replaced: EVA sets the LoRA A rows "
+            "to the state's components and B to 0. Leave init_lora_weights at its default to silence this.",
+            EvaWarning,
+        )
     rank = state.config.rank
-    alpha: float = base.lora_alpha * (rank / base.r if not base.use_rslora else math.sqrt(rank / base.r))
+    adjust = state.config.adjust_scaling_factors
+    alpha: float = base.lora_alpha
+    if adjust:
+        alpha *= rank / base.r if not base.use_rslora else math.sqrt(rank / base.r)
     kept = [name for name, r in state.ranks.items() if r > 0]
     if not kept:
         raise InvalidConfigError("every layer of the EvaState has rank 0; fit with a larger rank or other targets.")
@@ -71,6 +93,8 @@ def lora_config_for(
         for name in kept
         if (r := state.ranks[name]) != rank
     }
+    if not adjust:
+        alpha_pattern = {}
     return dataclasses.replace(
         base,
         r=rank,
@@ -95,45 +119,239 @@ def apply(
 
     The base weights are untouched, so the output at step 0 equals the base model's. Layers of rank 0
     get no adapter. The result saves with ``save_pretrained`` and loads with plain
-    ``peft.PeftModel.from_pretrained``, with nothing of eva installed.
+    ``peft.PeftModel.from_pretrained``, with nothing of eva installed; its ``eva_state`` attribute holds
+    ``state``.
+
+    Everything that can be checked is checked before the model is touched, and a failure while peft
+    injects the adapters (or an interrupt) is rolled back: on any error ``model`` is exactly as it came in.
 
     Args:
-        model: the model ``state`` was fitted on (not yet a ``PeftModel``).
+        model: the model ``state`` was fitted on; or a ``PeftModel`` of it carrying LoRA adapters already,
+            to which ``adapter_name`` is added (peft's ``add_adapter``: not made active; call
+            ``set_adapter(adapter_name)`` to train it), the other adapters left as they are.
         state: from :func:`eva_core.fit` or :meth:`EvaState.load`.
         lora_config: dropout, bias, rsLoRA, ``modules_to_save``... are taken from it; ``r``,
-            ``target_modules`` and the patterns are set from ``state``. Default: the fitted domain's
-            fields (its head in ``modules_to_save``, its task type), ``lora_alpha = r``.
+            ``target_modules``, the patterns and ``init_lora_weights`` are set from ``state``. Default: the
+            fitted domain's fields (its head in ``modules_to_save``, its task type), ``lora_alpha = r``.
         adapter_name: the peft adapter to create.
         plugins: the plugin manager to ask for the domain's fields (default: a fresh one).
+
+    Raises:
+        InvalidConfigError: ``state`` does not fit ``model`` (a layer it lacks, other widths, invalid
+            ranks), ``lora_config`` is invalid or leaves out a layer of the state, or ``model`` already has
+            an adapter named ``adapter_name``.
+        MetaDeviceError: ``model`` has weights on the meta device.
+    """
+    config, rows = _prepare(model, state, lora_config, adapter_name, plugins or plugin_manager())
+    with rolled_back(model):
+        peft_model = _inject(model, config, adapter_name)
+        _copy_components(peft_model, rows, adapter_name)
+        peft_model.eva_state = state  # type: ignore[assignment]
+    return peft_model
+
+
+def _prepare(
+    model: nn.Module, state: EvaState, lora_config: LoraConfig | None, adapter_name: str, manager: PluginManager
+) -> tuple[LoraConfig, dict[str, torch.Tensor]]:
+    """Every check ``apply`` can make without touching ``model``: the LoraConfig to inject and, per layer of
+    rank > 0, the (r_l, d_in) rows its ``lora_A`` receives."""
+    check_destination(model, adapter_name)
+    modules = plain_modules(model)
+    rows = state_rows(state, modules)
+    check_wrapped(model, rows)
+    base = base_model(model)
+    fields = _domain(base, state, manager).lora_fields(base, list(rows))
+    config = copy.deepcopy(lora_config_for(state, lora_config, fields))
+    from peft.tuners.tuners_utils import check_target_module_exists
+
+    for name in rows:
+        if not check_target_module_exists(config, name):
+            raise InvalidConfigError(
+                f"lora_config leaves out layer {name!r} of the state (its exclude_modules or modules_to_save name "
+                "it), so it could not receive its EVA components; remove it from there, or give it rank 0 "
+                "(EvaState.ranks) to leave it without an adapter."
+            )
+    return config, rows
+
+
+def _inject(model: nn.Module, config: LoraConfig, adapter_name: str) -> PeftModel:
+    """A new ``PeftModel`` around ``model``, or ``model`` (a ``PeftModel``) with the adapter added.
+
+    Raises:
+        InvalidConfigError: peft refused ``config`` (its ``ValueError`` / ``TypeError``).
     """
     from peft import PeftModel, get_peft_model
 
-    if isinstance(model, PeftModel):
+    try:
+        if isinstance(model, PeftModel):
+            model.add_adapter(adapter_name, config)
+            return model
+        return get_peft_model(model, config, adapter_name=adapter_name)
+    except (ValueError, TypeError) as error:
+        if isinstance(error, EvaError):
+            raise
         raise InvalidConfigError(
-            "apply(model=...) got a PeftModel; pass the base model (model.get_base_model() or a fresh load)."
-        )
-    kept = [name for name, rank in state.ranks.items() if rank > 0]
-    fields = _domain(model, state, plugins or plugin_manager()).lora_fields(model, kept)
-    config = lora_config_for(state, lora_config, fields)
-    peft_model = get_peft_model(model, config, adapter_name=adapter_name)
+            f"peft could not build adapter {adapter_name!r} from lora_config: {error}. Fix that field of lora_config."
+        ) from error
+
+
+def _copy_components(peft_model: PeftModel, rows: Mapping[str, torch.Tensor], adapter_name: str) -> None:
+    """Write each layer's rows into its ``lora_A`` and zero its ``lora_B``."""
     modules = dict(peft_model.get_base_model().named_modules())
-    for name, rank in state.ranks.items():
-        if rank == 0:
-            continue
+    for name, layer_rows in rows.items():
         layer = modules[name]
         weight_a, weight_b = _lora_weights(layer, adapter_name)  # A: (r_l, d_in), (r_l, C_in, k_h, k_w) for a conv
-        rows = state.components(name).to(device=weight_a.device, dtype=weight_a.dtype)  # (r_l, d_in)
-        if weight_a.dim() > 2 and rows.dim() == 2 and rows.shape[1] == weight_a[0].numel():
+        layer_rows = layer_rows.to(device=weight_a.device, dtype=weight_a.dtype)  # (r_l, d_in)
+        if weight_a.dim() > 2 and layer_rows.dim() == 2 and layer_rows.shape[1] == weight_a[0].numel():
             # a conv's A is (r_l, C_in, *kernel); rows of unfolded patches are flattened in that order
-            rows = rows.reshape(weight_a.shape)
-        if tuple(rows.shape) != tuple(weight_a.shape):
+            layer_rows = layer_rows.reshape(weight_a.shape)
+        if tuple(layer_rows.shape) != tuple(weight_a.shape):
             raise InvalidConfigError(
-                f"layer {name!r}: the state holds components of shape {tuple(rows.shape)} but the LoRA A matrix is "
-                f"{tuple(weight_a.shape)}; was the state fitted on a different model?"
+                f"layer {name!r}: the state holds components of shape {tuple(layer_rows.shape)} but the LoRA A "
+                f"matrix is {tuple(weight_a.shape)}; was the state fitted on a different model?"
             )
-        weight_a.copy_(rows)
+        weight_a.copy_(layer_rows)
         weight_b.zero_()
-    return peft_model
+
+
+def check_destination(model: nn.Module, adapter_name: str, call: str = "apply") -> None:
+    """Refuse, before any work, a model that cannot receive adapter ``adapter_name``: weights on the meta
+    device, a ``PeftModel`` of another kind or already holding that adapter, peft layers outside a
+    ``PeftModel``, or an adapter name peft cannot use.
+
+    Raises:
+        InvalidConfigError, MetaDeviceError.
+    """
+    require_materialized(model, call)
+    if not isinstance(adapter_name, str) or not adapter_name or "." in adapter_name or adapter_name in "lora_":
+        raise InvalidConfigError(
+            f"{call}(adapter_name={adapter_name!r}) is invalid: pass a non-empty name without dots that is not "
+            "part of peft's 'lora_' prefix, e.g. adapter_name='default' or 'eva'."
+        )
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        if model.peft_type != "LORA":
+            raise InvalidConfigError(
+                f"{call}(model=...) got a PeftModel with {model.peft_type} adapters; LoRA adapters cannot be added "
+                "beside them. Pass the base model (model.get_base_model() with the adapters unloaded, or a fresh load)."
+            )
+        if adapter_name in model.peft_config:
+            raise InvalidConfigError(
+                f"{call}(adapter_name={adapter_name!r}): the PeftModel already has an adapter of that name (it has "
+                f"{sorted(model.peft_config)}); pass another adapter_name (e.g. adapter_name='eva') to add an "
+                "EVA-initialized adapter beside it, or pass the base model to start afresh."
+            )
+        return
+    wrapped = wrapped_layers(model)
+    if wrapped:
+        name, layer = next(iter(wrapped.items()))
+        raise InvalidConfigError(
+            f"{call}(model=...) got a {type(model).__name__} that already carries peft layers (e.g. {name!r}, a "
+            f"{type(layer).__name__}) but is not a PeftModel; pass the PeftModel holding them (the EVA adapter is "
+            "then added beside them) or the model without adapters (a fresh load, or peft's unload())."
+        )
+
+
+def check_wrapped(model: nn.Module, names: Iterable[str]) -> None:
+    """Refuse layers that an adapter ``model`` carries already saves whole (``modules_to_save``): peft
+    cannot put LoRA into a ``ModulesToSaveWrapper``. Layers that carry LoRA already take one more.
+
+    Raises:
+        InvalidConfigError: names the layer.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    wrapped = wrapped_layers(base_model(model))
+    for name in names:
+        layer = wrapped.get(name)
+        if layer is not None and not isinstance(layer, LoraLayer):
+            raise InvalidConfigError(
+                f"layer {name!r} of the state is a {type(layer).__name__} in the model (an adapter it carries saves "
+                "it whole, modules_to_save), so it cannot take a LoRA adapter; fit with target_modules leaving it out, "
+                "or give it rank 0 (EvaState.ranks)."
+            )
+
+
+def check_lora_config(lora_config: object) -> None:
+    """Refuse a ``lora_config`` peft would fail on halfway through injecting (or that makes no adapter).
+
+    Raises:
+        InvalidConfigError: not a ``peft.LoraConfig``; ``r`` not an integer >= 1; ``lora_alpha`` not a
+            finite number > 0; ``lora_dropout`` outside [0, 1).
+    """
+    from peft import LoraConfig
+
+    if not isinstance(lora_config, LoraConfig):
+        raise InvalidConfigError(f"lora_config={lora_config!r} must be a peft.LoraConfig or None.")
+    r, alpha, dropout = lora_config.r, lora_config.lora_alpha, lora_config.lora_dropout
+    checks = (
+        ("r", r, _is_int(r) and r >= 1, "an integer >= 1 (apply sets the ranks from the state; r sets the scaling)"),
+        ("lora_alpha", alpha, _is_number(alpha) and alpha > 0, "a finite number > 0"),
+        ("lora_dropout", dropout, _is_number(dropout) and 0 <= dropout < 1, "a number in [0, 1)"),
+    )
+    for field, value, ok, expected in checks:
+        if not ok:
+            raise InvalidConfigError(f"lora_config.{field}={value!r} is invalid: expected {expected}.")
+
+
+def state_rows(state: EvaState, modules: Mapping[str, nn.Module]) -> dict[str, torch.Tensor]:
+    """name -> (r_l, d_in) LoRA ``A`` rows of each layer of rank > 0, once checked against ``modules``.
+
+    Raises:
+        InvalidConfigError: a layer the model lacks, a rank that is not an integer in [0, components
+            stored], rows that are not finite or not as wide as the layer's input.
+    """
+    rows = {}
+    for name, rank in state.ranks.items():
+        spectrum = state.layers.get(name)
+        stored = None if spectrum is None else spectrum.components.shape[0]
+        if not isinstance(rank, int) or isinstance(rank, bool) or rank < 0 or stored is None or rank > stored:
+            raise InvalidConfigError(
+                f"EvaState.ranks[{name!r}]={rank!r} is invalid: expected an integer in [0, {stored}] (the components "
+                "stored for that layer); reallocate the state (state.reallocate(...)) or load it again."
+            )
+        if rank == 0:
+            continue
+        if name not in modules:
+            near = [key for key in modules if key.endswith(name.rpartition(".")[2])][:4]
+            raise InvalidConfigError(
+                f"the state has layer {name!r}, which {type(modules['']).__name__} does not have (similar: {near}); "
+                "apply a state fitted on this model, or fit again."
+            )
+        layer_rows = state.components(name)  # (r_l, d_in)
+        width = _input_width(modules[name])
+        if width is not None and layer_rows.shape[-1] != width:
+            raise InvalidConfigError(
+                f"layer {name!r}: the state holds components of width {layer_rows.shape[-1]} but the layer takes "
+                f"inputs of width {width}; was the state fitted on a different model?"
+            )
+        if not bool(torch.isfinite(layer_rows).all()):
+            raise InvalidConfigError(f"layer {name!r}: the state's components hold NaN or infinity; fit again.")
+        rows[name] = layer_rows
+    return rows
+
+
+def _input_width(module: nn.Module) -> int | None:
+    """The width of the rows a layer's LoRA ``A`` takes (d_in; C_in * k_h * k_w for a conv), if known."""
+    if isinstance(module, nn.Linear):
+        return module.in_features
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return module.in_channels * math.prod(module.kernel_size)
+    if isinstance(module, nn.Embedding):
+        return module.num_embeddings
+    weight = getattr(module, "weight", None)
+    if type(module).__name__ == "Conv1D" and isinstance(weight, torch.Tensor):
+        return int(weight.shape[0])  # transformers' Conv1D stores W as (d_in, d_out)
+    return None
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _lora_weights(layer: Any, adapter_name: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -57,6 +57,9 @@ class EvaConfig:
             equal ``label_mask_value`` (the prompt, the padding), as peft's ``EvaConfig.use_label_mask``;
             ``False`` measures them too (useful when masking would leave too few rows).
         label_mask_value: the label that marks a token to leave out (-100, PyTorch's ``ignore_index``).
+        adjust_scaling_factors: as peft's ``EvaConfig.adjust_scaling_factors``: ``apply`` gives a layer whose
+            rank differs from ``rank`` an alpha that keeps the LoRA scaling ``lora_alpha / r`` (``True``), or
+            leaves every layer at ``lora_alpha`` so its scaling is ``lora_alpha / r_l`` (``False``).
     """
 
     rank: int = 16
@@ -78,6 +81,7 @@ class EvaConfig:
     distributed: bool | None = None
     use_label_mask: bool = True
     label_mask_value: int = IGNORE_INDEX
+    adjust_scaling_factors: bool = True
 
     def __post_init__(self) -> None:
         if self.min_steps == _DEFAULT_MIN_STEPS and _is_int(self.max_steps) and 1 <= self.max_steps < self.min_steps:
@@ -131,6 +135,12 @@ class EvaConfig:
         for flag in flags:
             value = getattr(self, flag)
             _require(isinstance(value, bool), flag, value, "True or False")
+        _require(
+            isinstance(self.adjust_scaling_factors, bool),
+            "adjust_scaling_factors",
+            self.adjust_scaling_factors,
+            "True or False",
+        )
 
     def _check_targets(self) -> None:
         """``target_modules`` is None, a valid regex, or a non-empty list of names (stored as a tuple)."""

@@ -23,6 +23,7 @@ __all__ = [
     "EvaWarning",
     "InconsistentSharedInputError",
     "InvalidConfigError",
+    "MetaDeviceError",
     "MissingDataError",
     "MissingExtraError",
     "MissingModelError",
@@ -140,6 +141,11 @@ class NoVarianceError(EvaError, ValueError):
 class AmbiguousLayoutError(EvaError, ValueError):
     """A layer input's leading dimensions could be (B, T) or (T, B) (B == T), the row mask is not symmetric,
     and no earlier batch showed which: its padding mask cannot be applied without guessing."""
+
+
+class MetaDeviceError(EvaError, ValueError):
+    """The model given to ``fit``, ``init`` or ``apply`` holds a parameter or buffer on the meta device
+    (a shape without values); the message names it and how to load the real weights."""
 
 
 class EvaWarning(UserWarning):

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from ..capture import InputRecorder, StopForward, embedding_rows
-from ..errors import EmptyDataError, InvalidConfigError
+from ..errors import EmptyDataError
+from ..model_view import require_materialized, without_adapters
 from ..plugins import DomainHooks, PluginManager, plugin_manager
 from ..svd import CountStatistics, GramStatistics, SketchStatistics
 from .checkpoint import Checkpointing
@@ -54,7 +55,9 @@ def fit(
     ``docs/distributed.md``). ``max_steps``, ``min_steps`` and ``check_every`` then count batches per rank.
 
     Args:
-        model: any ``nn.Module``; batches are fed as the selected plugin prepares them.
+        model: any ``nn.Module``; batches are fed as the selected plugin prepares them. A model that
+            carries peft adapters (a ``PeftModel``) is measured with them disabled, its layers named as
+            in the plain model, as peft's EVA does: the state then adds a second adapter (``apply``).
         batches: any iterable of batches (a DataLoader, a list of dicts, a generator).
         config: the EVA settings; default: the domain's (``eva_default_config``: e.g. rank 8 and whitened
             components for a ViT), which ``overrides`` replace field by field (``fit(m, b, rank=8)``).
@@ -78,17 +81,17 @@ def fit(
             types, widths or weights) or number of processes.
         StateFileError: no checkpoint to resume from is readable (an unreadable latest one is skipped).
         DistributedFitError: another rank of a distributed fit failed.
+        MetaDeviceError: a parameter or buffer of ``model`` is on the meta device.
     """
-    hooks = (plugins or plugin_manager()).for_model(model, overrides.get("domain", config and config.domain))
-    config = hooks.config(model, config, overrides)
-    checkpoints = Checkpointing.from_arguments(checkpoint_dir, checkpoint_every, resume, resume_from)
-    if hasattr(model, "peft_config"):
-        raise InvalidConfigError(
-            f"fit(model=...) got a {type(model).__name__} that already carries adapters; pass the base model "
-            "(model.get_base_model() with adapters unloaded, or a fresh load)."
-        )
-    with torch.no_grad():
-        return _fit(model, batches, config, checkpoints, hooks)
+    require_materialized(model, "fit")
+    # a model that carries peft adapters (a PeftModel, or LoRA layers injected) is measured as peft's EVA does:
+    # with its adapters out of the way, its layers under the names the plain model gives them
+    with without_adapters(model) as plain:
+        hooks = (plugins or plugin_manager()).for_model(plain, overrides.get("domain", config and config.domain))
+        config = hooks.config(plain, config, overrides)
+        checkpoints = Checkpointing.from_arguments(checkpoint_dir, checkpoint_every, resume, resume_from)
+        with torch.no_grad():
+            return _fit(plain, batches, config, checkpoints, hooks)
 
 
 def _fit(

@@ -47,6 +47,7 @@ def test_defaults() -> None:
         ({"target_modules": 3}, "target_modules=3"),
         ({"gram_memory_bytes": -1}, "gram_memory_bytes=-1"),
         ({"seed": 0.5}, "seed=0.5"),
+        ({"seed": 2**64}, "seed=18446744073709551616"),  # torch.Generator.manual_seed refused it raw, mid-fit
         ({"centered": "yes"}, "centered='yes'"),
         ({"whiten": 1}, "whiten=1"),
     ],

@@ -71,6 +71,7 @@ def test_eva_core_init_gives_what_eva_nlu_init_gives(
     lora = through_nlu.peft_config["default"]
     assert through_core.peft_config["default"] == lora
     assert lora.task_type == "SEQ_CLS" and "classifier" in lora.modules_to_save  # peft adds its own names
+    assert len(set(lora.modules_to_save)) == len(lora.modules_to_save)  # ... it added 'classifier' a second time
     assert lora.lora_alpha == 8 and lora.lora_dropout == 0.0
     core_weights, nlu_weights = through_core.state_dict(), through_nlu.state_dict()
     assert core_weights.keys() == nlu_weights.keys()

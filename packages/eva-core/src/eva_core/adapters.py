@@ -147,6 +147,9 @@ def apply(
         peft_model = _inject(model, config, adapter_name)
         _copy_components(peft_model, rows, adapter_name)
         peft_model.eva_state = state  # type: ignore[assignment]
+    saved = peft_model.peft_config[adapter_name].modules_to_save
+    if saved:  # peft adds its task heads (SEQ_CLS: classifier, score) to the ones the domain already named
+        peft_model.peft_config[adapter_name].modules_to_save = list(dict.fromkeys(saved))
     return peft_model
 
 

@@ -116,7 +116,9 @@ class EvaConfig:
             self.gram_memory_bytes,
             "an integer number of bytes >= 0 (0 measures every layer with the streaming sketch)",
         )
-        _require(_is_int(self.seed), "seed", self.seed, "an integer")
+        _require(
+            _is_int(self.seed) and -(2**63) <= self.seed < 2**64, "seed", self.seed, "an integer in [-2**63, 2**64)"
+        )
         self._check_targets()
         _require(
             self.domain is None or (isinstance(self.domain, str) and self.domain != ""),

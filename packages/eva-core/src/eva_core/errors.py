@@ -17,7 +17,6 @@ __all__ = [
     "DomainMismatchError",
     "GenericFallbackWarning",
     "AmbiguousDomainError",
-    "AmbiguousLayoutError",
     "EmptyDataError",
     "EvaError",
     "EvaWarning",
@@ -136,11 +135,6 @@ class StateFileError(EvaError, ValueError):
 
 class NoVarianceError(EvaError, ValueError):
     """No targeted layer's input varies (constant or all-zero rows), so no component carries signal."""
-
-
-class AmbiguousLayoutError(EvaError, ValueError):
-    """A layer input's leading dimensions could be (B, T) or (T, B) (B == T), the row mask is not symmetric,
-    and no earlier batch showed which: its padding mask cannot be applied without guessing."""
 
 
 class MetaDeviceError(EvaError, ValueError):

@@ -9,8 +9,9 @@ first member (the *leader*). On later batches a follower only checks (by weak re
 gets its leader's tensor.
 
 A sequence-first layer input (T, B, d_in) gets the batch's (B, T) row mask transposed. The layout is read
-from shapes only when B != T, and remembered per layer; a batch with B == T and a mask that is not
-symmetric, before any batch showed the layout, is refused rather than guessed.
+from shapes only when B != T, and remembered per layer. A batch with B == T and a mask that is not
+symmetric, before any batch showed the layout, is left out of that layer's statistics rather than
+guessed (logged): the next batch with B != T tells the layout.
 
 Once a layer's statistics are no longer needed (it converged) its hook returns at once, and when the
 last layer still being measured has captured its input the recorder raises :class:`StopForward` so the
@@ -29,7 +30,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from ..contract import RowsFn
-from ..errors import AmbiguousLayoutError, InconsistentSharedInputError
+from ..errors import InconsistentSharedInputError
 from ..svd import InputStatistics
 
 __all__ = ["InputRecorder", "StopForward"]
@@ -260,10 +261,10 @@ class InputRecorder:
     def _mask_for(self, name: str, layer_input: torch.Tensor) -> torch.Tensor | None:
         """The batch's (B, T) row mask laid out as ``layer_input`` is: transposed for a sequence-first
         (T, B, d_in) input. Shapes tell the layout apart only when B != T; a layer's layout is learnt from
-        such a batch and kept. When B == T it is needed only if the mask is not symmetric.
-
-        Raises:
-            AmbiguousLayoutError: B == T, the mask is not symmetric, and no earlier batch showed the layout.
+        such a batch and kept. When B == T it is needed only if the mask is not symmetric; before the
+        layout is known such a batch gets an all-false mask, i.e. adds no row to that layer (a batch-first
+        default would measure a sequence-first layer's padding; refusing would fail a batch-first model
+        whose first batch happens to be square).
         """
         mask = self.row_mask
         if mask is None or mask.dim() != 2 or layer_input.dim() != 3:
@@ -280,13 +281,13 @@ class InputRecorder:
             if self._symmetric is None:
                 self._symmetric = bool(torch.equal(mask, mask.T))
             if not self._symmetric:
-                raise AmbiguousLayoutError(
-                    f"layer {name!r} gets an input of shape {tuple(layer_input.shape)} with a {b}x{t} row mask "
-                    "(batch size == sequence length), so whether it is batch-first (B, T, d) or "
-                    "sequence-first (T, B, d) cannot be told, and the padding mask would be guessed. Make "
-                    "the first batch's size differ from its length (the layout is then learnt), or give the "
-                    "layer a rows function in a plugin (eva_layer_rows)."
+                _log.info(
+                    "layer %r: batch size == sequence length (%d) and an asymmetric padding mask before any batch "
+                    "showed whether its input is (B, T, d) or (T, B, d); this batch adds no row to it",
+                    name,
+                    b,
                 )
+                return torch.zeros_like(mask, dtype=torch.bool)
         return mask.T if known == "sequence-first" else mask
 
     def _check_shared(self, name: str, leader: str, layer_input: torch.Tensor) -> None:

@@ -244,7 +244,7 @@ class _StatisticsPlan:
     def make(self, name: str, dim: int, device: torch.device) -> CountStatistics | GramStatistics | SketchStatistics:
         if name in self.counted:
             return CountStatistics(dim, device, centered=self.config.centered)
-        need = 4 * dim * dim
+        need = 8 * dim * dim  # the float64 (d_in, d_in) scatter
         if need <= self.left:
             self.left -= need
             return GramStatistics(dim, device, centered=self.config.centered, seed=self.config.seed)

@@ -59,7 +59,8 @@ def eva_lora_fields(model: nn.Module, targets: Sequence[str]) -> Mapping[str, An
 @hookspec(firstresult=True)
 def eva_target_modules(model: nn.Module, config: EvaConfig) -> Sequence[str] | None:
     """Names (as in ``model.named_modules()``) of the layers to adapt when ``config.target_modules`` is
-    None. firstresult: the domain plugin answers before the generic one (every ``nn.Linear``)."""
+    None. firstresult: the domain plugin answers before the generic one (every ``nn.Linear`` outside the
+    output heads, as peft's ``all-linear``)."""
 
 
 @hookspec(firstresult=True)
@@ -70,8 +71,8 @@ def eva_layer_rows(name: str, module: nn.Module) -> RowsFn | None:
 
 @hookspec(firstresult=True)
 def eva_prepare_batch(batch: Any, model: nn.Module, config: EvaConfig) -> PreparedBatch | None:
-    """Turn one item of the user's iterable into model inputs and a row mask (padding and label -100
-    rows excluded). Called once per batch. firstresult; None passes to the next plugin."""
+    """Turn one item of the user's iterable into model inputs and a row mask (padding and, unless
+    ``config.use_label_mask`` is False, rows labelled ``config.label_mask_value`` excluded). Called once per batch. firstresult; None passes to the next plugin."""
 
 
 @hookspec

@@ -76,6 +76,7 @@ def fit(
         NoTargetLayersError: no module matched the targets.
         UnsupportedBatchError: no plugin can feed a batch of that type to the model.
         NonFiniteActivationError: a layer received NaN or infinity.
+        NoVarianceError: no targeted layer's input varies (every one is constant or zero).
         InvalidConfigError: ``checkpoint_dir`` holds checkpoints this fit does not resume from.
         CheckpointMismatchError: the checkpoint to resume from was written by another config, model (layer
             types, widths or weights) or number of processes.
@@ -84,8 +85,6 @@ def fit(
         MetaDeviceError: a parameter or buffer of ``model`` is on the meta device.
     """
     require_materialized(model, "fit")
-    # a model that carries peft adapters (a PeftModel, or LoRA layers injected) is measured as peft's EVA does:
-    # with its adapters out of the way, its layers under the names the plain model gives them
     with without_adapters(model) as plain:
         hooks = (plugins or plugin_manager()).for_model(plain, overrides.get("domain", config and config.domain))
         config = hooks.config(plain, config, overrides)

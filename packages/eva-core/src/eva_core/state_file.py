@@ -10,7 +10,6 @@ more in the import graph): it works on anything shaped like a state, a layer spe
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -26,6 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
+from .durable_files import remove_quietly, sync_folder, write_new
 from .errors import MissingStateError, StateFileError
 
 __all__ = ["check_state", "read_state", "write_state"]
@@ -103,18 +103,18 @@ def write_state(state: State, folder: Path) -> Path:
     spectra, manifest = folder / f"spectra-{token}.safetensors", folder / f".eva_state.{token}.json.tmp"
     try:
         data = save_tensors(_tensors(state))
-        _write_durably(spectra, data)
+        write_new(spectra, data)
         meta.update(tensors=spectra.name, sha256=hashlib.sha256(data).hexdigest())
-        _write_durably(manifest, _to_json(meta, where).encode())
+        write_new(manifest, _to_json(meta, where).encode())
         os.replace(manifest, folder / _META)  # the commit point
     except BaseException:
         for path in (manifest, spectra):
-            _remove_quietly(path)
+            remove_quietly(path)
         raise
-    _sync_folder(folder)
+    sync_folder(folder)
     for path in folder.iterdir():  # superseded spectra, and leftovers of saves killed before their commit
         if path != spectra and (path.name == previous or _OURS.fullmatch(path.name)):
-            _remove_quietly(path)
+            remove_quietly(path)
     return folder
 
 
@@ -180,32 +180,6 @@ def _previous_spectra(folder: Path, where: str) -> str | None:
         f"{where}: {folder / _META} is not a state EvaState.save wrote ({kind}); it is left as it is. "
         "Save to another folder, or remove that file yourself."
     )
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    with open(path, "xb") as handle:  # a fresh name: never another file's bytes
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _sync_folder(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened (Windows)."""
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
-
-
-def _remove_quietly(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        path.unlink(missing_ok=True)
 
 
 # reading and checking -------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ layout, the batches consumed)::
 
     <directory>/eva-fit.rank<r>-of<W>.step<NNNNNNNN>.safetensors
 
-The file is written under a temporary name, flushed to disk and moved into place with ``os.replace``,
+The file is written under a temporary name, flushed to disk and moved into place with ``os.replace``
+(:func:`~eva_core.durable_files.replace_atomically`),
 so a kill leaves either the old or the new checkpoint, never half of one; each rank keeps its two latest.
 A fresh fit refuses a folder that already holds checkpoints (it never deletes what it did not write). A
 resumed fit reads the latest step that every rank has and can read (an unreadable one is skipped, with a
@@ -33,6 +34,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..capture import input_width
+from ..durable_files import replace_atomically
 from ..errors import CheckpointMismatchError, EvaWarning, InvalidConfigError, StateFileError, warn
 
 if TYPE_CHECKING:
@@ -184,15 +186,9 @@ class Checkpointing:
             "layout_pending": group.layout_pending,
         }
         final = self.directory / f"eva-fit.rank{rank}-of{world}.step{progress.steps:08d}.safetensors"
-        temporary = final.with_name(f".{final.name}.tmp")
-        try:
-            save_file(tensors, str(temporary), metadata={"eva": json.dumps(meta)})
-            _flush_to_disk(temporary)  # before the rename: a crash must not leave a renamed, empty file
-            os.replace(temporary, final)
-        except BaseException:  # a full disk: no half-written temporary file left behind
-            temporary.unlink(missing_ok=True)
-            raise
-        _flush_to_disk(self.directory)
+        replace_atomically(
+            final, lambda temporary: save_file(tensors, str(temporary), metadata={"eva": json.dumps(meta)})
+        )
         for _, old in _listing(self.directory, rank, world)[:-_KEEP]:
             old.unlink(missing_ok=True)
         _log.debug("checkpoint %s written", final)
@@ -448,21 +444,3 @@ def _device_of(stats: Any) -> torch.device:  # recorded for diagnostics; a resum
         if isinstance(tensor, torch.Tensor):
             return tensor.device
     return torch.device("cpu")
-
-
-def _flush_to_disk(path: Path) -> None:
-    """fsync a file, or a folder after a rename in it (best effort for folders: not every system can)."""
-    folder = path.is_dir()
-    try:
-        descriptor = os.open(path, os.O_RDONLY)
-    except OSError:
-        if folder:
-            return
-        raise
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        if not folder:
-            raise
-    finally:
-        os.close(descriptor)

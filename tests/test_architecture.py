@@ -14,9 +14,13 @@ ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = ("eva-core", "eva-llm", "eva-nlu", "eva-rl", "eva-vision")
 EVERY = (*PUBLISHED, "eva-bench")
 # eva-core's import graph: issue 12 cut it to 60 edges (9 layers and 89 edges before); issue 13 added token
-# counts for embeddings and the rollback view of a model (+4 edges, +7 strict)
-MAX_DEPTH, MAX_EDGES = 7, 64
-STRICT_DEPTH, STRICT_EDGES = 8, 91  # the same through package re-exports (12 layers and 111 edges before issue 12)
+# counts for embeddings and the rollback view of a model (+4 edges, +7 strict); the split of modules grown past
+# ~300 lines then added the state's file format split out of state.py (+2 edges, +2 strict) and the durable
+# writes that state files and checkpoints share (+2, +2) and a checkpoint's record of the fit that wrote it,
+# split out of fitting/checkpoint.py (+3, +3), and the checks before an adapter is injected, split out of
+# adapters.py (+4, +4), and a domain's typed hooks, split out of plugins/manager.py (+4, +4)
+MAX_DEPTH, MAX_EDGES = 7, 79
+STRICT_DEPTH, STRICT_EDGES = 8, 106  # the same through package re-exports (12 layers and 111 edges before issue 12)
 MAX_FUNCTION_LINES = 60
 MAX_CORE_NAMES = 20
 

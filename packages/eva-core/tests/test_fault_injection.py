@@ -30,7 +30,7 @@ import torch
 from conftest import tiny_model, token_batches
 from safetensors.torch import save_file
 
-import eva_core.state as state_module
+import eva_core.durable_files as durable_files
 from eva_core import EvaConfig, EvaState, LayerSpectrum, fit
 from eva_core.errors import MissingStateError
 from eva_core.fitting import checkpoint
@@ -84,7 +84,7 @@ class Faults:
                 Path(filename).write_bytes(data[: len(data) // 2])
                 faults.fault("write")
 
-        monkeypatch.setattr(state_module, "open", File, raising=False)
+        monkeypatch.setattr(durable_files, "open", File, raising=False)
         monkeypatch.setattr(checkpoint, "save_file", torn_save_file)
 
     def due(self) -> bool:

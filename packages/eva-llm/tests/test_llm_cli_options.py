@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from eva_core import LoadedModel
+from eva_core.cli.domains import DomainOptions
 from eva_core.errors import InvalidConfigError
 from eva_llm import cli
 
@@ -21,7 +22,7 @@ VALUES = st.one_of(st.text(max_size=6), st.integers(-(10**30), 10**30).map(str),
 @given(value=VALUES)
 def test_max_length_is_an_integer_from_two_or_an_error_naming_it(value: str) -> None:
     try:
-        number = cli._int_option({"max_length": value}, "max_length", 512, minimum=2)
+        number = DomainOptions.integer({"max_length": value}, "max_length", 512, minimum=2)
     except InvalidConfigError as error:
         assert f"--option max_length={value!r}" in str(error)
     else:

@@ -24,7 +24,7 @@ VALUES = st.one_of(
 @given(value=VALUES)
 def test_max_length_is_a_positive_integer_or_an_error_naming_it(value: str) -> None:
     try:
-        number = cli._int_option({"max_length": value}, "max_length", 128)
+        number = DomainOptions.integer({"max_length": value}, "max_length", 128)
     except InvalidConfigError as error:
         assert f"--option max_length={value!r}" in str(error)
     else:
@@ -34,7 +34,7 @@ def test_max_length_is_a_positive_integer_or_an_error_naming_it(value: str) -> N
 @pytest.mark.parametrize("value", ["0", "-5"])
 def test_max_length_below_one_is_refused(value: str) -> None:
     with pytest.raises(InvalidConfigError, match="use an integer >= 1"):
-        cli._int_option({"max_length": value}, "max_length", 128)
+        DomainOptions.integer({"max_length": value}, "max_length", 128)
 
 
 def test_a_misspelt_key_is_never_read(tmp_path: Path) -> None:

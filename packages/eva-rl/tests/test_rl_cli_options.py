@@ -8,6 +8,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from eva_core.cli.domains import DomainOptions
 from eva_core.errors import InvalidConfigError
 from eva_rl import cli
 
@@ -23,7 +24,7 @@ TEXTS = st.one_of(
 @given(value=TEXTS, minimum=st.sampled_from([0, 1]))
 def test_integer_options_are_in_range_or_an_error_naming_them(value: str, minimum: int) -> None:
     try:
-        number = cli._int_option({"context": value}, "context", 20, minimum=minimum)
+        number = DomainOptions.integer({"context": value}, "context", 20, minimum=minimum, maximum=cli._MAX_INT)
     except InvalidConfigError as error:
         assert f"--option context={value!r}" in str(error)
     else:

@@ -26,7 +26,7 @@ TEXTS = st.one_of(
 @given(value=TEXTS)
 def test_size_is_a_bounded_positive_integer_or_an_error_naming_it(value: str) -> None:
     try:
-        number = cli._int_option({"size": value}, "size", None)
+        number = DomainOptions.integer({"size": value}, "size", None, maximum=cli._MAX_SIZE, example=64)
     except InvalidConfigError as error:
         assert f"--option size={value!r}" in str(error)
     else:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from eva_core import LoadedModel
+from eva_core.cli.domains import DomainOptions
 from eva_core.errors import InvalidConfigError, MissingDataError, UnreadableDataError
 
 from .batches import QAProblem, qa_loader
@@ -57,28 +58,12 @@ def batches(
     None for another kind of file or a model without a tokenizer."""
     if Path(data).suffix.lower() != ".jsonl" or loaded.processor is None:
         return None
-    max_length = _int_option(options, "max_length", 512, minimum=2)  # a prompt token and an answer token
+    max_length = DomainOptions.integer(options, "max_length", 512, minimum=2)  # a prompt token and an answer token
     template = options.get("template", "auto")
     if template not in _TEMPLATES:
         raise InvalidConfigError(f"--option template={template!r} is invalid; use one of {', '.join(_TEMPLATES)}")
     problems = read_problems(data, count=rows)  # after the options: a typo fails before the file is read
     return qa_loader(loaded.processor, problems, batch_size, template=template, max_length=max_length)
-
-
-def _int_option(options: Mapping[str, str], key: str, default: int, *, minimum: int) -> int:
-    """``--option key=N``, an integer >= ``minimum`` (``str.isdigit`` also passed "²", which ``int`` refuses)."""
-    value = options.get(key)
-    if value is None:
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        number = minimum - 1
-    if number < minimum:
-        raise InvalidConfigError(
-            f"--option {key}={value!r} is invalid; use an integer >= {minimum}, e.g. {key}={default}"
-        )
-    return number
 
 
 def read_problems(path: str | os.PathLike[str], *, count: int | None = None) -> list[QAProblem]:

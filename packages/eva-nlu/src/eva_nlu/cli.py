@@ -17,6 +17,7 @@ from typing import Any
 from torch import nn
 
 from eva_core import hookimpl
+from eva_core.cli.domains import DomainOptions
 from eva_core.errors import InvalidConfigError, MissingDataError
 from eva_core.hookspecs import LoadedModel
 
@@ -86,7 +87,7 @@ def eva_cli_batches(
     if Path(data).suffix.lower() not in SUFFIXES or loaded.processor is None:
         return None
     task = _task(data, options)
-    max_length = _int_option(options, "max_length", 128)
+    max_length = DomainOptions.integer(options, "max_length", 128)  # 0 would truncate every example to nothing
     texts = read_rows(data, task, limit=rows)
     return batches(texts, loaded.processor, task, batch_size, max_length=max_length)
 
@@ -114,17 +115,3 @@ def _task(data: str, options: Mapping[str, str]) -> GlueTask:
         f"DATA={data!r} is in no GLUE task folder (SST-2, MRPC, ...); name the task with --option task=sst2 "
         f"(one of {', '.join(sorted(TASKS))})."
     )
-
-
-def _int_option(options: Mapping[str, str], key: str, default: int) -> int:
-    """``--option key=N``, an integer >= 1 (0 or a negative length would truncate every example to nothing)."""
-    value = options.get(key)
-    if value is None:
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise InvalidConfigError(f"--option {key}={value!r} is invalid; use an integer >= 1, e.g. {key}={default}")
-    return number

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from eva_core import LoadedModel, hookimpl
+from eva_core.cli.domains import DomainOptions
 from eva_core.errors import InvalidConfigError
 from eva_core.paths import cache_dir
 
@@ -64,6 +65,7 @@ BUILD_COMMAND = "python benchmarks/pretrain_rl.py"
 _MINARI_EXTRA = "pip install 'eva-rl[minari]'"
 _DEFAULT_CONTEXT = 20
 _DEFAULT_RETURN_SCALE = 100.0
+_MAX_INT = 2**63 - 1  # --option context and seed: what torch can hold
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,9 @@ def eva_cli_load_model(model: str, data: str, options: Mapping[str, str]) -> Loa
         record = json.loads(saved.read_text()) if saved.is_file() else {}
     else:
         return None
-    context = _int_option(options, "context", int(record.get("settings", {}).get("context", _DEFAULT_CONTEXT)))
+    context = DomainOptions.integer(
+        options, "context", int(record.get("settings", {}).get("context", _DEFAULT_CONTEXT)), maximum=_MAX_INT
+    )
     return LoadedModel(model=loaded, processor=TrajectoryInput(context))
 
 
@@ -120,8 +124,8 @@ def eva_cli_batches(
         if found is None:
             return None
         folder, scale = found, _float_option(options, "return_scale", _DEFAULT_RETURN_SCALE)
-    seed = _int_option(options, "seed", 0, minimum=0)
-    context = _int_option(options, "context", loaded.processor.context)
+    seed = DomainOptions.integer(options, "seed", 0, minimum=0, maximum=_MAX_INT)
+    context = DomainOptions.integer(options, "context", loaded.processor.context, maximum=_MAX_INT)
     episodes = _read_minari(folder)
     _check_fits(loaded, episodes, data)
     steps = sum(len(e) for e in episodes)
@@ -239,21 +243,6 @@ def _check_fits(loaded: LoadedModel, episodes: list[Trajectory], data: str) -> N
             f"DATA={data!r} has an episode of {longest} steps, beyond the model's max_ep_len={config.max_ep_len} "
             "(its timestep embedding); pass shorter episodes or a model with a larger max_ep_len."
         )
-
-
-def _int_option(options: Mapping[str, str], key: str, default: int, *, minimum: int = 1) -> int:
-    value = options.get(key)
-    if value is None:
-        return default
-    try:
-        number = int(value)
-    except ValueError:  # str.isdigit passed "²", which int refuses
-        number = minimum - 1
-    if not minimum <= number < 2**63:
-        raise InvalidConfigError(
-            f"--option {key}={value!r} is invalid; use an integer in [{minimum}, 2**63), e.g. {key}={default}"
-        )
-    return number
 
 
 def _float_option(options: Mapping[str, str], key: str, default: float) -> float:

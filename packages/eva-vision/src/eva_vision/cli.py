@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from eva_core import LoadedModel, hookimpl
+from eva_core.cli.domains import DomainOptions
 from eva_core.errors import InvalidConfigError, MissingDataError
 from eva_core.paths import cache_dir
 
@@ -94,7 +95,7 @@ def eva_cli_load_model(model: str, data: str, options: Mapping[str, str]) -> Loa
     if not alias and not _is_vit_folder(folder):
         return None
     num_labels = len(_classes(options) or range(_DEFAULT_CLASSES))
-    size = _int_option(options, "size", None)
+    size = DomainOptions.integer(options, "size", None, maximum=_MAX_SIZE, example=64)
     if key == "efficientnet-lite0" and alias:
         from .efficientnet import INPUT_SIZE, MEAN, STD, load_efficientnet_lite0
 
@@ -288,18 +289,3 @@ def _classes(options: Mapping[str, str]) -> list[int] | None:
             f"--option classes={value!r} is invalid; use distinct integer labels >= 0, e.g. classes=5,6,7"
         )
     return classes
-
-
-def _int_option(options: Mapping[str, str], key: str, default: int | None) -> int | None:
-    value = options.get(key)
-    if value is None:
-        return default
-    try:
-        number = int(value)
-    except ValueError:  # str.isdigit passed "²", which int refuses
-        number = 0
-    if not 1 <= number <= _MAX_SIZE:
-        raise InvalidConfigError(
-            f"--option {key}={value!r} is invalid; use an integer in [1, {_MAX_SIZE}], e.g. {key}=64"
-        )
-    return number

@@ -3,10 +3,11 @@ file through the one plugin manager ``fit`` uses, with the command line's file f
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib.metadata import version as dist_version
-from typing import Any
+from typing import Any, TypeVar
 
 from ..contract import LoadedModel
 from ..errors import InvalidConfigError, MissingModelError, UnknownDomainError, UnreadableDataError
@@ -16,6 +17,7 @@ from . import fallback
 __all__ = ["CliDomains", "DomainOptions", "PluginInfo", "installed_plugins"]
 
 _CLI_HOOKS = ("eva_cli_load_model", "eva_cli_batches")
+_D = TypeVar("_D", int, None)
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,36 @@ class DomainOptions(Mapping[str, str]):
 
     def __len__(self) -> int:
         return len(self.given)
+
+    @staticmethod
+    def integer(
+        options: Mapping[str, str],
+        key: str,
+        default: _D,
+        *,
+        minimum: int = 1,
+        maximum: int | None = None,
+        example: int | None = None,
+    ) -> int | _D:
+        """``--option key=N``: an integer in [``minimum``, ``maximum``] (no upper bound if None), or
+        ``default`` if the key is not given. A static method, so that a domain's hooks also take a plain
+        dict (``DomainOptions.integer(options, ...)``); with a :class:`DomainOptions` the key is marked read.
+
+        Raises:
+            InvalidConfigError: the value is not such an integer (``str.isdigit`` also passes "²", which
+                ``int`` refuses); the message names the option, the value, the valid range and an example
+                (``example``, else ``default``).
+        """
+        value = options.get(key)
+        if value is None:
+            return default
+        with contextlib.suppress(ValueError):
+            number = int(value)
+            if number >= minimum and (maximum is None or number <= maximum):
+                return number
+        valid = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        shown = default if example is None else example
+        raise InvalidConfigError(f"--option {key}={value!r} is invalid; use an integer {valid}, e.g. {key}={shown}")
 
     def check_read(self, domain: str) -> None:
         """Call once the domain loaded the model and its batches.

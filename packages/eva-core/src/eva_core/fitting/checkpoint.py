@@ -6,7 +6,8 @@ layout, the batches consumed)::
 
     <directory>/eva-fit.rank<r>-of<W>.step<NNNNNNNN>.safetensors
 
-The file is written under a temporary name, flushed to disk and moved into place with ``os.replace``,
+The file is written under a temporary name, flushed to disk and moved into place with ``os.replace``
+(:func:`~eva_core.durable_files.replace_atomically`),
 so a kill leaves either the old or the new checkpoint, never half of one; each rank keeps its two latest.
 A fresh fit refuses a folder that already holds checkpoints (it never deletes what it did not write). A
 resumed fit reads the latest step that every rank has and can read (an unreadable one is skipped, with a
@@ -17,8 +18,6 @@ skips the batches already consumed (the caller passes the same iterable, in the 
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -32,8 +31,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from ..capture import input_width
+from ..durable_files import replace_atomically
 from ..errors import CheckpointMismatchError, EvaWarning, InvalidConfigError, StateFileError, warn
+from .signature import check_same, config_json, layer_signature
 
 if TYPE_CHECKING:
     from ..capture import InputRecorder
@@ -48,10 +48,8 @@ _log = logging.getLogger(__name__)
 _FORMAT = "eva-fit-checkpoint/1"
 _NAME = re.compile(r"eva-fit\.rank(\d+)-of(\d+)\.step(\d+)\.safetensors")
 _KEEP = 2
-_IGNORED_FIELDS = ("progress",)  # config fields that do not change the result
 _FIELDS = ("world_size", "steps", "consumed", "config", "layers", "layout", "statistics", "progress", "plan_left",
            "layout_pending")  # fmt: skip
-_PROBES = 64  # weight entries per layer in the model's fingerprint
 
 
 @dataclass
@@ -175,7 +173,7 @@ class Checkpointing:
             "steps": progress.steps,
             "consumed": progress.consumed,
             "history": progress.history,
-            "config": _config_json(config),
+            "config": config_json(config),
             "layers": layer_signature(layers),
             "layout": recorder.layout(),
             "statistics": statistics,
@@ -184,15 +182,9 @@ class Checkpointing:
             "layout_pending": group.layout_pending,
         }
         final = self.directory / f"eva-fit.rank{rank}-of{world}.step{progress.steps:08d}.safetensors"
-        temporary = final.with_name(f".{final.name}.tmp")
-        try:
-            save_file(tensors, str(temporary), metadata={"eva": json.dumps(meta)})
-            _flush_to_disk(temporary)  # before the rename: a crash must not leave a renamed, empty file
-            os.replace(temporary, final)
-        except BaseException:  # a full disk: no half-written temporary file left behind
-            temporary.unlink(missing_ok=True)
-            raise
-        _flush_to_disk(self.directory)
+        replace_atomically(
+            final, lambda temporary: save_file(tensors, str(temporary), metadata={"eva": json.dumps(meta)})
+        )
         for _, old in _listing(self.directory, rank, world)[:-_KEEP]:
             old.unlink(missing_ok=True)
         _log.debug("checkpoint %s written", final)
@@ -324,7 +316,7 @@ def _read(
             missing = [key for key in _FIELDS if key not in meta]
             if missing:
                 raise KeyError(f"no {missing} in its metadata")
-            _check_same(path, meta, config, signature, world)
+            check_same(path, meta, config, signature, world)
             return meta, {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - not a dict
     except (SafetensorError, OSError, ValueError, KeyError, TypeError) as error:
         if isinstance(error, CheckpointMismatchError):
@@ -371,67 +363,6 @@ def _refuse_foreign_checkpoints(directory: Path, source: Path | None) -> None:
     )
 
 
-def layer_signature(layers: dict[str, nn.Module]) -> dict[str, list[Any]]:
-    """layer name -> [type name, d_in, weight fingerprint]: what the model of a resumed fit must match."""
-    return {name: [type(module).__name__, input_width(module), _fingerprint(module)] for name, module in layers.items()}
-
-
-def _fingerprint(module: nn.Module) -> str:
-    """A hash of ``_PROBES`` evenly strided entries of the module's weight: cheap (no full pass over the
-    weight), yet a model with other weights (another seed, a fine-tuned copy) differs in all of them."""
-    weight = getattr(module, "weight", None)
-    if not isinstance(weight, torch.Tensor) or weight.is_meta or weight.numel() == 0:
-        return "-"
-    flat = weight.detach().reshape(-1)  # (numel,)
-    index = torch.linspace(0, flat.numel() - 1, min(_PROBES, flat.numel()), dtype=torch.float64).round().long()
-    values = flat[index.to(flat.device)].to("cpu", torch.float64).tolist()
-    return hashlib.sha256(repr(values).encode()).hexdigest()[:16]
-
-
-def _check_same(
-    path: Path, meta: dict[str, Any], config: EvaConfig, signature: dict[str, list[Any]], world: int
-) -> None:
-    if meta["world_size"] != world:
-        raise CheckpointMismatchError(
-            f"{path} was written by a fit on {meta['world_size']} process(es) but this fit runs on {world}; "
-            "resume with the same number of processes."
-        )
-    saved, now = meta["config"], _config_json(config)
-    changed = sorted(key for key in set(saved) | set(now) if saved.get(key) != now.get(key))
-    if changed:
-        detail = ", ".join(f"{key}={saved.get(key)!r} there but {now.get(key)!r} now" for key in changed)
-        raise CheckpointMismatchError(
-            f"{path} was written by a fit with a different config ({detail}); resume with the same settings "
-            "or start afresh (resume=False, or another checkpoint_dir)."
-        )
-    old, new = meta["layers"], signature
-    if {name: value[:2] for name, value in old.items()} == {name: value[:2] for name, value in new.items()}:
-        differing = [name for name in new if len(old[name]) > 2 and old[name][2] != new[name][2]]
-        if differing:
-            raise CheckpointMismatchError(
-                f"{path} was written for a model with other weights: the weights of {len(differing)} targeted "
-                f"layer(s) differ ({', '.join(differing[:3])}); resume with the same model and weights, or start "
-                "afresh in another checkpoint_dir."
-            )
-        return
-    if old != new:
-        differing = sorted(name for name in set(old) | set(new) if old.get(name) != new.get(name))
-        detail = ", ".join(f"{name}: {old.get(name)} there, {new.get(name)} now" for name in differing[:5])
-        raise CheckpointMismatchError(
-            f"{path} was written for a different model: its targeted layers differ ({detail}); resume with "
-            "the same model, or start afresh (resume=False, or another checkpoint_dir)."
-        )
-
-
-def _config_json(config: EvaConfig) -> dict[str, Any]:
-    data = dataclasses.asdict(config)
-    for name in _IGNORED_FIELDS:
-        data.pop(name, None)
-    if isinstance(data["target_modules"], tuple):
-        data["target_modules"] = list(data["target_modules"])
-    return json.loads(json.dumps(data))
-
-
 def _listing(directory: Path, rank: int, world: int) -> list[tuple[int, Path]]:
     """This rank's checkpoints in ``directory`` as (step, path), oldest first."""
     found = []
@@ -448,21 +379,3 @@ def _device_of(stats: Any) -> torch.device:  # recorded for diagnostics; a resum
         if isinstance(tensor, torch.Tensor):
             return tensor.device
     return torch.device("cpu")
-
-
-def _flush_to_disk(path: Path) -> None:
-    """fsync a file, or a folder after a rename in it (best effort for folders: not every system can)."""
-    folder = path.is_dir()
-    try:
-        descriptor = os.open(path, os.O_RDONLY)
-    except OSError:
-        if folder:
-            return
-        raise
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        if not folder:
-            raise
-    finally:
-        os.close(descriptor)

@@ -264,3 +264,18 @@ def test_reallocate_is_not_bounded_by_narrow_layers_or_few_rows() -> None:
     assert state.reallocate(rank=1, rho=4.0).config.max_components == 4
     with pytest.raises(ReallocationError, match="'wide' with 4"):
         state.reallocate(rank=3, rho=2.0)
+
+
+def test_reallocate_is_not_bounded_by_layers_without_variance() -> None:
+    """A fit keeps no component of variance ~0, so a layer whose inputs are constant stores none (and one of
+    low input rank stores few). Such a layer kept all it has: it used to block every reallocation, with
+    a message contradicting itself ("needs up to 1 components ... stores at most 6 ... 'dead' with 0")."""
+    config = EvaConfig(rank=3, rho=2.0)
+    layers = {"full": spectrum(6, 16, source="full"), "dead": spectrum(0, 16, source="dead"),
+              "low": spectrum(2, 16, source="low")}  # fmt: skip
+    state = EvaState(layers=layers, ranks={}, steps=1, config=config).reallocate()
+    for rank, rho in ((1, 1.0), (3, 2.0), (2, 3.0)):
+        ranks = state.reallocate(rank=rank, rho=rho).ranks
+        assert ranks["dead"] == 0 and ranks["low"] <= 2 and sum(ranks.values()) <= rank * 3
+    with pytest.raises(ReallocationError, match="'full' with 6"):
+        state.reallocate(rank=4, rho=2.0)  # 8 > 6: only the layer cut at the fit's cap falls short

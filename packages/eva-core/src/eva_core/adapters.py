@@ -148,9 +148,10 @@ def apply(
         peft_model = _inject(model, config, adapter_name)
         _copy_components(peft_model, rows, adapter_name)
         peft_model.eva_state = state  # type: ignore[assignment]
-    saved = peft_model.peft_config[adapter_name].modules_to_save
+    injected = peft_model.peft_config[adapter_name]  # the LoraConfig ``config`` became
+    saved = getattr(injected, "modules_to_save", None)
     if saved:  # peft adds its task heads (SEQ_CLS: classifier, score) to the ones the domain already named
-        peft_model.peft_config[adapter_name].modules_to_save = list(dict.fromkeys(saved))
+        injected.modules_to_save = list(dict.fromkeys(saved))  # type: ignore[attr-defined]
     return peft_model
 
 

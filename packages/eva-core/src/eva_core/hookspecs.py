@@ -72,7 +72,8 @@ def eva_layer_rows(name: str, module: nn.Module) -> RowsFn | None:
 @hookspec(firstresult=True)
 def eva_prepare_batch(batch: Any, model: nn.Module, config: EvaConfig) -> PreparedBatch | None:
     """Turn one item of the user's iterable into model inputs and a row mask (padding and, unless
-    ``config.use_label_mask`` is False, rows labelled ``config.label_mask_value`` excluded). Called once per batch. firstresult; None passes to the next plugin."""
+    ``config.use_label_mask`` is False, rows labelled ``config.label_mask_value`` excluded). Called once
+    per batch. firstresult; None passes to the next plugin."""
 
 
 @hookspec

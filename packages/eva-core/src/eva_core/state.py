@@ -93,7 +93,8 @@ class EvaState:
         if redistribution is not None:
             changes["redistribution"] = redistribution
         config = self.config.replace(**changes)
-        short = [name for name, layer in self.layers.items() if _truncated(layer, config.max_components)]
+        fitted = max((layer.components.shape[0] for layer in self.layers.values()), default=0)
+        short = [name for name, layer in self.layers.items() if _truncated(layer, config.max_components, fitted)]
         if short:
             stored = {name: self.layers[name].components.shape[0] for name in short}
             kept = max(layer.components.shape[0] for layer in self.layers.values())
@@ -140,8 +141,9 @@ class EvaState:
         return read_state(cls, LayerSpectrum, EvaConfig, Path(path), device)
 
 
-def _truncated(layer: LayerSpectrum, cap: int) -> bool:
-    """Whether ``layer`` stores fewer components than a fit with cap ``cap`` would have kept: fewer than
-    ``cap`` although its width and rows (less one, for centring) allow more."""
+def _truncated(layer: LayerSpectrum, cap: int, fitted: int) -> bool:
+    """Whether ``layer`` stores fewer components than a fit with cap ``cap`` would have kept: it was cut at
+    the fit's own cap (it stores ``fitted``, the most any layer stores; a layer storing fewer kept every
+    component with variance) and its width and rows (less one, for centring) allow more than that."""
     k, width = layer.components.shape[0], layer.components.shape[-1]
-    return k < min(cap, width, max(layer.rows - 1, 0))
+    return k == fitted and k < min(cap, width, max(layer.rows - 1, 0))

@@ -3,11 +3,14 @@ again, and masks reach sequence-first inputs the right way round."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
 
 from eva_core import fit
+from eva_core.errors import EmptyDataError, EvaWarning
 
 SETTINGS = {"tau": 0.0, "progress": False, "rank": 2, "rho": 2}
 
@@ -159,6 +162,21 @@ def test_batch_equal_to_length_before_the_layout_is_known_is_left_out() -> None:
     state = fit(model, batches, min_steps=2, max_steps=2, **SETTINGS)
     for name, rows in rows_by_hand(model, batches[1:]).items():
         assert_exact(state.layers[name], rows)
+
+
+def test_only_square_padded_batches_say_why_no_row_was_measured() -> None:
+    """When no batch can show the layout, the error (every layer without rows) or the warning (some layers
+    measured, here the embedding, whose (B, T) ids need no layout) says so rather than blaming the masks."""
+    batches = [padded_batch(7, 7, seed=i) for i in range(3)]
+    with pytest.raises(EmptyDataError, match=r"\(B, T, d\) or \(T, B, d\) could not be told"):
+        fit(SequenceFirst(), batches, min_steps=3, max_steps=3, target_modules=["proj", "head"], **SETTINGS)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        state = fit(SequenceFirst(), batches, min_steps=3, max_steps=3, target_modules=["embed", "proj", "head"],
+                    **SETTINGS)  # fmt: skip
+    said = [str(w.message) for w in caught if issubclass(w.category, EvaWarning)]
+    assert any("Layers ['head', 'proj'] never saw a batch whose size differs" in message for message in said), said
+    assert state.ranks["embed"] > 0 and state.ranks["proj"] == state.ranks["head"] == 0
 
 
 def test_batch_equal_to_length_with_a_symmetric_mask_needs_no_layout() -> None:

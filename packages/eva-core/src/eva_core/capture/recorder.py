@@ -75,6 +75,7 @@ class InputRecorder:
         self.active: set[str] = set()  # leaders still being measured
         self.row_mask: torch.Tensor | None = None
         self.layouts: dict[str, str] = {}  # leader -> "batch-first" / "sequence-first", once a batch showed it
+        self.layout_skipped: set[str] = set()  # leaders that skipped a square batch, their layout unknown then
         self._symmetric: bool | None = None  # whether this batch's square row mask equals its transpose
         self._discovering = True
         self._calls: dict[str, int] = {}
@@ -287,6 +288,7 @@ class InputRecorder:
                     name,
                     b,
                 )
+                self.layout_skipped.add(name)
                 return torch.zeros_like(mask, dtype=torch.bool)
         return mask.T if known == "sequence-first" else mask
 

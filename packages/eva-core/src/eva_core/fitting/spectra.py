@@ -186,11 +186,21 @@ def final_state(
     Raises:
         EmptyDataError: every row was masked out, or no targeted layer ran.
     """
+    unknown = sorted(name for name in recorder.layout_skipped if name not in recorder.layouts)
+    square = (
+        f" Layers {unknown[:3]} never saw a batch whose size differs from its padded length, so whether their "
+        "inputs are (B, T, d) or (T, B, d) could not be told and those batches were left out; use another "
+        "batch size."
+        if unknown
+        else ""
+    )
     if not any(int(stats.rows_seen().item()) for stats in recorder.statistics.values()):
         raise EmptyDataError(
             "every row was masked out (attention_mask 0 or labels -100 everywhere) or no targeted layer ran; "
-            "check the batches' masks, or pass a different target_modules."
+            "check the batches' masks, or pass a different target_modules." + square
         )
+    if square:
+        warn(square.strip())
     measured = {
         leader: _measured(leader, recorder.statistics[leader], tracker.groups.get(leader), config)
         for leader in recorder.order

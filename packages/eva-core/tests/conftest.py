@@ -19,7 +19,8 @@ from eva_core.plugins.manager import DISABLE_ENV
 torch.set_num_threads(1)
 
 # Property-based tests: reproducible (derandomized, no example database written into the tree), no deadline
-# (2 shared CI cores are noisy). `HYPOTHESIS_PROFILE=hunt` runs many more cases when looking for bugs.
+# (2 shared CI cores are noisy). `HYPOTHESIS_PROFILE=hunt` draws fresh random cases on each run (2000 where a test
+# does not set its own max_examples), for looking for bugs beyond the fixed CI sample.
 settings.register_profile(
     "ci", derandomize=True, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )

@@ -87,8 +87,9 @@ def expected_failure(drawn: list[dict[str, Any]], kwargs: dict[str, Any] | None)
     if not kept:
         return "all ranks zero"
     if kwargs is not None:
-        saved = {"4": "4.0", "0": "0"}.get((kwargs["modules_to_save"] or [""])[0])  # the linear layer saved whole
-        left_out = {*(kwargs["exclude_modules"] or ()), saved}
+        # the linear layers saved whole: peft matches a name as a suffix after a dot, so "0" is also "4.0"
+        saved = {"4": {"4.0"}, "0": {"0", "4.0"}}.get((kwargs["modules_to_save"] or [""])[0], set())
+        left_out = {*(kwargs["exclude_modules"] or ()), *saved}
         if any(layer["name"] in left_out for layer in kept):
             return "left out by lora_config"
     return None

@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from saved_states import SPECTRUM_FIELDS, assert_identical
 
 from eva_core import EvaConfig, EvaState, LayerSpectrum
 from eva_core.errors import EvaError, ReallocationError, StateFileError
-
-SPECTRUM_FIELDS = ("components", "singular_values", "explained_variance", "explained_variance_ratio")
 
 
 def spectrum(k: int, width: int, *, rows: int = 100, source: str = "", seed: int = 0) -> LayerSpectrum:
@@ -34,29 +33,6 @@ def make_state(
     return state.reallocate()
 
 
-def assert_equal_states(a: EvaState, b: EvaState) -> None:
-    assert (a.ranks, list(a.ranks), a.steps, a.config, a.seconds, a.extra) == (
-        b.ranks,
-        list(b.ranks),
-        b.steps,
-        b.config,
-        b.seconds,
-        b.extra,
-    )
-    assert list(a.layers) == list(b.layers)
-    for name, layer in a.layers.items():
-        other = b.layers[name]
-        for key in SPECTRUM_FIELDS:
-            x, y = getattr(layer, key), getattr(other, key)
-            assert x.dtype == y.dtype and torch.equal(x, y), (name, key)
-        assert (layer.rows, layer.converged, layer.converged_at, layer.source) == (
-            other.rows,
-            other.converged,
-            other.converged_at,
-            other.source,
-        )
-
-
 # 1. save is all or nothing ---------------------------------------------------------------------------------
 def test_a_failing_save_leaves_the_previous_state(tmp_path: Path) -> None:
     """A Path in ``extra`` made the JSON write fail after the new spectra were written: load then mixed
@@ -72,7 +48,7 @@ def test_a_failing_save_leaves_the_previous_state(tmp_path: Path) -> None:
     with pytest.raises(StateFileError, match=r"state\.extra must hold only .*str\(path\).*Nothing was written"):
         new.save(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
-    assert_equal_states(EvaState.load(tmp_path), old)
+    assert_identical(EvaState.load(tmp_path), old)
 
 
 def test_save_replaces_the_previous_state_and_removes_only_its_own_files(tmp_path: Path) -> None:
@@ -86,7 +62,7 @@ def test_save_replaces_the_previous_state_and_removes_only_its_own_files(tmp_pat
         ["eva_state.json", meta["tensors"], "notes.txt", "spectra.safetensors.bak"]
     )
     assert (tmp_path / "notes.txt").read_text() == "mine"
-    assert_equal_states(EvaState.load(tmp_path), newer)
+    assert_identical(EvaState.load(tmp_path), newer)
 
 
 def test_save_refuses_to_overwrite_a_json_that_is_not_ours(tmp_path: Path) -> None:
@@ -103,10 +79,10 @@ def test_states_of_the_first_format_still_load_and_are_replaced_cleanly(tmp_path
     save_file(tensors, str(tmp_path / "spectra.safetensors"))
     meta = json.loads(json.dumps(_legacy_meta(state)))
     (tmp_path / "eva_state.json").write_text(json.dumps(meta))
-    assert_equal_states(EvaState.load(tmp_path), state)
+    assert_identical(EvaState.load(tmp_path), state)
     state.save(tmp_path)
     assert not (tmp_path / "spectra.safetensors").exists()  # superseded, and ours
-    assert_equal_states(EvaState.load(tmp_path), state)
+    assert_identical(EvaState.load(tmp_path), state)
 
 
 def _legacy_meta(state: EvaState) -> dict:
@@ -237,7 +213,7 @@ def test_load_onto_a_device_keeps_followers_sharing(tmp_path: Path) -> None:
                                        converged=True, converged_at=3, source="l0")  # fmt: skip
     state = state.reallocate()
     loaded = EvaState.load(state.save(tmp_path), device="cpu")
-    assert_equal_states(loaded, state)
+    assert_identical(loaded, state)
 
 
 # 3. reallocation is bounded by the components stored ---------------------------------------------------

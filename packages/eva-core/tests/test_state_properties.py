@@ -15,12 +15,12 @@ from typing import Any
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from saved_states import SPECTRUM_FIELDS, assert_identical
 
 from eva_core import EvaConfig, EvaState, LayerSpectrum
 from eva_core.errors import EvaError, ReallocationError
 from eva_core.ranks import allocate_layer_ranks
 
-SPECTRUM_FIELDS = ("components", "singular_values", "explained_variance", "explained_variance_ratio")
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 json_values = st.recursive(
@@ -72,30 +72,6 @@ def states(draw: st.DrawFn) -> EvaState:
         seconds=draw(st.floats(0, 1e6)),
         extra=draw(st.dictionaries(st.text(max_size=6), json_values, max_size=4)),
     )
-
-
-def assert_identical(a: EvaState, b: EvaState) -> None:
-    assert (list(a.ranks.items()), a.steps, a.config, a.seconds, a.extra) == (
-        list(b.ranks.items()),
-        b.steps,
-        b.config,
-        b.seconds,
-        b.extra,
-    )
-    assert list(a.layers) == list(b.layers)
-    for name, layer in a.layers.items():
-        other = b.layers[name]
-        for key in SPECTRUM_FIELDS:
-            x, y = getattr(layer, key), getattr(other, key)
-            assert x.dtype == y.dtype and x.shape == y.shape and torch.equal(x, y), (name, key)
-        assert (layer.rows, layer.converged, layer.converged_at, layer.source) == (
-            other.rows,
-            other.converged,
-            other.converged_at,
-            other.source,
-        )
-        if layer.source != name:  # a follower shares its leader's tensors after a load too
-            assert other.components is b.layers[other.source].components
 
 
 @settings(max_examples=50)

@@ -27,7 +27,7 @@ PUBLISHED = [p for p in PACKAGES if p != HARNESS]
 TORCH_SPEC = os.environ.get("EVA_TORCH_SPEC", "torch==2.13.0")
 PYTHON = "3.11" if os.environ.get("CI") == "github" else None
 
-nox.options.sessions = ["lint", "typecheck", "tests", "cross_package"]
+nox.options.sessions = ["lint", "typecheck", "docs", "tests", "cross_package"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = False
 
@@ -127,6 +127,17 @@ def typecheck(session: nox.Session) -> None:
     session.install("--quiet", "mypy>=1.10")
     _install_packages(session, PACKAGES, extra="")
     session.run("mypy", *[f"packages/{p}/src" for p in PACKAGES])
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """The documentation site (mkdocs-material; the API reference from the docstrings, read by griffe without
+    importing anything, so no torch here), built with every warning an error into a temporary folder
+    (``nox -s docs -- --site-dir site`` keeps it in ``site/``)."""
+    session.install("--quiet", "-r", "docs/requirements.txt")
+    site = ["--site-dir", session.create_tmp() + "/site"] if "--site-dir" not in session.posargs else []
+    # NO_MKDOCS_2_WARNING: Material's banner about its end of life (May 2027) and MkDocs 2.0, not a build warning
+    session.run("mkdocs", "build", "--strict", *site, *session.posargs, env={"NO_MKDOCS_2_WARNING": "1"})
 
 
 def _install_bench(session: nox.Session) -> None:

@@ -119,7 +119,8 @@ def to_model_input(
         images: (N, C, H, W), uint8 (0-255) or float in [0, 1].
         size: resize to (size, size) with bilinear interpolation (antialiased when shrinking); None keeps H, W.
         channels: repeat a single channel this many times (grey -> RGB); None keeps C.
-        mean, std: per output channel (or one value for all), applied after scaling to [0, 1].
+        mean: subtracted per output channel (or one value for all), after scaling to [0, 1].
+        std: divides per output channel (or one value for all), after subtracting ``mean``.
 
     Returns:
         (N, channels, size, size) float32.

@@ -121,8 +121,7 @@ class DomainOptions(Mapping[str, str]):
             asked = ", ".join(sorted(self.asked)) or "none"
             raise InvalidConfigError(
                 f"--option {unread[0]}={self.given[unread[0]]!r}: domain {domain!r} has no setting {unread[0]!r} "
-                f"for this model and data (the settings it reads here: {asked}); check the spelling, or see "
-                "docs/cli.md for each domain's options."
+                f"for this model and data (the settings it reads here: {asked}); check the spelling."
             )
 
 
@@ -195,7 +194,8 @@ class CliDomains:
         found = hooks.cli_batches(data, loaded, batch_size, rows, options)
         if found is None:
             raise UnreadableDataError(
-                f"DATA={data!r}: domain {hooks.domain!r} does not read this kind of file; see `eva-lora plugins` and "
-                "docs/cli.md for the formats each domain reads (e.g. nlu: GLUE .tsv; llm: GSM8K .jsonl; any: .pt)."
+                f"DATA={data!r}: domain {hooks.domain!r} does not read this kind of file; see `eva-lora plugins` for "
+                "the installed domains (nlu: GLUE .tsv/.csv/.jsonl; llm: GSM8K-style .jsonl; vision: IDX, .npy or .pt "
+                "images; rl: minari datasets; any domain: a .pt file of batches)."
             )
         return found

@@ -1,5 +1,5 @@
 """Every domain's defaults come through the plugin contract, so ``eva_core.init``, the domain's own ``init``
-and the ``eva fit`` command line give the same EVA settings and the same adapter on that domain's model."""
+and the ``eva-lora fit`` command line give the same EVA settings and the same adapter on that domain's model."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The rl harness end to end on a tiny cache built by :func:`eva_bench.rl.pretrain`: the cached artifacts
-(reused, rebuilt on other settings, read back by eva-rl's ``eva fit`` hooks), the fine-tuning recipe over
+(reused, rebuilt on other settings, read back by eva-rl's ``eva-lora fit`` hooks), the fine-tuning recipe over
 :func:`eva_bench.recipe.run` and the comparison runner."""
 
 from __future__ import annotations

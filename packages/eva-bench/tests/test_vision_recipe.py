@@ -1,6 +1,6 @@
 """EfficientNet-Lite0 (real ImageNet weights) EVA-initialized on real Fashion-MNIST images: training lowers
 the loss, and the saved adapter reloads with plain peft; the recipe returns a complete RunRecord; the
-locally pretrained model is cached where ``eva fit dinov2-local`` looks for it."""
+locally pretrained model is cached where ``eva-lora fit dinov2-local`` looks for it."""
 
 from __future__ import annotations
 
@@ -117,7 +117,7 @@ def test_compare_runs_a_peft_baseline_on_efficientnet() -> None:
 def test_pretraining_is_cached_with_its_processor_where_the_cli_looks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert pretraining.PretrainSettings().key() == cli.DINOV2_LOCAL_KEY  # eva fit dinov2-local finds the default
+    assert pretraining.PretrainSettings().key() == cli.DINOV2_LOCAL_KEY  # eva-lora fit dinov2-local finds the default
     monkeypatch.setenv("EVA_CACHE_DIR", str(tmp_path))
     assert pretraining.pretrained_dir() == cli.dinov2_local_dir()
     settings = pretraining.PretrainSettings(hidden_size=16, layers=1, heads=2, steps=2, batch_size=8, train_limit=16)

@@ -1,13 +1,15 @@
-"""The ``eva`` command line, driven as a user drives it: ``python -m eva_core.cli ...`` in a subprocess.
+"""The ``eva-lora`` command line, driven as a user drives it: ``python -m eva_core.cli ...`` in a subprocess.
 
 The generic tests need eva-core alone (a ``module:factory`` model and ``.pt`` batches); the MiniLM +
-SST-2 tests need eva-nlu installed beside it (the ``nlu`` domain's ``eva fit`` hooks).
+SST-2 tests need eva-nlu installed beside it (the ``nlu`` domain's ``eva-lora fit`` hooks).
 """
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import textwrap
+from importlib.metadata import distribution
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 import eva_core
+from eva_core.cli.parser import PROG
 from eva_core.testing import assert_one_line_error
 from eva_core.testing import run_cli as eva
 
@@ -33,7 +36,7 @@ def build():
 
 @pytest.fixture(scope="module")
 def generic_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    """``eva fit tiny_factory:build batches.pt --domain generic``: (code folder, data file, out folder)."""
+    """``eva-lora fit tiny_factory:build batches.pt --domain generic``: (code folder, data file, out folder)."""
     root = tmp_path_factory.mktemp("generic")
     (root / "tiny_factory.py").write_text(textwrap.dedent(FACTORY))
     generator = torch.Generator().manual_seed(1)
@@ -135,10 +138,24 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
 
 def test_usage_errors_exit_2() -> None:
     result = eva("fit")
-    assert result.returncode == 2 and "usage: eva fit" in result.stderr
+    assert result.returncode == 2 and "usage: eva-lora fit" in result.stderr
 
 
-# --- real domains: MiniLM on SST-2, eva plugins ------------------------------------------------------
+def test_the_console_script_is_eva_lora() -> None:
+    """The script the installed distribution puts on PATH is the name usage lines and messages give."""
+    points = distribution("eva-core").entry_points
+    scripts = {point.name: point.value for point in points if point.group == "console_scripts"}
+    assert scripts == {"eva-lora": "eva_core.cli:main"} and PROG == "eva-lora"
+
+
+def test_python_dash_m_eva_core_runs_the_command_line() -> None:
+    """``python -m eva_core`` is ``eva-lora`` where the script is not on PATH (``-m eva_core.cli`` is too)."""
+    result = subprocess.run([sys.executable, "-m", "eva_core", "--help"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: eva-lora ") and "reallocate" in result.stdout
+
+
+# --- real domains: MiniLM on SST-2, eva-lora plugins -------------------------------------------------
 
 
 def test_plugins_lists_the_installed_domains() -> None:

@@ -75,7 +75,7 @@ def calls(root: Path) -> int:
 
 def error_line(err: str) -> str:
     assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.startswith("eva: error:")]
+    lines = [line for line in err.splitlines() if line.startswith("eva-lora: error:")]
     assert len(lines) == 1, err
     return lines[0]
 
@@ -235,7 +235,7 @@ def test_any_argument_vector_runs_or_fails_cleanly(
     root: Path, tmp_path_factory: pytest.TempPathFactory, chosen: tuple[tuple[str, str], ...], flags: list[str],
     where: str,
 ) -> None:  # fmt: skip
-    """Exit 0 with both outputs written; 2 with a usage error naming the option; or 1 with one ``eva: error``
+    """Exit 0 with both outputs written; 2 with a usage error naming the option; or 1 with one ``eva-lora: error``
     line; never a traceback; no file outside ``--out`` changes, nor a non-empty ``--out`` without
     ``--overwrite``, nor any input."""
     sandbox = tmp_path_factory.mktemp("case")
@@ -255,7 +255,7 @@ def test_any_argument_vector_runs_or_fails_cleanly(
     assert code in (0, 1, 2), err
     if code == 2:
         named = [name for name, _ in chosen if f"argument {name}" in err or f"argument {name}/" in err]
-        assert named and "usage: eva fit" in err, err
+        assert named and "usage: eva-lora fit" in err, err
     elif code == 1:
         line = error_line(err)
         event(line.split("'")[0][:60])
@@ -291,7 +291,7 @@ def test_any_reallocate_runs_or_fails_cleanly(
     fitted: Path, tmp_path_factory: pytest.TempPathFactory, chosen: tuple[tuple[str, str], ...], overwrite: bool,
     where: str,
 ) -> None:  # fmt: skip
-    """The same property for ``eva reallocate``: its input state is never changed."""
+    """The same property for ``eva-lora reallocate``: its input state is never changed."""
     sandbox = tmp_path_factory.mktemp("realloc")
     (sandbox / "full").mkdir()
     (sandbox / "full" / "mine.txt").write_text("mine")

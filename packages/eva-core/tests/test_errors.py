@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import re
+import sys
 import warnings
 from collections import OrderedDict
 
@@ -14,6 +16,7 @@ from eva_core import EvaError, EvaWarning, fit
 from eva_core.errors import (
     EmptyDataError,
     InconsistentSharedInputError,
+    MissingExtraError,
     NonFiniteActivationError,
     NoTargetLayersError,
     TooFewRowsWarning,
@@ -246,3 +249,12 @@ def test_peft_model_is_measured_as_the_plain_model(make_model, batches) -> None:
     wrapped = get_peft_model(make_model(0), LoraConfig(r=2, target_modules=["q"]))
     state = fit(wrapped, batches, rank=2, target_modules=["q", "k"], tau=0.0, min_steps=2, max_steps=2, progress=False)
     assert set(state.ranks) == {"blocks.0.q", "blocks.0.k", "blocks.1.q", "blocks.1.k"}
+
+
+def test_the_contract_tests_without_pytest_name_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``eva_core.testing`` needs pytest, which only the ``testing`` extra installs: importing it without pytest
+    says which extra to install."""
+    monkeypatch.delitem(sys.modules, "eva_core.testing", raising=False)
+    monkeypatch.setitem(sys.modules, "pytest", None)  # `import pytest` now raises ImportError
+    with pytest.raises(MissingExtraError, match=re.escape("pip install 'eva-core[testing]'")):
+        importlib.import_module("eva_core.testing")

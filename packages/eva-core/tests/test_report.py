@@ -1,4 +1,4 @@
-"""``eva report``: the charts, the self-contained page, and the page opened in a real headless Chromium
+"""``eva-lora report``: the charts, the self-contained page, and the page opened in a real headless Chromium
 (Debian's ``chromium``: it must load without console messages and show the rank chart)."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ _CHROMIUM_FLAGS = (
 
 @pytest.fixture(scope="module")
 def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny model fitted in process, its state saved, then ``eva report`` run on it."""
+    """A tiny model fitted in process, its state saved, then ``eva-lora report`` run on it."""
     from conftest import tiny_model, token_batches
 
     root = tmp_path_factory.mktemp("report")

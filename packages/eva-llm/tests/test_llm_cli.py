@@ -1,4 +1,4 @@
-"""``eva fit`` for causal LMs: loading a model folder, reading question/answer JSON lines (through
+"""``eva-lora fit`` for causal LMs: loading a model folder, reading question/answer JSON lines (through
 ``datasets``), and the plugin's defaults on the command line as in Python."""
 
 from __future__ import annotations

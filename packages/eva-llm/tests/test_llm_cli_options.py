@@ -1,4 +1,4 @@
-"""``--option`` values of eva-llm's ``eva fit`` hooks: every value is a valid setting or an
+"""``--option`` values of eva-llm's ``eva-lora fit`` hooks: every value is a valid setting or an
 ``InvalidConfigError`` naming the option (never a raw ``ValueError``), checked before the data is read."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``eva fit`` / ``reallocate`` / ``report`` driven as a user would, on real MiniLM and GLUE SST-2 rows,
+"""``eva-lora fit`` / ``reallocate`` / ``report`` driven as a user would, on real MiniLM and GLUE SST-2 rows,
 through eva-nlu's command-line hooks."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ SST2 = "glue/SST-2/train.tsv"
 
 @pytest.fixture(scope="module")
 def minilm_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
-    """``eva fit minilm SST-2/train.tsv`` on 64 real sentences (4 batches of 16), rank 2."""
+    """``eva-lora fit minilm SST-2/train.tsv`` on 64 real sentences (4 batches of 16), rank 2."""
     out = tmp_path_factory.mktemp("minilm") / "run"
     data = data_dir() / SST2
     result = eva(

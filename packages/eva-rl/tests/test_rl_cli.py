@@ -1,4 +1,4 @@
-"""``eva fit`` driven as a user would on a tiny Decision Transformer folder and a tiny Walker2d-v5 task
+"""``eva-lora fit`` driven as a user would on a tiny Decision Transformer folder and a tiny Walker2d-v5 task
 dataset in a tmp eva cache, through eva-rl's command-line hooks; minari folders, task records, data errors
 and a missing minari in-process."""
 
@@ -42,7 +42,7 @@ def rl_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def dt_run(rl_cache: Path) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    """``eva fit <dt folder> walker2d`` (the task alias; its dataset is in the cache): 2 batches of 8
+    """``eva-lora fit <dt folder> walker2d`` (the task alias; its dataset is in the cache): 2 batches of 8
     windows, rank 2."""
     out = rl_cache.parent / "run"
     with pytest.MonkeyPatch.context() as patch:

@@ -1,4 +1,4 @@
-"""``--option`` values of eva-rl's ``eva fit`` hooks: every value is a valid setting or an
+"""``--option`` values of eva-rl's ``eva-lora fit`` hooks: every value is a valid setting or an
 ``InvalidConfigError`` naming the option (never a raw ``ValueError``, never an infinite scale)."""
 
 from __future__ import annotations

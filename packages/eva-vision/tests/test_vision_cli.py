@@ -1,4 +1,4 @@
-"""``eva fit`` driven as a user would on real EfficientNet-Lite0 weights and real Fashion-MNIST images,
+"""``eva-lora fit`` driven as a user would on real EfficientNet-Lite0 weights and real Fashion-MNIST images,
 through eva-vision's command-line hooks; the readers and the ViT-folder loader in-process."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ T10K = "t10k-images-idx3-ubyte.gz"
 
 @pytest.fixture(scope="module")
 def effnet_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    """``eva fit efficientnet-lite0 <Fashion-MNIST folder> -o split=t10k`` on 16 real images (2 batches of
+    """``eva-lora fit efficientnet-lite0 <Fashion-MNIST folder> -o split=t10k`` on 16 real images (2 batches of
     8), rank 2."""
     out = tmp_path_factory.mktemp("effnet") / "run"
     data = fashion_mnist_dir()

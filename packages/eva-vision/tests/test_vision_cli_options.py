@@ -1,4 +1,4 @@
-"""``--option`` values and keys of eva-vision's ``eva fit`` hooks: every value is a valid setting or an
+"""``--option`` values and keys of eva-vision's ``eva-lora fit`` hooks: every value is a valid setting or an
 ``InvalidConfigError`` naming the option (never a raw ``ValueError``), and a misspelt key is reported."""
 
 from __future__ import annotations

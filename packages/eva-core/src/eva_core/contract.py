@@ -47,13 +47,13 @@ class PreparedBatch:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model loaded for ``eva fit``, with what reading its data and saving its adapter need.
+    """A model loaded for ``eva-lora fit``, with what reading its data and saving its adapter need.
 
     Attributes:
         model: the base model, in eval mode, not yet wrapped by peft.
         processor: what turns the domain's raw data into model inputs (a tokenizer, an image processor),
             or ``None``; handed back to :func:`eva_cli_batches`.
-        lora_config: dropout, alpha, ``task_type``, ``modules_to_save``... of the adapter ``eva fit``
+        lora_config: dropout, alpha, ``task_type``, ``modules_to_save``... of the adapter ``eva-lora fit``
             saves (``r`` and the targets come from the fit); ``None`` (the usual answer) takes the
             domain's ``eva_lora_fields`` with ``lora_alpha = r``, as ``eva_core.apply`` does.
     """

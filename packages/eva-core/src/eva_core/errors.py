@@ -102,19 +102,19 @@ class ReallocationError(EvaError, ValueError):
 
 
 class UnknownDomainError(EvaError, ValueError):
-    """``eva fit --domain`` names no installed eva plugin; the message lists the installed ones."""
+    """``eva-lora fit --domain`` names no installed eva plugin; the message lists the installed ones."""
 
 
 class MissingModelError(EvaError, FileNotFoundError):
-    """``eva fit``'s MODEL is a path that does not exist, or no installed domain can load it."""
+    """``eva-lora fit``'s MODEL is a path that does not exist, or no installed domain can load it."""
 
 
 class UnreadableDataError(EvaError, ValueError):
-    """``eva fit``'s DATA is missing, unreadable, or of a kind the chosen domain does not read."""
+    """``eva-lora fit``'s DATA is missing, unreadable, or of a kind the chosen domain does not read."""
 
 
 class MissingStateError(EvaError, FileNotFoundError):
-    """A folder given to ``eva report`` / ``eva reallocate`` holds no saved :class:`eva_core.EvaState`."""
+    """A folder given to ``eva-lora report`` / ``eva-lora reallocate`` holds no saved :class:`eva_core.EvaState`."""
 
 
 class MissingExtraError(EvaError, ImportError):
@@ -122,7 +122,7 @@ class MissingExtraError(EvaError, ImportError):
 
 
 class UnsafeOutputError(EvaError, ValueError):
-    """An ``eva`` command's ``--out`` cannot be written without losing something: it exists and is not empty
+    """An ``eva-lora`` command's ``--out`` cannot be written without losing something: it exists and is not empty
     (and ``--overwrite`` was not given), it is or holds the command's input, it is a file, or it cannot be
     written. Raised before any work."""
 

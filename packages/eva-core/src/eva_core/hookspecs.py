@@ -12,7 +12,7 @@ The entry-point name is the plugin's *domain* (what ``EvaConfig.domain`` picks).
 ``generic`` plugin implements every hook with ``trylast=True``, so a domain plugin only implements
 what it changes. For one fit, eva-core calls the hooks of the chosen domain plugin plus the generic one.
 
-The ``eva_cli_*`` hooks extend the ``eva`` command line: ``eva fit MODEL DATA --domain D`` asks domain
+The ``eva_cli_*`` hooks extend the ``eva-lora`` command line: ``eva-lora fit MODEL DATA --domain D`` asks domain
 ``D`` (then eva-core's built-in fallback, which reads ``module:factory`` models and ``.pt`` batch files)
 to load the model and to read the data file.
 """
@@ -43,7 +43,7 @@ def eva_claims_model(model: nn.Module) -> bool:  # type: ignore[empty-body]
 def eva_default_config(model: nn.Module) -> Mapping[str, Any] | None:
     """This domain's default :class:`EvaConfig` fields for ``model`` (e.g. ``{"rank": 8, "whiten": True}``),
     used when the caller passes no ``config``; the caller's keyword overrides still win. Called once per
-    ``fit``, ``init`` and ``eva fit``. firstresult: the generic plugin answers ``{}`` (EvaConfig's defaults)."""
+    ``fit``, ``init`` and ``eva-lora fit``. firstresult: the generic plugin answers ``{}`` (EvaConfig's defaults)."""
 
 
 @hookspec(firstresult=True)
@@ -89,8 +89,8 @@ def eva_ranks_allocated(state: EvaState) -> None:
 
 @hookspec(firstresult=True)
 def eva_cli_load_model(model: str, data: str, options: Mapping[str, str]) -> LoadedModel | None:
-    """Load the model ``eva fit`` names: a local folder, a file or an alias this domain knows (e.g.
-    ``minilm``). Called once per ``eva fit`` on the chosen domain's plugin, then on the built-in
+    """Load the model ``eva-lora fit`` names: a local folder, a file or an alias this domain knows (e.g.
+    ``minilm``). Called once per ``eva-lora fit`` on the chosen domain's plugin, then on the built-in
     fallback. firstresult: return None when ``model`` is not something this domain loads.
 
     Args:
@@ -108,8 +108,8 @@ def eva_cli_load_model(model: str, data: str, options: Mapping[str, str]) -> Loa
 def eva_cli_batches(
     data: str, loaded: LoadedModel, batch_size: int, rows: int | None, options: Mapping[str, str]
 ) -> Iterable[Any] | None:
-    """The batches ``eva fit`` feeds to ``fit``, read from the data file ``data`` (e.g. a GLUE TSV).
-    Called once per ``eva fit``, after :func:`eva_cli_load_model`, on the chosen domain's plugin, then
+    """The batches ``eva-lora fit`` feeds to ``fit``, read from the data file ``data`` (e.g. a GLUE TSV).
+    Called once per ``eva-lora fit``, after :func:`eva_cli_load_model`, on the chosen domain's plugin, then
     on the built-in fallback. firstresult: return None when this domain does not read that file.
 
     Args:

@@ -1,4 +1,4 @@
-"""A visual report of a fitted :class:`~eva_core.EvaState` (``eva report``): per-layer ranks, explained-variance
+"""A visual report of a fitted :class:`~eva_core.EvaState` (``eva-lora report``): per-layer ranks, explained-variance
 spectra and convergence per step as PNG charts drawn with matplotlib's object API (no pyplot, no global
 state), and one self-contained HTML page (CSS inline, the charts as base64 ``data:`` PNGs).
 
@@ -95,7 +95,8 @@ def charts(state: EvaState) -> list[Chart]:
         from matplotlib.figure import Figure
     except ImportError as error:
         raise MissingExtraError(
-            "eva report draws its charts with matplotlib, which is not installed; run `pip install 'eva-core[report]'`."
+            "eva-lora report draws its charts with matplotlib, which is not installed; "
+            "run `pip install 'eva-core[report]'`."
         ) from error
     return [_ranks(Figure, state), _spectra(Figure, state), _convergence(Figure, state)]
 

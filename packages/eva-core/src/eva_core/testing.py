@@ -1,4 +1,4 @@
-"""A contract test suite every domain package subclasses (``pytest`` is needed to use it).
+"""A contract test suite every domain package subclasses (it needs pytest: ``pip install 'eva-core[testing]'``).
 
 Subclass :class:`PluginContract` in a test module of the domain package, give it the three fixtures
 below, and pytest runs every check against that plugin, model and data::
@@ -16,7 +16,7 @@ below, and pytest runs every check against that plugin, model and data::
 The fit is applied with the domain's own ``LoraConfig`` fields (``eva_lora_fields``); override the
 ``lora_config`` fixture to apply with another ``LoraConfig``.
 
-``run_cli`` and ``assert_one_line_error`` drive the ``eva`` command line in a subprocess, as a user
+``run_cli`` and ``assert_one_line_error`` drive the ``eva-lora`` command line in a subprocess, as a user
 would, for the command-line tests of eva-core and of the domains that add to it.
 
 The checks: the plugin claims the model (unless ``domain`` is ``"generic"``), its default ``EvaConfig``
@@ -34,13 +34,20 @@ import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
-import pytest
 import torch
 from peft import LoraConfig
 from torch import nn
 
 from eva_core import EvaConfig, PreparedBatch, apply, fit, plugin_manager  # the contract tests use the public API
+from eva_core.errors import MissingExtraError
 from eva_core.plugins import DISABLE_ENV, DomainHooks
+
+try:
+    import pytest
+except ImportError as error:  # pytest is the `testing` extra's, not a dependency of the library
+    raise MissingExtraError(
+        "eva_core.testing is a pytest suite and pytest is not installed: pip install 'eva-core[testing]'"
+    ) from error
 
 __all__ = ["PluginContract", "assert_one_line_error", "model_output", "run_cli"]
 
@@ -157,10 +164,10 @@ def run_cli(
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> str:
-    """The CLI failed with exactly one ``eva: error:`` line (no traceback) containing every needle."""
+    """The CLI failed with exactly one ``eva-lora: error:`` line (no traceback) containing every needle."""
     assert result.returncode != 0, result.stdout
     assert "Traceback" not in result.stderr, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("eva: error:")]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("eva-lora: error:")]
     assert len(errors) == 1, result.stderr
     for needle in needles:
         assert needle in errors[0], errors[0]

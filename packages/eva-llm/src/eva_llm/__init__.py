@@ -5,7 +5,7 @@ peft LoRA model; the ``llm`` plugin (:mod:`eva_llm.plugin`, registered under the
 group) tells eva-core which layers of Llama, Gemma, Qwen2, Mistral and GPT-2 models to adapt and this
 domain's defaults. :func:`qa_loader` / :class:`QACollator` turn question/answer problems into batches
 with answer-only labels; :func:`load_causal_lm` and the packaged checkpoints (:func:`smollm2_checkpoint`,
-:func:`gemma3_270m_checkpoint`, converted once from GGUF) load models offline, as ``eva fit`` does.
+:func:`gemma3_270m_checkpoint`, converted once from GGUF) load models offline, as ``eva-lora fit`` does.
 """
 
 from __future__ import annotations

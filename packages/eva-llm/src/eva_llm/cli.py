@@ -1,7 +1,7 @@
-"""``eva fit`` for causal LMs: the ``smollm2`` / ``gemma3-270m`` aliases or a local model folder, and
+"""``eva-lora fit`` for causal LMs: the ``smollm2`` / ``gemma3-270m`` aliases or a local model folder, and
 question/answer JSON-lines files.
 
-``eva fit smollm2 gsm8k/train.jsonl --domain llm`` loads the (cached, converted) checkpoint, reads the
+``eva-lora fit smollm2 gsm8k/train.jsonl --domain llm`` loads the (cached, converted) checkpoint, reads the
 problems and batches them with the prompt masked, so EVA measures answer tokens only. Options:
 ``--option template=plain`` (or ``chat``, ``auto``), ``--option max_length=512``. The plugin's
 ``eva_cli_*`` hooks call :func:`load_model` and :func:`batches`.

@@ -7,7 +7,7 @@ settings (:data:`LLM_DEFAULTS`) and the ``LoraConfig`` fields (``task_type="CAUS
 is passed as keyword arguments, and tokens where ``attention_mask`` is 0 or ``labels`` is -100 (the
 prompt and the padding) are left out of the SVD, so only answer tokens are measured.
 
-The ``eva fit`` hooks load the :data:`eva_llm.cli.MODEL_ALIASES` checkpoints (or a local folder) and read
+The ``eva-lora fit`` hooks load the :data:`eva_llm.cli.MODEL_ALIASES` checkpoints (or a local folder) and read
 question/answer JSON lines (:mod:`eva_llm.cli`).
 """
 

@@ -3,7 +3,7 @@
 ``eva_nlu.init(model, loader)`` EVA-initializes LoRA on the encoder blocks and trains the task head in
 full. ``load_model`` loads an encoder with a head sized for a GLUE task (``minilm`` is shipped offline),
 ``read_rows`` reads the text of a GLUE-style ``.tsv``/``.csv``/``.jsonl`` file and ``batches`` tokenizes
-rows into padded batches, as ``eva fit`` does.
+rows into padded batches, as ``eva-lora fit`` does.
 """
 
 from __future__ import annotations

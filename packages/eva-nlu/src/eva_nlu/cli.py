@@ -1,6 +1,6 @@
-"""``eva fit`` for encoders on GLUE: the MiniLM alias or a local encoder folder, and GLUE-style rows.
+"""``eva-lora fit`` for encoders on GLUE: the MiniLM alias or a local encoder folder, and GLUE-style rows.
 
-``eva fit minilm glue/SST-2/train.tsv --domain nlu`` loads the model with a new task head sized for the
+``eva-lora fit minilm glue/SST-2/train.tsv --domain nlu`` loads the model with a new task head sized for the
 task, reads the file's text (``.tsv``, ``.csv``, ``.jsonl``; labels are not needed) and tokenizes it
 into padded batches. The task comes from ``--option task=sst2``, else from the data's folder name
 (``SST-2``); ``--option max_length=128`` truncates longer examples. The adapter's ``LoraConfig`` fields

@@ -1,4 +1,4 @@
-"""GLUE-style data for ``eva fit`` (a helper of the cli role): each task's text columns and label count,
+"""GLUE-style data for ``eva-lora fit`` (a helper of the cli role): each task's text columns and label count,
 and reading a ``.tsv``/``.csv``/``.jsonl`` file through the ``datasets`` library's csv and json builders.
 
 Text keys follow the ``glue`` configurations of the Hugging Face ``datasets`` hub (``sentence``;

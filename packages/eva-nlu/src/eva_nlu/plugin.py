@@ -4,7 +4,7 @@ Claims BERT-family encoders (:mod:`eva_nlu.architectures`); targets the linear l
 blocks; rows are the non-padding tokens (:mod:`eva_nlu.batches`; DeBERTa's calls of its query/key
 projections on the relative-position embeddings give none); the head is trained in full. This module
 states the domain's defaults once (:data:`DEFAULT_CONFIG`, :func:`eva_lora_fields`); ``eva_core.init``,
-``eva_nlu.init`` and ``eva fit`` all take them from here.
+``eva_nlu.init`` and ``eva-lora fit`` all take them from here.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from eva_core import PreparedBatch, RowsFn, hookimpl
 
 from .architectures import claims, head_modules, is_shared_position_projection, target_modules
 from .batches import prepare_batch, token_rows_skipping_positions
-from .cli import eva_cli_batches as eva_cli_batches  # `eva fit` hooks
+from .cli import eva_cli_batches as eva_cli_batches  # `eva-lora fit` hooks
 from .cli import eva_cli_load_model as eva_cli_load_model
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@
 and prediction layers are trained in full; the ``rl`` plugin (``eva`` entry-point group) tells eva-core
 which layers to adapt, how to read trajectory batches and the domain's defaults, so ``eva_core.init``
 gives the same. ``trajectory_batches`` cuts those batches from episodes (:class:`Trajectory`, or a minari
-dataset); ``load_pretrained`` loads a Decision Transformer the ``eva fit`` aliases name.
+dataset); ``load_pretrained`` loads a Decision Transformer the ``eva-lora fit`` aliases name.
 
 Nothing here needs jax, MuJoCo or OpenGL; reading minari datasets on the command line needs the
 ``minari`` extra. Behaviour policies, dataset generation, pretraining and the fine-tuning comparison are

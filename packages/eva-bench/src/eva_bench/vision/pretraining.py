@@ -8,7 +8,7 @@ machines this project runs on have no pretrained ViT weights offline. Fine-tunin
 
 The model is saved with ``save_pretrained`` under ``eva_core.paths.cache_dir("dinov2-arch-fmnist04")``
 (:data:`eva_vision.cli.DINOV2_LOCAL_CACHE`) in a subfolder named after a hash of :class:`PretrainSettings`,
-with its image processor (``preprocessor_config.json``: size and normalization, which ``eva fit
+with its image processor (``preprocessor_config.json``: size and normalization, which ``eva-lora fit
 dinov2-local`` reads) and the settings and the reached accuracy in ``eva_pretrain.json``; a call with other
 settings builds (and keeps) its own model.
 """

@@ -1,7 +1,7 @@
-"""The ``eva`` command line: ``eva fit``, ``eva report``, ``eva plugins``, ``eva reallocate``.
+"""The ``eva-lora`` command line: ``eva-lora fit``, ``eva-lora report``, ``eva-lora plugins``, ``eva-lora reallocate``.
 
-Domain packages extend ``eva fit`` through the ``eva_cli_load_model`` and ``eva_cli_batches`` hooks
-(:mod:`eva_core.hookspecs`). Run it as ``eva ...`` or ``python -m eva_core.cli ...``.
+Domain packages extend ``eva-lora fit`` through the ``eva_cli_load_model`` and ``eva_cli_batches`` hooks
+(:mod:`eva_core.hookspecs`). Run it as ``eva-lora ...``, ``python -m eva_core ...`` or ``python -m eva_core.cli ...``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``python -m eva_core.cli``: the same as the ``eva`` script."""
+"""``python -m eva_core.cli``: the same as the ``eva-lora`` script and ``python -m eva_core``."""
 
 from __future__ import annotations
 

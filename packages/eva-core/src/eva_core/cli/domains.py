@@ -22,14 +22,14 @@ _D = TypeVar("_D", int, None)
 
 @dataclass(frozen=True)
 class PluginInfo:
-    """One line of ``eva plugins``.
+    """One line of ``eva-lora plugins``.
 
     Attributes:
         domain: the entry-point name (``EvaConfig.domain``).
         distribution: the package that registers it, and its version.
         entry_point: the module or object the entry point names.
         status: ``loaded``, ``disabled (EVA_DISABLE_PLUGINS)`` or ``failed: <error>``.
-        cli_hooks: which ``eva_cli_*`` hooks it implements (what ``eva fit`` can ask it).
+        cli_hooks: which ``eva_cli_*`` hooks it implements (what ``eva-lora fit`` can ask it).
     """
 
     domain: str
@@ -56,7 +56,7 @@ def installed_plugins() -> list[PluginInfo]:
 
 
 class DomainOptions(Mapping[str, str]):
-    """``eva fit``'s ``--option KEY=VALUE`` pairs as the domains read them, recording every key they ask for
+    """``eva-lora fit``'s ``--option KEY=VALUE`` pairs as the domains read them, recording every key they ask for
     (``options[key]``, ``options.get(key)``, ``key in options``), so that a key no domain reads (a
     misspelling) is an error rather than silently ignored. Iterating marks every key read."""
 
@@ -121,13 +121,12 @@ class DomainOptions(Mapping[str, str]):
             asked = ", ".join(sorted(self.asked)) or "none"
             raise InvalidConfigError(
                 f"--option {unread[0]}={self.given[unread[0]]!r}: domain {domain!r} has no setting {unread[0]!r} "
-                f"for this model and data (the settings it reads here: {asked}); check the spelling, or see "
-                "docs/cli.md for each domain's options."
+                f"for this model and data (the settings it reads here: {asked}); check the spelling."
             )
 
 
 class CliDomains:
-    """The plugin manager of one ``eva`` command, with the command line's fallback plugin added.
+    """The plugin manager of one ``eva-lora`` command, with the command line's fallback plugin added.
 
     Raises:
         PluginLoadError: an installed plugin fails to import (from :func:`eva_core.plugin_manager`).
@@ -151,7 +150,7 @@ class CliDomains:
         if domain not in self.names:
             raise UnknownDomainError(
                 f"--domain {domain!r} is not an installed eva domain; installed: {', '.join(self.names)}. "
-                f"Install its package (e.g. `pip install eva-{domain}`) or pick one of those (`eva plugins`)."
+                f"Install its package (e.g. `pip install eva-{domain}`) or pick one of those (`eva-lora plugins`)."
             )
         return domain
 
@@ -195,7 +194,8 @@ class CliDomains:
         found = hooks.cli_batches(data, loaded, batch_size, rows, options)
         if found is None:
             raise UnreadableDataError(
-                f"DATA={data!r}: domain {hooks.domain!r} does not read this kind of file; see `eva plugins` and "
-                "docs/cli.md for the formats each domain reads (e.g. nlu: GLUE .tsv; llm: GSM8K .jsonl; any: .pt)."
+                f"DATA={data!r}: domain {hooks.domain!r} does not read this kind of file; see `eva-lora plugins` for "
+                "the installed domains (nlu: GLUE .tsv/.csv/.jsonl; llm: GSM8K-style .jsonl; vision: IDX, .npy or .pt "
+                "images; rl: minari datasets; any domain: a .pt file of batches)."
             )
         return found

@@ -1,4 +1,4 @@
-"""``eva``: the four commands, and the one place errors become a line on stderr and an exit status.
+"""``eva-lora``: the four commands, and the one place errors become a line on stderr and an exit status.
 
 Each command takes the parsed arguments (:mod:`.parser`), prints a short summary to stdout and returns the
 exit status; errors are raised and turned into one line on stderr by :func:`main`.
@@ -23,7 +23,7 @@ from eva_core import EvaState, apply, fit  # the command line is a client of the
 from eva_core.errors import EvaError, MissingModelError, MissingStateError, UnreadableDataError, UnsafeOutputError
 
 from .domains import CliDomains, DomainOptions, installed_plugins
-from .parser import build_parser
+from .parser import PROG, build_parser
 
 __all__ = [
     "ADAPTER_DIR",
@@ -41,13 +41,13 @@ __all__ = [
 STATE_DIR = "state"
 """Sub-folder of ``--out`` holding the saved :class:`EvaState`."""
 ADAPTER_DIR = "adapter"
-"""Sub-folder of ``eva fit --out`` holding the peft adapter (``PeftModel.from_pretrained`` reads it)."""
+"""Sub-folder of ``eva-lora fit --out`` holding the peft adapter (``PeftModel.from_pretrained`` reads it)."""
 
 _PATH_PREFIXES = ("/", "./", "../", "~", ".\\", "..\\")
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    """``eva fit MODEL DATA``: load, fit, save the state and the adapter, print a summary.
+    """``eva-lora fit MODEL DATA``: load, fit, save the state and the adapter, print a summary.
 
     The domain and its defaults are chosen as ``eva_core.fit`` chooses them (``--domain``, else the plugin
     that claims the loaded model); a flag that is not given keeps the domain's default. ``--out`` is checked
@@ -90,7 +90,7 @@ FIT_FLAGS: Mapping[str, str] = {
     "seed": "seed",
     "whiten": "whiten",
 }
-"""``eva fit`` flags (argparse names) and the :class:`EvaConfig` fields they set; ``None`` (not given) keeps
+"""``eva-lora fit`` flags (argparse names) and the :class:`EvaConfig` fields they set; ``None`` (not given) keeps
 the domain's default."""
 
 
@@ -103,7 +103,7 @@ def _given(args: argparse.Namespace) -> dict[str, object]:
 
 
 def run_reallocate(args: argparse.Namespace) -> int:
-    """``eva reallocate STATE_DIR``: re-budget the ranks of a saved state, offline."""
+    """``eva-lora reallocate STATE_DIR``: re-budget the ranks of a saved state, offline."""
     folder = find_state(args.state_dir)
     out = _Output(args.out, args.overwrite, (STATE_DIR,), STATE_DIR=args.state_dir, state=str(folder))
     state = EvaState.load(folder)
@@ -121,7 +121,7 @@ def run_reallocate(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    """``eva report STATE_DIR``: write ``report.html`` and its PNG charts."""
+    """``eva-lora report STATE_DIR``: write ``report.html`` and its PNG charts."""
     from ..report import write_report
 
     folder = find_state(args.state_dir)
@@ -134,7 +134,7 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def run_plugins(args: argparse.Namespace) -> int:
-    """``eva plugins``: the installed domains; exit status 1 when one fails to load."""
+    """``eva-lora plugins``: the installed domains; exit status 1 when one fails to load."""
     infos = installed_plugins()
     rows = [("DOMAIN", "DISTRIBUTION", "VERSION", "ENTRY POINT", "STATUS", "EVA FIT")]
     for info in infos:
@@ -147,20 +147,20 @@ def run_plugins(args: argparse.Namespace) -> int:
 
 
 def find_state(path: str) -> Path:
-    """The folder holding a saved state: ``path`` itself or its ``state/`` sub-folder (an ``eva fit --out``).
+    """The folder holding a saved state: ``path`` itself or its ``state/`` sub-folder (an ``eva-lora fit --out``).
 
     Raises:
         MissingStateError: neither holds one.
     """
     folder = Path(path)
     if not folder.is_dir():
-        raise MissingStateError(f"STATE_DIR={path!r} is not a folder; pass the --out folder of `eva fit`.")
+        raise MissingStateError(f"STATE_DIR={path!r} is not a folder; pass the --out folder of `eva-lora fit`.")
     for candidate in (folder, folder / STATE_DIR):
         if (candidate / "eva_state.json").is_file():
             return candidate
     raise MissingStateError(
         f"STATE_DIR={path!r} holds no saved EVA state (no eva_state.json there or in {STATE_DIR}/); pass the "
-        "--out folder of `eva fit` or a folder written by EvaState.save()."
+        "--out folder of `eva-lora fit` or a folder written by EvaState.save()."
     )
 
 
@@ -288,13 +288,13 @@ COMMANDS: Mapping[str, Callable[[argparse.Namespace], int]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``eva`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status.
+    """Run ``eva-lora`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status.
 
-    Errors print one line, ``eva: error: ...``, on stderr (exit status 1) unless ``--debug`` asks for
-    the traceback; warnings print as ``eva: warning: ...``.
+    Errors print one line, ``eva-lora: error: ...``, on stderr (exit status 1) unless ``--debug`` asks for
+    the traceback; warnings print as ``eva-lora: warning: ...``.
     """
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="eva: %(name)s: %(message)s")
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format=f"{PROG}: %(name)s: %(message)s")
     if not args.debug:
         _quiet_transformers()
     with warnings.catch_warnings():
@@ -306,12 +306,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return int(COMMANDS[args.command](args))
         except KeyboardInterrupt:
-            print("eva: interrupted", file=sys.stderr)
+            print(f"{PROG}: interrupted", file=sys.stderr)
             return 130
         except Exception as error:  # the command line's one catch-all: every error becomes one line
             if args.debug:
                 traceback.print_exc()
-            print(f"eva: error: {_one_line(error)}", file=sys.stderr)
+            print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
             return 1
 
 
@@ -342,4 +342,4 @@ def _show_warning(
     line: str | None = None,
 ) -> None:
     text = " ".join(str(message).split())
-    print(f"eva: warning: {text} [{category.__name__}]", file=file or sys.stderr)
+    print(f"{PROG}: warning: {text} [{category.__name__}]", file=file or sys.stderr)

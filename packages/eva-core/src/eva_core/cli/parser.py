@@ -1,4 +1,4 @@
-"""The ``eva`` command line's arguments: four sub-commands, ``fit``, ``report``, ``plugins`` and ``reallocate``."""
+"""The ``eva-lora`` command line's arguments: four sub-commands, ``fit``, ``report``, ``plugins`` and ``reallocate``."""
 
 from __future__ import annotations
 
@@ -9,19 +9,23 @@ from collections.abc import Callable
 
 from .. import __version__
 
-__all__ = ["build_parser"]
+__all__ = ["PROG", "build_parser"]
 
-_EPILOG = "Run `eva COMMAND --help` for a command's options; docs/cli.md has an example session."
+PROG = "eva-lora"
+"""The command's name: the console script eva-core installs (``[project.scripts]``), in usage lines and messages.
+Not ``eva``: another package on the index installs a command of that name."""
+
+_EPILOG = f"Run `{PROG} COMMAND --help` for a command's options, or `python -m eva_core` where {PROG} is not on PATH."
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``eva`` parser; each sub-command sets ``command`` to its name (:data:`eva_core.cli.main.COMMANDS`)."""
+    """The ``eva-lora`` parser; each sub-command sets ``command`` to its name (:data:`eva_core.cli.main.COMMANDS`)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error"
     )
     parser = argparse.ArgumentParser(
-        prog="eva", description="Explained Variance Adaptation: data-driven LoRA initialization.", epilog=_EPILOG
+        prog=PROG, description="Explained Variance Adaptation: data-driven LoRA initialization.", epilog=_EPILOG
     )
     parser.add_argument("--version", action="version", version=f"eva-core {__version__}")
     parser.add_argument("--debug", action="store_true", default=False, help="show the traceback of an error")
@@ -29,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fit(sub.add_parser("fit", parents=[common], help=_FIT_HELP))
 
     report = sub.add_parser("report", parents=[common], help="render a saved state as an HTML page with PNG charts")
-    report.add_argument("state_dir", metavar="STATE_DIR", help="an `eva fit --out` folder or a saved state folder")
+    report.add_argument("state_dir", metavar="STATE_DIR", help="an `eva-lora fit --out` folder or a saved state folder")
     report.add_argument("--out", required=True, metavar="DIR", help="write DIR/report.html and the PNG charts")
     report.add_argument("--title", help="the page title")
     _add_overwrite(report, "report.html and its charts")
@@ -41,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     realloc = sub.add_parser(
         "reallocate", parents=[common], help="re-budget the ranks of a saved state (no data, no model)"
     )
-    realloc.add_argument("state_dir", metavar="STATE_DIR", help="an `eva fit --out` folder or a saved state folder")
+    realloc.add_argument(
+        "state_dir", metavar="STATE_DIR", help="an `eva-lora fit --out` folder or a saved state folder"
+    )
     realloc.add_argument("--rank", "-r", type=_RANK, help="the new mean rank")
     realloc.add_argument("--rho", type=_RHO, help="the new cap factor")
     realloc.add_argument(
@@ -57,7 +63,7 @@ _FIT_HELP = "fit EVA on a model and a data file; save the state and a peft adapt
 
 
 def _add_fit(fit: argparse.ArgumentParser) -> None:
-    """``eva fit``'s arguments: a flag left out keeps the domain's default (``eva_default_config``)."""
+    """``eva-lora fit``'s arguments: a flag left out keeps the domain's default (``eva_default_config``)."""
     fit.add_argument("model", metavar="MODEL", help="a model folder, an alias (minilm, smollm2) or module:factory")
     fit.add_argument(
         "data",
@@ -65,7 +71,7 @@ def _add_fit(fit: argparse.ArgumentParser) -> None:
         help="a data file or folder the domain reads (GLUE .tsv, GSM8K .jsonl, .pt), or a task alias",
     )
     fit.add_argument(
-        "--domain", help="the eva domain to use (see `eva plugins`); default: the one that claims the loaded model"
+        "--domain", help="the eva domain to use (see `eva-lora plugins`); default: the one that claims the loaded model"
     )
     fit.add_argument("--out", required=True, metavar="DIR", help="write DIR/state and DIR/adapter")
     fit.add_argument("--rank", "-r", type=_RANK, help="r, the mean LoRA rank per layer (default: the domain's)")

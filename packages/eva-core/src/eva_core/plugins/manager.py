@@ -153,7 +153,7 @@ class PluginManager:
 
     def choose_domain(self, model: nn.Module, requested: str | None = None) -> str:
         """The domain that serves ``model``: ``requested`` if given, else the one domain plugin that claims
-        the model, else ``generic``. ``fit``, ``init``, ``apply`` and ``eva fit`` all decide this way.
+        the model, else ``generic``. ``fit``, ``init``, ``apply`` and ``eva-lora fit`` all decide this way.
 
         Raises:
             UnknownDomainError: ``requested`` is not installed; the message lists what is.

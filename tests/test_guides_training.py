@@ -1,0 +1,143 @@
+"""The code of the training guides (docs/guides/own-model.md, causal-lm.md, multi-process.md) runs and does
+what the pages say: on the real offline models, with tiny step counts.
+
+Each guide's script (``docs/guides/code/*.py``) is run through its ``main`` as a reader runs it, with its
+functions wrapped to record what the pages promise: the output is unchanged at step 0, the adapter's
+``A`` rows are the state's components, training moves ``B``, the saved adapter loads with plain peft.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import torch
+from peft import PeftModel
+
+import eva_core
+from eva_core.errors import NotConvergedWarning
+
+GUIDES = Path(__file__).resolve().parents[1] / "docs" / "guides"
+
+
+def guide_script(name: str) -> ModuleType:
+    """The module of ``docs/guides/code/<name>.py``, imported from its file."""
+    path = GUIDES / "code" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"guide_{name}", path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def lora_weights(model: PeftModel, which: str) -> dict[str, torch.Tensor]:
+    """``{layer name: lora_A or lora_B weight of the default adapter}``, copied."""
+    found = {}
+    for name, module in model.get_base_model().named_modules():
+        parts = getattr(module, which, None)
+        if isinstance(parts, torch.nn.ModuleDict) and "default" in parts:
+            found[name] = parts["default"].weight.detach().clone()
+    return found
+
+
+def assert_adapter_is_the_state(peft_model: PeftModel) -> None:
+    """Every adapted layer's ``lora_A`` rows are the state's components and its ``lora_B`` is zero."""
+    state = peft_model.eva_state
+    a_rows, b_rows = lora_weights(peft_model, "lora_A"), lora_weights(peft_model, "lora_B")
+    adapted = {name for name, rank in state.ranks.items() if rank > 0}
+    assert set(a_rows) == adapted
+    for name in adapted:
+        torch.testing.assert_close(a_rows[name], state.components(name), rtol=0, atol=0)
+        assert not b_rows[name].any(), name
+
+
+# --- guide 1: docs/guides/own-model.md ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def own_model() -> ModuleType:
+    return guide_script("own_model")
+
+
+@pytest.fixture(scope="module")
+def minilm(own_model: ModuleType) -> tuple[Any, Any]:
+    torch.manual_seed(0)
+    return own_model.load_model()
+
+
+def test_own_model_loader_forms_measure_the_same_tokens(
+    own_model: ModuleType, minilm: tuple[Any, Any], tmp_path: Path
+) -> None:
+    """Dicts, ``BatchEncoding``, named tuples and a stream of the same rows give the same state; raw tuples
+    carry no mask, so their padding is measured too (what the page warns about)."""
+    model, tokenizer = minilm
+    rows = own_model.labelled_rows()
+    states = {}
+    for form in own_model.LOADERS:
+        batches = own_model.make_batches(form, rows, tokenizer, tmp_path)
+        with pytest.warns(NotConvergedWarning):
+            states[form] = eva_core.fit(model, batches, max_steps=2, progress=False)
+    first_two = next(iter(own_model.dict_loader(rows, tokenizer, 16)))  # the 2 batches of 8 each form fed
+    tokens = int(first_two["attention_mask"].sum())
+    reference = states["dict"]
+    for form, state in states.items():
+        assert state.steps == 2 and state.ranks == reference.ranks, form
+        for name, layer in state.layers.items():
+            assert layer.rows == tokens, (form, name)
+            rank = state.ranks[name]
+            cosines = (layer.components[:rank] * reference.layers[name].components[:rank]).sum(dim=1).abs()
+            assert bool((cosines > 1 - 1e-4).all()), (form, name, cosines.min())
+
+    unnamed = ((ids, mask) for ids, mask, _labels in own_model.tuple_loader(rows, tokenizer, 8))
+    with pytest.warns(NotConvergedWarning):
+        padded = eva_core.fit(model, unnamed, max_steps=2, progress=False)
+    assert {layer.rows for layer in padded.layers.values()} == {2 * 8 * 32}  # every padded position
+
+
+def test_own_model_guide_trains_and_saves_a_plain_peft_adapter(
+    own_model: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``main`` as a reader runs it: the output is unchanged at step 0, the ``A`` rows are the components,
+    Trainer moves ``B``, and the saved adapter reproduces the trained model with plain peft."""
+    seen: dict[str, Any] = {}
+    load_model, train = own_model.load_model, own_model.train
+
+    def recording_load() -> tuple[Any, Any]:
+        model, tokenizer = load_model()
+        seen["probe"] = dict(tokenizer(["The talk was wonderful.", "The phone broke after a day."], padding=True,
+                                       return_tensors="pt"))  # fmt: skip
+        with torch.no_grad():
+            seen["base"] = model(**seen["probe"]).logits
+        return model, tokenizer
+
+    def recording_train(peft_model: PeftModel, *args: Any) -> Any:
+        with torch.no_grad():
+            seen["step0"] = peft_model(**seen["probe"]).logits
+        assert_adapter_is_the_state(peft_model)
+        seen["a0"] = lora_weights(peft_model, "lora_A")
+        return train(peft_model, *args)
+
+    monkeypatch.setattr(own_model, "load_model", recording_load)
+    monkeypatch.setattr(own_model, "train", recording_train)
+    with pytest.warns(NotConvergedWarning):  # 80 sentences are too few for tau=0.99: the page says so
+        peft_model = own_model.main(["--loader", "stream", "--steps", "2", "--out", str(tmp_path)])
+
+    torch.testing.assert_close(seen["step0"], seen["base"], rtol=0, atol=1e-6)
+    trained_b = lora_weights(peft_model, "lora_B")
+    assert all(b.any() for b in trained_b.values())  # every adapted layer learned
+    assert set(trained_b) == set(seen["a0"])
+    peft_model.eval()
+    with torch.no_grad():
+        trained = peft_model(**seen["probe"]).logits
+    assert not torch.allclose(trained, seen["base"])
+
+    base, _tokenizer = load_model()  # a fresh base whose head differs: the adapter carries the trained one
+    reloaded = PeftModel.from_pretrained(base, tmp_path / "adapter").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**seen["probe"]).logits, trained, rtol=0, atol=1e-5)
+    assert (tmp_path / "reviews.jsonl").read_text().count("\n") == 80

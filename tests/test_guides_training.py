@@ -141,3 +141,95 @@ def test_own_model_guide_trains_and_saves_a_plain_peft_adapter(
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**seen["probe"]).logits, trained, rtol=0, atol=1e-5)
     assert (tmp_path / "reviews.jsonl").read_text().count("\n") == 80
+
+
+# --- guide 2: docs/guides/causal-lm.md ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def causal_lm() -> ModuleType:
+    return guide_script("causal_lm")
+
+
+def answer_tokens(batch: dict[str, torch.Tensor]) -> list[tuple[int, ...]]:
+    """Per example, the token ids a loss (and EVA) counts: ``labels != -100``, padding excluded."""
+    keep = batch["labels"] != -100  # (B, T)
+    if "attention_mask" in batch:
+        keep &= batch["attention_mask"] != 0
+    return [tuple(ids[row].tolist()) for ids, row in zip(batch["input_ids"], keep, strict=True)]
+
+
+@pytest.fixture(scope="module")
+def causal_lm_run(causal_lm: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """``main`` with ``Trainer``, one EVA batch and one training step, recording what the page promises."""
+    seen: dict[str, Any] = {"out": tmp_path_factory.mktemp("causal-lm")}
+    load_model, train = causal_lm.load_model, causal_lm.train_with_trainer
+
+    def recording_load() -> tuple[Any, Any]:
+        model, tokenizer = load_model()
+        seen["tokenizer"] = tokenizer
+        seen["batch"] = next(iter(causal_lm.loader(tokenizer, causal_lm.problems())))  # the one batch EVA reads
+        with torch.no_grad():
+            seen["base"] = model(**seen["batch"]).logits
+        return model, tokenizer
+
+    def recording_train(peft_model: PeftModel, *args: Any) -> Any:
+        with torch.no_grad():
+            seen["step0"] = peft_model(**seen["batch"]).logits
+        assert_adapter_is_the_state(peft_model)
+        return train(peft_model, *args)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(causal_lm, "load_model", recording_load)
+        patch.setitem(causal_lm.TRAINERS, "transformers", recording_train)
+        args = ["--trainer", "transformers", "--steps", "1", "--fit-batches", "1", "--out", str(seen["out"])]
+        with pytest.warns(NotConvergedWarning):  # one batch: the page says how much real data needs
+            seen["peft_model"] = causal_lm.main(args)
+    return seen
+
+
+def assert_trained_adapter(peft_model: PeftModel, batch: dict[str, torch.Tensor], out: Path, load_model: Any) -> None:
+    """Every B moved, and plain peft reloads the trained adapter exactly."""
+    assert all(b.any() for b in lora_weights(peft_model, "lora_B").values())
+    peft_model.eval()
+    inputs = {key: value for key, value in batch.items() if key != "labels"}
+    with torch.no_grad():
+        trained = peft_model(**inputs).logits
+        base, _tokenizer = load_model()
+        reloaded = PeftModel.from_pretrained(base, out / "adapter").eval()
+        torch.testing.assert_close(reloaded(**inputs).logits, trained, rtol=0, atol=1e-4)
+
+
+def test_causal_lm_guide_with_trainer(causal_lm: ModuleType, causal_lm_run: dict[str, Any]) -> None:
+    """The output is unchanged at step 0; EVA measured exactly the answer tokens (the chat prompt and the
+    padding gave no rows); Trainer trained every adapter; the saved adapter reloads with plain peft."""
+    batch, tokenizer = causal_lm_run["batch"], causal_lm_run["tokenizer"]
+    peft_model = causal_lm_run["peft_model"]
+    torch.testing.assert_close(causal_lm_run["step0"], causal_lm_run["base"], rtol=0, atol=1e-5)
+    state, answers = peft_model.eva_state, answer_tokens(batch)
+    assert state.steps == 1
+    assert {layer.rows for layer in state.layers.values()} == {sum(map(len, answers))}
+    assert 2 * sum(map(len, answers)) < int(batch["attention_mask"].sum())  # the prompts are most tokens
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    for ids, answer in zip(batch["input_ids"], answers, strict=True):  # the prompt, then the answer
+        assert tokenizer.decode(ids).count("<|im_start|>assistant") == 1
+        assert "<|im_start|>" not in tokenizer.decode(list(answer)) and im_end in answer
+    assert_trained_adapter(peft_model, batch, causal_lm_run["out"], causal_lm.load_model)
+
+
+@pytest.mark.filterwarnings("ignore:`gradient_checkpointing` is deprecated:FutureWarning")  # trl's default, not ours
+def test_causal_lm_guide_with_sft_trainer(causal_lm: ModuleType, causal_lm_run: dict[str, Any], tmp_path: Path) -> None:
+    """trl's SFTTrainer, given the prompt-completion messages, trains on the very answer tokens EVA measured.
+
+    The guide's ``train_with_sft`` runs on the same EVA state applied to a fresh model (``main`` differs only
+    in which training function it calls; a second fit would double the test's time)."""
+    model, tokenizer = causal_lm.load_model()
+    peft_model = eva_core.apply(model, causal_lm_run["peft_model"].eva_state)
+    problems = causal_lm.problems()
+    trainer = causal_lm.train_with_sft(peft_model, tokenizer, problems, 1, tmp_path)
+    peft_model.save_pretrained(tmp_path / "adapter")
+    sft_batch = next(iter(trainer.get_train_dataloader()))  # shuffled: compare example by example, as sets
+    eva_batch = next(iter(causal_lm.loader(tokenizer, problems, batch_size=len(problems))))
+    assert len(sft_batch["input_ids"]) == 4
+    assert set(answer_tokens(sft_batch)) < set(answer_tokens(eva_batch))
+    assert_trained_adapter(peft_model, causal_lm_run["batch"], tmp_path, causal_lm.load_model)

@@ -1,9 +1,11 @@
 """The code of the training guides (docs/guides/own-model.md, causal-lm.md, multi-process.md) runs and does
 what the pages say: on the real offline models, with tiny step counts.
 
-Each guide's script (``docs/guides/code/*.py``) is run through its ``main`` as a reader runs it, with its
-functions wrapped to record what the pages promise: the output is unchanged at step 0, the adapter's
-``A`` rows are the state's components, training moves ``B``, the saved adapter loads with plain peft.
+Each guide's script (``docs/guides/code/*.py``) runs as a reader runs it: guides 1 and 2 through ``main`` in
+this process, with its functions wrapped to record what the pages promise (the output is unchanged at
+step 0, the adapter's ``A`` rows are the state's components, EVA measured the tokens the page says,
+training moves ``B``, the saved adapter loads with plain peft); guide 3 under ``torchrun`` and
+``accelerate launch`` on 2 CPU processes. About 3 minutes in all on 2 shared cores (``--durations``).
 """
 
 from __future__ import annotations

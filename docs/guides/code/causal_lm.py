@@ -76,7 +76,7 @@ def train_with_trainer(peft_model: PeftModel, tokenizer: Any, items: list[QAProb
         logging_steps=max(1, steps // 4),
         save_strategy="no",
         report_to="none",
-        use_cpu=True,
+        use_cpu=True,  # as CI runs it; leave this out to train on a GPU
     )
     collator = QACollator(tokenizer, template="chat", max_length=128)
     trainer = Trainer(model=peft_model, args=arguments, train_dataset=items, data_collator=collator)
@@ -116,7 +116,7 @@ def train_with_sft(peft_model: PeftModel, tokenizer: Any, items: list[QAProblem]
         logging_steps=max(1, steps // 4),
         save_strategy="no",
         report_to="none",
-        use_cpu=True,
+        use_cpu=True,  # as CI runs it; leave this out to train on a GPU
     )
     trainer = SFTTrainer(
         model=peft_model, args=arguments, train_dataset=conversations(items), processing_class=tokenizer

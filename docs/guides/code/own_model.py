@@ -146,7 +146,7 @@ def train(peft_model: PeftModel, data: Dataset, tokenizer: Any, steps: int, fold
         logging_steps=max(1, steps // 4),
         save_strategy="no",
         report_to="none",
-        use_cpu=True,
+        use_cpu=True,  # as CI runs it; leave this out to train on a GPU
     )
     collator = DataCollatorWithPadding(tokenizer)
     trainer = Trainer(model=peft_model, args=arguments, train_dataset=data, data_collator=collator)

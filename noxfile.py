@@ -109,6 +109,7 @@ def cross_package(session: nox.Session) -> None:
     _install_torch(session, PACKAGES)
     _install_debian(session, PACKAGES)
     _install_packages(session, PACKAGES)
+    session.install("--quiet", "-r", "docs/guides/requirements.txt")
     session.run("python", "-m", "pytest", "tests", f"packages/{HARNESS}/tests", *session.posargs)
 
 

@@ -295,6 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="eva: %(name)s: %(message)s")
+    logging.getLogger("eva_core.fitting.feed").setLevel(logging.INFO)  # a fit's progress lines in a batch job
     if not args.debug:
         _quiet_transformers()
     with warnings.catch_warnings():

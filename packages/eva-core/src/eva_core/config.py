@@ -44,7 +44,12 @@ class EvaConfig:
         whiten: scale each LoRA ``A`` row by ``1 / std`` of its projection so ``A x`` has unit variance.
         redistribution: the score used to rank components across layers.
         seed: seeds the random start of the eigensolver; results do not depend on it beyond float noise.
-        progress: show a tqdm progress bar (only on a TTY).
+        progress: show how far the fit is, on rank 0 only: a tqdm bar on a terminal and in a Jupyter or
+            IPython kernel (the notebook widget when ipywidgets is installed, text otherwise); in a batch job
+            (no terminal, no notebook) an INFO line on the ``eva_core.fitting.feed`` logger on the first
+            batch and every 30 s (batches read, layers converged and still measuring, time elapsed).
+            ``False`` shows neither. Every fit, whatever this says, ends with one INFO summary line on
+            ``eva_core.fitting.loop`` (layers, batches, converged layers, rank budget used, seconds).
         share_identical_inputs: measure layers that receive the identical input tensor (q/k/v) once.
         stop_forward_early: end each forward pass right after the last layer still being measured.
         gram_memory_bytes: the memory the exact d_in x d_in statistics may take together; layers that do

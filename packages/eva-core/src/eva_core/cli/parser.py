@@ -98,7 +98,7 @@ def _add_fit(fit: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="a domain setting, repeatable (nlu: task=sst2, max_length=128; llm: template=plain, max_length=512)",
     )
-    fit.add_argument("--no-progress", action="store_true", help="no progress bar")
+    fit.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
     _add_overwrite(fit, "state and adapter folders")
     fit.set_defaults(command="fit")
 

@@ -110,8 +110,22 @@ def _fit(
     state.seconds = time.perf_counter() - started
     warn_not_converged(state, config)
     hooks.ranks_allocated(state)
-    _log.info("EVA fit: %d batches, %.2fs, ranks %s", state.steps, state.seconds, state.ranks)
+    if fitting.group.rank == 0:
+        _log_summary(state)
+    _log.debug("EVA fit: ranks %s", state.ranks)
     return state
+
+
+def _log_summary(state: EvaState) -> None:
+    """One INFO line at the end of a fit: layers, batches, converged layers, rank budget used, seconds."""
+    layers = len(state.layers)
+    budget = state.config.rank * layers
+    _log.info(
+        "EVA fit done: %d layers, %d batches, %d/%d layers converged, ranks %d of the budget %d (rank %d x %d "
+        "layers), %.1fs",
+        layers, state.steps, layers - len(state.not_converged), layers, sum(state.ranks.values()), budget,
+        state.config.rank, layers, state.seconds,
+    )  # fmt: skip
 
 
 _END = object()
@@ -168,7 +182,9 @@ class _Fit:
         ran out of batches."""
         config, progress = self.config, self.progress
         shown = config.progress and self.group.rank == 0
-        bar = BatchProgress(self.stream, self.batches, config.max_steps, progress.consumed, shown)
+        bar = BatchProgress(self.stream, self.batches, config.max_steps, progress.consumed, shown, len(self.layers))
+        if progress.history:  # a resumed fit starts from the layers its checkpoint had converged
+            bar.converged_layers(progress.history[-1]["converged"])
         with self.recorder, bar:
             while progress.steps < config.max_steps and self.group.step(lambda: self._next(bar), self.recorder):
                 progress.steps += 1
@@ -209,7 +225,7 @@ class _Fit:
         recorder.deactivate(converged)
         recorder.activate(reopened)
         done = sum(len(members[leader]) for leader in members if leader not in recorder.active)
-        bar.set_postfix_str(f"{done}/{len(self.layers)} layers converged")
+        bar.converged_layers(done)
         self.progress.history.append({"step": steps, "converged": done})
         self.hooks.step_done(step=steps, converged=done, layers=len(self.layers))
         return bool(recorder.active)

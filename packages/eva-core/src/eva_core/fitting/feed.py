@@ -15,7 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..contract import PreparedBatch
-from ..errors import CheckpointMismatchError, UnsupportedBatchError
+from ..errors import CheckpointMismatchError, EvaWarning, UnsupportedBatchError, warn
 
 __all__ = [
     "LOG_EVERY_SECONDS",
@@ -49,6 +49,22 @@ def placed(prepared: PreparedBatch | None, batch: Any, domain: str, device: torc
         args=_to_device(prepared.args, device),
         kwargs=_to_device(dict(prepared.kwargs), device),
         row_mask=None if prepared.row_mask is None else prepared.row_mask.to(device),
+    )
+
+
+def warn_if_positional(batch: Any, prepared: PreparedBatch) -> None:
+    """Called when the model raised on ``prepared``: if the batch was a tuple or list passed positionally as
+    ``model(*batch)``, say so. A ``TensorDataset`` of ``(input_ids, attention_mask, labels)`` puts the
+    labels into the model's third parameter (BERT's ``token_type_ids``) and fails deep inside the model with
+    a shape error that names none of this."""
+    if not isinstance(batch, (tuple, list)) or len(prepared.args) < 2 or prepared.kwargs:
+        return
+    warn(
+        f"the model failed on a batch that was a {type(batch).__name__} of {len(prepared.args)} items, which "
+        "fit passes positionally: model(*batch), so the i-th item fills the model's i-th parameter (labels "
+        "in a tuple or list land in whatever parameter comes third, e.g. token_type_ids). Yield dicts naming each "
+        "tensor (input_ids=..., attention_mask=...) instead, e.g. collate_fn=lambda rows: {...}.",
+        EvaWarning,
     )
 
 

@@ -13,13 +13,13 @@ import torch
 from torch import nn
 
 from ..capture import InputRecorder, StopForward, embedding_rows
-from ..errors import EmptyDataError
+from ..errors import EmptyDataError, EvaError
 from ..model_view import require_materialized, without_adapters
 from ..plugins import DomainHooks, PluginManager, plugin_manager
 from ..svd import CountStatistics, GramStatistics, SketchStatistics
 from .checkpoint import Checkpointing
 from .distributed import join_process_group
-from .feed import BatchProgress, model_device, placed, skip_consumed
+from .feed import BatchProgress, model_device, placed, skip_consumed, warn_if_positional
 from .spectra import ConvergenceTracker, final_state, warn_not_converged
 
 if TYPE_CHECKING:
@@ -207,8 +207,13 @@ class _Fit:
         prepared = self.hooks.prepare_batch(batch, self.model, self.config)
         prepared = placed(prepared, batch, self.hooks.domain, self.device)
         self.recorder.begin_batch(prepared.row_mask)
-        with contextlib.suppress(StopForward):
-            self.model(*prepared.args, **prepared.kwargs)
+        try:
+            with contextlib.suppress(StopForward):
+                self.model(*prepared.args, **prepared.kwargs)
+        except Exception as error:
+            if not isinstance(error, EvaError):
+                warn_if_positional(batch, prepared)
+            raise
         self.recorder.end_batch()
         self.progress.consumed += 1
         return True

@@ -4,11 +4,16 @@ import cycles, short functions, and a harness the published packages never impor
 from __future__ import annotations
 
 import ast
-import tomllib
+import sys
 from pathlib import Path
 
 import pytest
 from import_graph import ImportGraph
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: pytest requires tomli there
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = ("eva-core", "eva-llm", "eva-nlu", "eva-rl", "eva-vision")

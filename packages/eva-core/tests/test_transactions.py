@@ -11,7 +11,6 @@ import pytest
 import torch
 from peft import LoraConfig
 from peft.tuners.lora.model import LoraModel
-from peft.tuners.tuners_utils import BaseTuner
 from torch import nn
 
 import eva_core.adapters
@@ -80,6 +79,11 @@ def partial_copy(error: type[BaseException]) -> Callable[..., None]:
     return wrapper
 
 
+def _defining(cls: type, attribute: str) -> type:
+    """The class in ``cls``'s MRO whose own ``attribute`` a call on ``cls`` runs: the one to patch."""
+    return next(base for base in cls.__mro__ if attribute in vars(base))
+
+
 # (where, attribute, the fault): every step of apply, before and inside peft's injection and after it
 STAGES: list[tuple[str, object, str, Callable[[Any, type[BaseException]], Any]]] = [
     ("checks", eva_core.adapters, "state_rows", lambda original, error: failing_on_call(original, 1, error)),
@@ -90,11 +94,16 @@ STAGES: list[tuple[str, object, str, Callable[[Any, type[BaseException]], Any]]]
     ("last layer", LoraModel, "_create_and_replace", lambda original, error: failing_on_call(original, 13, error)),
     (
         "freezing",
-        BaseTuner,
+        _defining(LoraModel, "_mark_only_adapters_as_trainable"),  # BaseTuner's, or LoraModel's own (peft 0.15)
         "_mark_only_adapters_as_trainable",
         lambda original, error: failing_on_call(original, 1, error),
     ),
-    ("dtype cast", BaseTuner, "_cast_adapter_dtype", lambda original, error: failing_on_call(original, 1, error)),
+    (
+        "dtype cast",
+        _defining(LoraModel, "_cast_adapter_dtype"),
+        "_cast_adapter_dtype",
+        lambda original, error: failing_on_call(original, 1, error),
+    ),
     ("copy", eva_core.adapters, "_copy_components", lambda original, error: partial_copy(error)),
 ]
 

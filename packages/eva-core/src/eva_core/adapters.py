@@ -169,8 +169,9 @@ def _prepare(
     config = copy.deepcopy(lora_config_for(state, lora_config, fields))
     from peft.tuners.tuners_utils import check_target_module_exists
 
+    saved = config.modules_to_save or []  # peft >= 0.16 leaves these out of its targets itself, 0.15 does not
     for name in rows:
-        if not check_target_module_exists(config, name):
+        if not check_target_module_exists(config, name) or any(name == s or name.endswith(f".{s}") for s in saved):
             raise InvalidConfigError(
                 f"lora_config leaves out layer {name!r} of the state (its exclude_modules or modules_to_save name "
                 "it), so it could not receive its EVA components; remove it from there, or give it rank 0 "

@@ -7,11 +7,16 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import tomllib
+import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: pytest requires tomli there
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 API_DIR = ROOT / "docs" / "api"

@@ -14,13 +14,17 @@ from __future__ import annotations
 import ast
 import re
 import sys
-import tomllib
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: pytest requires tomli there
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = ("eva-core", "eva-llm", "eva-nlu", "eva-rl", "eva-vision")

@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import tarfile
-import tomllib
 import zipfile
 from dataclasses import dataclass
 from email.message import Message
@@ -21,6 +20,11 @@ from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: pytest requires tomli there
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = ("eva-core", "eva-llm", "eva-nlu", "eva-rl", "eva-vision")

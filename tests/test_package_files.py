@@ -7,10 +7,15 @@ tests/test_package_builds.py builds the wheels and sdists and checks that these 
 from __future__ import annotations
 
 import re
-import tomllib
+import sys
 from pathlib import Path
 
 import pytest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: pytest requires tomli there
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = ("eva-core", "eva-llm", "eva-nlu", "eva-rl", "eva-vision")

@@ -235,12 +235,13 @@ def test_the_sketch_is_refused_with_a_clear_error(two_ranks) -> None:
 
 def test_a_rank_that_dies_does_not_hang_the_others(tmp_path) -> None:
     """A killed process cannot say so; the others get the process group's error (at the latest after its
-    timeout, here 30 s) instead of waiting for ever."""
+    timeout, here 30 s) instead of waiting for ever. The bound leaves room for two processes importing torch on
+    a loaded 2-core machine (the lowest session's torch 2.2 CUDA build took the 60 s it had once)."""
     started = time.monotonic()
-    codes = launch(["dies"], 2, tmp_path, timeout=60)
+    codes = launch(["dies"], 2, tmp_path, timeout=120)
     assert codes == [3, 17]
     assert (tmp_path / "dies" / "rank0.error").read_text()  # gloo reports the lost peer
-    assert time.monotonic() - started < 60
+    assert time.monotonic() - started < 120
 
 
 def test_distributed_true_needs_a_process_group(make_model, batches) -> None:

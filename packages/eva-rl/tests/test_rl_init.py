@@ -66,7 +66,9 @@ def test_eva_init_trains_and_reloads_through_peft(
     with torch.no_grad():
         assert sum(float(_action_mse(model, b)) for b in dt_batches) < before
 
-    model.save_pretrained(tmp_path / "adapter")
+    # A model built from a config has no name_or_path: peft 0.15's "auto" would ask the hub whether the
+    # vocabulary changed (and warn, offline). Nothing to ask: the embeddings are modules_to_save, saved anyway.
+    model.save_pretrained(tmp_path / "adapter", save_embedding_layers=False)
     reloaded = PeftModel.from_pretrained(base, tmp_path / "adapter").eval()
     with torch.no_grad():
         ours = model(**{k: dt_batches[1][k] for k in MODEL_INPUTS}).action_preds

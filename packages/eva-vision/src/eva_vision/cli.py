@@ -161,7 +161,9 @@ def _dinov2_local() -> Path:
     folder = dinov2_local_dir()
     if not (folder / "config.json").is_file() or not (folder / "preprocessor_config.json").is_file():
         raise MissingDataError(
-            f"the dinov2-local model is not in {folder}; build it with `python benchmarks/pretrain_vision.py`."
+            f"the dinov2-local model is not in {folder}; pass your own model folder as MODEL, or build this one "
+            "with `python benchmarks/pretrain_vision.py` from a checkout of the EVA source repository (the script "
+            "is not installed with eva-vision)."
         )
     return folder
 

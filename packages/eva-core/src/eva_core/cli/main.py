@@ -295,9 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format=f"{PROG}: %(name)s: %(message)s")
-    if not args.debug:  # a fit's progress lines in a batch job (--debug shows them and more)
+    if not args.debug:  # --debug shows everything, a fit's progress lines in a batch job included
         logging.getLogger("eva_core.fitting.feed").setLevel(logging.INFO)
-    if not args.debug:
         _quiet_transformers()
     with warnings.catch_warnings():
         warnings.simplefilter("default")

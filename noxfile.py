@@ -40,6 +40,11 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = False
 
 
+def _pyproject(package: str) -> dict:
+    """The parsed ``packages/<package>/pyproject.toml``."""
+    return tomllib.loads((ROOT / "packages" / package / "pyproject.toml").read_text())
+
+
 def _tool_eva(package: str) -> dict[str, list[str]]:
     """A package's ``[tool.eva]`` table: what its tests need beyond its ``test`` extra.
 
@@ -49,8 +54,7 @@ def _tool_eva(package: str) -> dict[str, list[str]]:
       which needs a torch other than the 2.13.0 CPU wheel);
     - ``test-debian``: Debian packages holding real data (e.g. ``dataset-fashion-mnist``).
     """
-    meta = tomllib.loads((ROOT / "packages" / package / "pyproject.toml").read_text())
-    return dict(meta.get("tool", {}).get("eva", {}))
+    return dict(_pyproject(package).get("tool", {}).get("eva", {}))
 
 
 def _install_torch(session: nox.Session, packages: list[str] | None = None) -> None:
@@ -80,7 +84,7 @@ def _workspace_dependencies(package: str) -> list[str]:
     found: list[str] = []
     pending = [package]
     while pending:
-        meta = tomllib.loads((ROOT / "packages" / pending.pop() / "pyproject.toml").read_text())["project"]
+        meta = _pyproject(pending.pop())["project"]
         for requirement in meta.get("dependencies", []):
             name = re.split(r"[\s<>=!~\[;]", requirement, maxsplit=1)[0]
             if name in PACKAGES and name not in found:
@@ -218,7 +222,7 @@ def _lowest_pins() -> list[str]:
     since the session could then test only one of them."""
     lowest: dict[str, str] = {}
     for package in LOWEST_SCOPE:
-        meta = tomllib.loads((ROOT / "packages" / package / "pyproject.toml").read_text())["project"]
+        meta = _pyproject(package)["project"]
         extras = meta.get("optional-dependencies", {}).values()
         for requirement in map(Requirement, [*meta.get("dependencies", []), *(r for extra in extras for r in extra)]):
             bound = next((s.version for s in requirement.specifier if s.operator == ">="), None)
@@ -239,9 +243,10 @@ def lowest(session: nox.Session) -> None:
     python = str(session.python or f"{sys.version_info.major}.{sys.version_info.minor}")
     if tuple(map(int, python.split(".")[:2])) > LOWEST_PYTHON:
         session.skip(f"numpy 1.24, our lowest bound, has no wheels for Python {python}: the 3.10 and 3.11 runs test it")
+    pins = _lowest_pins()
     constraints = Path(session.create_tmp()) / "lowest.txt"
-    constraints.write_text("\n".join(_lowest_pins()) + "\n")
-    session.log(f"pinned: {' '.join(_lowest_pins())}")
+    constraints.write_text("\n".join(pins) + "\n")
+    session.log(f"pinned: {' '.join(pins)}")
     _install_debian(session, LOWEST_SCOPE)
     _install_packages(session, LOWEST_SCOPE, constraints=constraints)
     for package in LOWEST_SCOPE:  # one pytest each: every test folder has its own top-level conftest

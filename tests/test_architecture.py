@@ -4,19 +4,12 @@ import cycles, short functions, and a harness the published packages never impor
 from __future__ import annotations
 
 import ast
-import sys
 from pathlib import Path
 
 import pytest
 from import_graph import ImportGraph
+from workspace import PUBLISHED, ROOT, pyproject
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10: pytest requires tomli there
-    import tomli as tomllib
-
-ROOT = Path(__file__).resolve().parents[1]
-PUBLISHED = ("eva-core", "eva-llm", "eva-nlu", "eva-rl", "eva-vision")
 EVERY = (*PUBLISHED, "eva-bench")
 # eva-core's import graph: issue 12 cut it to 60 edges (9 layers and 89 edges before); issue 13 added token
 # counts for embeddings and the rollback view of a model (+4 edges, +7 strict); the split of modules grown past
@@ -60,7 +53,7 @@ def test_published_packages_never_import_the_harness(package: str) -> None:
                 names = [node.module or ""]
             offending += [f"{path.relative_to(ROOT)}: {name}" for name in names if name.split(".")[0] == "eva_bench"]
     assert offending == []
-    requirements = tomllib.loads((ROOT / "packages" / package / "pyproject.toml").read_text())["project"]
+    requirements = pyproject(package)["project"]
     assert not any(dep.startswith("eva-bench") for dep in requirements["dependencies"])
 
 
@@ -92,6 +85,6 @@ def test_eva_core_exports_a_small_surface() -> None:
 
 def test_the_harness_is_never_uploaded() -> None:
     for package in EVERY:
-        meta = tomllib.loads((ROOT / "packages" / package / "pyproject.toml").read_text())["project"]
+        meta = pyproject(package)["project"]
         private = "Private :: Do Not Upload" in meta.get("classifiers", [])
         assert private == (package == "eva-bench"), package

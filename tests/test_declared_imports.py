@@ -17,17 +17,10 @@ import sys
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import packages_distributions
-from pathlib import Path
 
 import pytest
+from workspace import PUBLISHED, ROOT, pyproject
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10: pytest requires tomli there
-    import tomli as tomllib
-
-ROOT = Path(__file__).resolve().parents[1]
-PUBLISHED = ("eva-core", "eva-llm", "eva-nlu", "eva-rl", "eva-vision")
 OPTIONAL: dict[str, dict[str, str]] = {
     "eva-core": {"matplotlib": "report", "pytest": "testing"},
     "eva-rl": {"minari": "minari"},
@@ -55,7 +48,7 @@ def _requirement_name(requirement: str) -> str:
 
 
 def _metadata(package: str) -> dict:
-    return tomllib.loads((ROOT / "packages" / package / "pyproject.toml").read_text())["project"]
+    return pyproject(package)["project"]
 
 
 def _catches_import_error(node: ast.Try) -> bool:

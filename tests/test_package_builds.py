@@ -16,18 +16,10 @@ import tarfile
 import zipfile
 from dataclasses import dataclass
 from email.message import Message
-from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10: pytest requires tomli there
-    import tomli as tomllib
-
-ROOT = Path(__file__).resolve().parents[1]
-PUBLISHED = ("eva-core", "eva-llm", "eva-nlu", "eva-rl", "eva-vision")
+from workspace import PUBLISHED, ROOT, pyproject
 
 _BUILD = """
 import os, sys, tarfile
@@ -54,10 +46,6 @@ class Built:
     sdist: dict[str, bytes]
 
 
-def _project(package: str) -> dict:
-    return tomllib.loads((ROOT / "packages" / package / "pyproject.toml").read_text())
-
-
 def _metadata(text: bytes) -> Message:
     return email.parser.BytesParser().parsebytes(text)
 
@@ -67,7 +55,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Built]:
     """Each published package built once (about 10 s for all five, most of it installing hatchling)."""
     root = tmp_path_factory.mktemp("builds")
     backend, out = root / "backend", root / "dist"
-    requires = sorted({req for p in PUBLISHED for req in _project(p)["build-system"]["requires"]})
+    requires = sorted({req for p in PUBLISHED for req in pyproject(p)["build-system"]["requires"]})
     pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-warn-script-location", "--target", str(backend)]
     installed = subprocess.run([*pip, *requires], capture_output=True, text=True, timeout=300)
     assert installed.returncode == 0, f"could not install the build requirements {requires}: {installed.stderr}"
@@ -130,7 +118,7 @@ def test_wheel_metadata(built: dict[str, Built], package: str) -> None:
 
 
 @pytest.mark.parametrize("package", PUBLISHED)
-def test_sdist_is_the_project(built: dict[str, Built], package: str) -> None:
+def test_sdist_is_thepyproject(built: dict[str, Built], package: str) -> None:
     stem = f"{package.replace('-', '_')}-{_version(package)}"
     files = built[package].sdist
     for name in ("pyproject.toml", "README.md", "LICENSE", "PKG-INFO", f"src/{package.replace('-', '_')}/py.typed"):

@@ -7,18 +7,10 @@ tests/test_package_builds.py builds the wheels and sdists and checks that these 
 from __future__ import annotations
 
 import re
-import sys
-from pathlib import Path
 
 import pytest
+from workspace import PUBLISHED, ROOT, pyproject
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10: pytest requires tomli there
-    import tomli as tomllib
-
-ROOT = Path(__file__).resolve().parents[1]
-PUBLISHED = ("eva-core", "eva-llm", "eva-nlu", "eva-rl", "eva-vision")
 DOMAINS = tuple(p for p in PUBLISHED if p != "eva-core")
 PYTHONS = ("3.10", "3.11", "3.12", "3.13")
 
@@ -28,10 +20,6 @@ _HTML = re.compile(r"""(?:href|src)\s*=\s*["']([^"']+)""")
 _REPOSITORY_PATH = re.compile(r"(?<![\w.~$/-])(?:\.\./|(?:docs|benchmarks|examples|packages|tests|shared)/)")
 """A path into the repository (``docs/cli.md``, ``benchmarks/pretrain_rl.py``, ``../shared/data``...): none of
 these is in a wheel, and a package index shows the README without the repository around it."""
-
-
-def _project(package: str) -> dict:
-    return tomllib.loads((ROOT / "packages" / package / "pyproject.toml").read_text())
 
 
 def _version(package: str) -> str:
@@ -54,7 +42,7 @@ def test_license_is_the_root_apache_text(package: str) -> None:
     root = (ROOT / "LICENSE").read_text()
     assert root.split()[:3] == ["Apache", "License", "Version"] and "END OF TERMS AND CONDITIONS" in root
     assert (ROOT / "packages" / package / "LICENSE").read_text() == root, f"copy LICENSE to packages/{package}/"
-    project = _project(package)["project"]
+    project = pyproject(package)["project"]
     assert project["license"] == "Apache-2.0" and project["license-files"] == ["LICENSE"]
 
 
@@ -77,7 +65,7 @@ def test_readme_check_finds_what_it_guards() -> None:
 @pytest.mark.parametrize("package", PUBLISHED)
 def test_one_written_version(package: str) -> None:
     """The version is written once, as ``__version__``; hatch reads it from there into the metadata."""
-    project = _project(package)
+    project = pyproject(package)
     assert "version" not in project["project"] and project["project"]["dynamic"] == ["version"]
     assert project["tool"]["hatch"]["version"]["path"] == f"src/{package.replace('-', '_')}/__init__.py"
     assert _version(package) == _version("eva-core"), "the packages are released together"
@@ -85,7 +73,7 @@ def test_one_written_version(package: str) -> None:
 
 @pytest.mark.parametrize("package", PUBLISHED)
 def test_metadata_is_complete(package: str) -> None:
-    project = _project(package)["project"]
+    project = pyproject(package)["project"]
     assert project["authors"] and project["keywords"] and project["readme"] == "README.md"
     classifiers = project["classifiers"]
     assert [c for c in classifiers if c.startswith("Programming Language :: Python :: 3.")] == [
@@ -101,7 +89,7 @@ def test_metadata_is_complete(package: str) -> None:
 def test_domains_require_eva_core_of_their_minor_series(package: str) -> None:
     major, minor, _ = _version("eva-core").split(".", 2)
     spec = f"eva-core>={major}.{minor},<{major}.{int(minor) + 1}"
-    assert [dep for dep in _project(package)["project"]["dependencies"] if dep.startswith("eva-core")] == [spec]
+    assert [dep for dep in pyproject(package)["project"]["dependencies"] if dep.startswith("eva-core")] == [spec]
 
 
 def test_changelog_has_the_released_version() -> None:

@@ -171,8 +171,8 @@ def _hooks(model: torch.nn.Module) -> DomainHooks:
 def test_the_domain_defaults_are_stated_by_the_plugin() -> None:
     model = tiny_encoder("bert")
     hooks = _hooks(model)
-    assert hooks.default_config(model) == {"rank": 8, "rho": 2.0, "tau": 0.99, "whiten": False}
-    assert hooks.config(model, None, {"rank": 4}) == eva_core.EvaConfig(rank=4, rho=2.0, tau=0.99, whiten=False)
+    assert hooks.default_config(model) == {"rank": 8, "rho": 2.0, "whiten": False}
+    assert hooks.config(model, None, {"rank": 4}) == eva_core.EvaConfig(rank=4, rho=2.0, whiten=False)
 
 
 @pytest.mark.parametrize("model_type", ["bert", "deberta-v2", "distilbert"])

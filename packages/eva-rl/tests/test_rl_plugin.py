@@ -28,7 +28,7 @@ def test_targets_are_the_block_projections(tiny_dt: torch.nn.Module) -> None:
 
 
 def test_defaults_and_lora_fields(tiny_dt: torch.nn.Module) -> None:
-    assert plugin.eva_default_config(model=tiny_dt) == {"rank": 8, "rho": 2.0, "tau": 0.99}
+    assert plugin.eva_default_config(model=tiny_dt) == {"rank": 8, "rho": 2.0}
     targets = architectures.target_modules(tiny_dt)
     fields = plugin.eva_lora_fields(model=tiny_dt, targets=targets)
     assert fields == {"fan_in_fan_out": True, "modules_to_save": list(architectures.MODULES_TO_SAVE)}

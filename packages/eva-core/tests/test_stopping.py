@@ -96,7 +96,7 @@ def test_the_estimate_tracks_the_true_error(count: int) -> None:
     for seed in range(4):
         mixes, vectors = _population(seed)
         batches = _batches(mixes, count, rows=64, seed=seed)
-        with pytest.warns(NotConvergedWarning):  # a target nothing reaches: every layer reads every batch
+        with pytest.warns(NotConvergedWarning, match=r"raise target_error \(now 1e-09\)"):  # every batch read
             state = _fit(batches, target_error=1e-9, max_steps=count)
         estimates = state.extra["estimated_error"]
         estimated += [estimates[f"layers.{i}"] for i in range(LAYERS)]

@@ -311,10 +311,11 @@ def warn_not_converged(state: EvaState, config: EvaConfig) -> None:
     pending = [name for name in state.not_converged if state.layers[name].rows > 0]
     if pending:
         why = f"max_steps={config.max_steps} was reached" if state.steps >= config.max_steps else "the data ran out"
+        loosen = "lower tau" if config.tau is not None else f"raise target_error (now {config.target_error})"
         shown = ", ".join(pending[:5]) + (f" and {len(pending) - 5} more" if len(pending) > 5 else "")
         warn(
             f"EVA stopped after {state.steps} batches ({why}) before {len(pending)} of {len(state.layers)} "
             f"layers converged: {shown}. Their components are the best estimate from the rows seen; feed more "
-            "batches, raise max_steps, or lower tau.",
+            f"batches, raise max_steps, or {loosen}.",
             NotConvergedWarning,
         )

@@ -56,7 +56,10 @@ def main() -> None:
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     state = peft_model.eva_state
 
-    print(f"EVA on all-MiniLM-L6-v2 with SST-2 sentences: rank={args.rank} rho={args.rho} tau={state.config.tau}")
+    print(
+        f"EVA on all-MiniLM-L6-v2 with SST-2 sentences: rank={args.rank} rho={args.rho}, "
+        f"a layer stops once {state.config.stopping}"
+    )
     print(f"{'layer':45} {'rank':>4} {'EV ratio (top 1)':>16} {'EV ratio (kept)':>15} {'rows':>6} {'converged at':>12}")
     for name, layer in state.layers.items():
         rank = state.ranks[name]

@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     model, tokenizer = AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path)
     batches = sentence_batches(tokenizer, args.sentences, args.batch_size)
     # rank 8 with rho 4 keeps up to 32 components per layer: room to reallocate to rank 16, rho 2 later
-    state = eva_core.fit(model, batches, rank=8, rho=4.0, tau=0.99, progress=False)
+    state = eva_core.fit(model, batches, rank=8, rho=4.0, progress=False)
     # --8<-- [end:fit]
 
     # --8<-- [start:read]

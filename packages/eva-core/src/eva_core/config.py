@@ -99,18 +99,7 @@ class EvaConfig:
             self.rho,
             "a number >= 1 (1 keeps every layer at `rank`; 2 lets a layer take up to 2*rank)",
         )
-        _require(
-            self.tau is None or (_is_number(self.tau) and 0.0 <= self.tau <= 1.0),
-            "tau",
-            self.tau,
-            "None (stop by the estimated subspace error, target_error) or a number in [0, 1], e.g. 0.99",
-        )
-        _require(
-            _is_number(self.target_error) and 0.0 < self.target_error < 1.0,
-            "target_error",
-            self.target_error,
-            "a number in (0, 1), e.g. 0.3 (smaller reads more batches)",
-        )
+        self._check_stopping()
         _require(_is_int(self.max_steps) and self.max_steps >= 1, "max_steps", self.max_steps, "an integer >= 1")
         _require(
             _is_int(self.min_steps) and 1 <= self.min_steps <= self.max_steps,
@@ -159,6 +148,21 @@ class EvaConfig:
             "adjust_scaling_factors",
             self.adjust_scaling_factors,
             "True or False",
+        )
+
+    def _check_stopping(self) -> None:
+        """``tau`` is None or in [0, 1]; ``target_error`` in (0, 1)."""
+        _require(
+            self.tau is None or (_is_number(self.tau) and 0.0 <= self.tau <= 1.0),
+            "tau",
+            self.tau,
+            "None (stop by the estimated subspace error, target_error) or a number in [0, 1], e.g. 0.99",
+        )
+        _require(
+            _is_number(self.target_error) and 0.0 < self.target_error < 1.0,
+            "target_error",
+            self.target_error,
+            "a number in (0, 1), e.g. 0.3 (smaller reads more batches)",
         )
 
     def _check_targets(self) -> None:

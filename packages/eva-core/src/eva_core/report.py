@@ -180,7 +180,7 @@ def _convergence(figure_type: Any, state: EvaState) -> Chart:
         caption = "Converged layers after each convergence check, as recorded during the fit."
     else:
         caption = (
-            "Rebuilt from each layer's converged_at (the batch at which its components last stopped moving): "
+            "Rebuilt from each layer's converged_at (the batch at which it last met the stopping rule): "
             "the state stores no per-step history, so layers that converged and later reopened are not shown."
         )
     return Chart("convergence", "Convergence per step", caption, _png(figure))

@@ -27,7 +27,8 @@ class LayerSpectrum:
         explained_variance: (k,) variance along each component.
         explained_variance_ratio: (k,) share of the layer's total input variance.
         rows: N, the rows the statistics were built from.
-        converged: whether its allocated components stopped moving (cos >= tau) before the fit ended.
+        converged: whether its allocated components met the stopping rule (``EvaConfig.stopping``) before the
+            fit ended.
         converged_at: the number of batches consumed when it converged, else ``None``.
         source: the layer whose input was measured (itself, or the layer it shares the input with).
     """
@@ -62,7 +63,7 @@ class EvaState:
 
     @property
     def not_converged(self) -> list[str]:
-        """Layers whose allocated components had not stopped moving when the fit ended."""
+        """Layers whose allocated components had not met the stopping rule when the fit ended."""
         return [name for name, layer in self.layers.items() if not layer.converged]
 
     def components(self, name: str, whiten: bool | None = None) -> torch.Tensor:

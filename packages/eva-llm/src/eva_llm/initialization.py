@@ -31,7 +31,7 @@ def init(
     """EVA-initialize LoRA adapters on the causal LM ``model`` from the batches of ``loader``.
 
     The same as ``eva_core.init(model, loader, config, lora_config, domain="llm", **overrides)``: this domain's
-    defaults come from the ``llm`` plugin (:data:`eva_llm.plugin.LLM_DEFAULTS`: rank 16, rho 2, tau 0.99;
+    defaults come from the ``llm`` plugin (:data:`eva_llm.plugin.LLM_DEFAULTS`: rank 16, rho 2;
     ``task_type="CAUSAL_LM"``, ``fan_in_fan_out`` for GPT-2 ``Conv1D`` targets), so ``eva_core.init(model,
     loader)`` gives the same adapters.
 

@@ -43,7 +43,8 @@ DOMAIN = "llm"
 
 LLM_DEFAULTS: Mapping[str, Any] = {"rank": 16, "rho": 2.0}
 """The EVA settings for causal LMs when the caller gives no ``config``: average rank 16, a layer may take up
-to ``2 * 16`` components, converged at cosine 0.99 (as the EVA paper fine-tunes decoder LMs). Keyword
+to ``2 * 16`` components (as the EVA paper fine-tunes decoder LMs), each layer measured until eva-core's
+default stopping rule (its estimated subspace error within ``target_error``) is met. Keyword
 overrides win: ``eva_llm.init(model, loader, rank=8)``."""
 
 

@@ -25,7 +25,7 @@ def init(
     """EVA-initialize LoRA on the encoder blocks of ``model``; its classification head is trained in full.
 
     The same as ``eva_core.init(model, loader, lora_config=lora_config, domain="nlu", **overrides)``: the
-    defaults (rank 8, rho 2, tau 0.99, not whitened; the head in ``modules_to_save`` with
+    defaults (rank 8, rho 2, not whitened; the head in ``modules_to_save`` with
     ``task_type="SEQ_CLS"``) are the nlu plugin's (:mod:`eva_nlu.plugin`).
 
     Args:

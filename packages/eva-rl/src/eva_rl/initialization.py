@@ -37,8 +37,8 @@ def init(
             ``actions``, ``returns_to_go``, ``timesteps``, ``attention_mask``); padded timesteps give no rows.
         lora_config: alpha, dropout...; default: ``lora_alpha = r``, ``fan_in_fan_out=True`` and the
             embedding and prediction layers in ``modules_to_save`` (:func:`eva_rl.plugin.eva_lora_fields`).
-        overrides: :class:`eva_core.EvaConfig` fields replacing the domain's defaults (rank 8, rho 2, tau
-            0.99: ``rank=4``, ``rho=1``...) and :func:`eva_core.fit`'s keyword arguments.
+        overrides: :class:`eva_core.EvaConfig` fields replacing the domain's defaults (rank 8, rho
+            2: ``rank=4``, ``rho=1``...) and :func:`eva_core.fit`'s keyword arguments.
 
     Returns:
         a ``peft.PeftModel``; its ``eva_state`` attribute holds ranks and spectra.

@@ -48,7 +48,7 @@ __all__ = [
 
 DEFAULT_CONFIG: Mapping[str, Any] = MappingProxyType({"rank": 8, "rho": 2.0, "whiten": True})
 """The :class:`eva_core.EvaConfig` fields of an image model unless the caller sets them: the budget ``8 * L``
-shared with ``rho = 2``, components stable at cosine 0.99, and whitened ``A`` rows (``A x`` has unit
+shared with ``rho = 2`` and whitened ``A`` rows (``A x`` has unit
 variance per component), as the EVA authors recommend for vision. Stated here only; ``eva_core.init``,
 ``eva_vision.init`` and ``eva-lora fit`` all read it through :func:`eva_default_config`."""
 

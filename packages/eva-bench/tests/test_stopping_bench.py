@@ -12,7 +12,7 @@ import torch
 
 import eva_core
 from eva_bench.engine import calibration, data, stopping, suite
-from eva_bench.engine.reference import pool_reference, subspace_error
+from eva_bench.engine.reference import count_rows, pool_reference, subspace_error
 from eva_core.errors import NotConvergedWarning
 
 LAYER = "encoder.layer.0.attention.self.query"
@@ -50,14 +50,16 @@ def _rows_of(model: torch.nn.Module, batches: list[dict[str, Any]], name: str) -
 
 
 def test_reference_is_the_float64_eigendecomposition_of_the_masked_rows(model, batches) -> None:
-    reference = pool_reference(model, batches[2:], TARGETS, k=6, count=batches[:2])
+    reference = pool_reference(model, batches[2:], TARGETS, k=6)
+    leader_of, counted = count_rows(model, batches[:2], TARGETS)
     rows = _rows_of(model, batches[2:], LAYER)
     centered = rows - rows.mean(0)
     values, vectors = torch.linalg.eigh(centered.T @ centered)
     exact = vectors.flip(1)[:, :6].T  # (6, d_in)
     leader = reference.leader_of[LAYER]
     assert reference.rows[leader] == len(rows)
-    assert reference.counted[leader] == [int(b["attention_mask"].sum()) for b in batches[:2]]
+    assert leader_of == reference.leader_of
+    assert counted[leader] == [int(b["attention_mask"].sum()) for b in batches[:2]]
     assert subspace_error(reference.vectors[leader], exact) < 1e-9
     assert torch.allclose(reference.values[leader][:6], values.flip(0)[:6], rtol=1e-6)
     assert reference.leader_of["encoder.layer.0.attention.self.key"] == leader  # q/k/v share one input

@@ -29,7 +29,7 @@ from torch import nn
 from eva_core import plugin_manager
 from eva_core.capture import InputRecorder, StopForward
 
-__all__ = ["PoolReference", "pool_reference", "subspace_error"]
+__all__ = ["PoolReference", "count_rows", "pool_reference", "subspace_error"]
 
 
 @dataclass
@@ -42,7 +42,6 @@ class PoolReference:
         halves: leader -> ((k, d_in), (k, d_in)), the same for the even and the odd pool batches.
         values: leader -> (k + 1,) float64, the pool's top eigenvalues of the scatter matrix.
         rows: leader -> the pool rows it measured.
-        counted: leader -> rows it measured in each counted batch (``count`` of :func:`pool_reference`).
     """
 
     leader_of: dict[str, str]
@@ -50,7 +49,6 @@ class PoolReference:
     halves: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     values: dict[str, torch.Tensor] = field(default_factory=dict)
     rows: dict[str, int] = field(default_factory=dict)
-    counted: dict[str, list[int]] = field(default_factory=dict)
 
 
 class _Scatter:
@@ -105,9 +103,7 @@ class _Scatter:
         return torch.from_numpy(vectors[:, order[:k]].T.copy()), torch.from_numpy(values[order].copy())
 
 
-def pool_reference(
-    model: nn.Module, pool: Sequence[Any], targets: str, k: int, count: Sequence[Any] = ()
-) -> PoolReference:
+def pool_reference(model: nn.Module, pool: Sequence[Any], targets: str, k: int) -> PoolReference:
     """The top-``k`` input subspace of every layer ``targets`` matches, over every row of ``pool``.
 
     Args:
@@ -115,32 +111,50 @@ def pool_reference(
         pool: the batches, as the model's domain plugin takes them.
         targets: a regex of whole module names.
         k: eigenvectors kept per layer (the largest rank a layer may be allocated).
-        count: batches whose rows are only counted per leader (to check a fit's ``rows``); run first.
     """
-    hooks = plugin_manager().for_model(model)
-    config = hooks.config(model, None, {"target_modules": targets})
-    layers = hooks.layers(model, config)
-    cursor: dict[str, Any] = {"batch": 0, "count": True}
-    recorder = InputRecorder(layers, hooks.rows_functions(layers), lambda name, dim, device: _Scatter(dim, cursor))
-    with torch.no_grad(), recorder:
-        for counting, batches in ((True, count), (False, pool)):
-            for b, batch in enumerate(batches):
-                cursor.update(batch=b, count=counting)
-                prepared = hooks.prepare_batch(batch, model, config)
-                if prepared is None:
-                    raise TypeError(f"no eva plugin prepares a {type(batch).__name__} batch for this model")
-                recorder.begin_batch(prepared.row_mask)
-                with contextlib.suppress(StopForward):
-                    model(*prepared.args, **prepared.kwargs)
-                recorder.end_batch()
-    reference = PoolReference(leader_of=dict(recorder.leader_of))
-    for leader, stats in recorder.statistics.items():
-        assert isinstance(stats, _Scatter)
+    leader_of, statistics = _record(model, pool, targets, counting=False)
+    reference = PoolReference(leader_of=leader_of)
+    for leader, stats in statistics.items():
         reference.vectors[leader], reference.values[leader] = stats.top(k, (0, 1))
         reference.halves[leader] = (stats.top(k, (0,))[0], stats.top(k, (1,))[0])
         reference.rows[leader] = sum(stats.counts)
-        reference.counted[leader] = [stats.counted.get(b, 0) for b in range(len(count))]
     return reference
+
+
+def count_rows(model: nn.Module, batches: Sequence[Any], targets: str) -> tuple[dict[str, str], dict[str, list[int]]]:
+    """``(leader_of, counts)``: every targeted layer's leader, and per leader the rows it measures in each
+    of ``batches`` (to check a fit's ``rows``)."""
+    leader_of, statistics = _record(model, batches, targets, counting=True)
+    return leader_of, {leader: [s.counted.get(b, 0) for b in range(len(batches))] for leader, s in statistics.items()}
+
+
+def _record(
+    model: nn.Module, batches: Sequence[Any], targets: str, counting: bool
+) -> tuple[dict[str, str], dict[str, _Scatter]]:
+    """Feed ``batches`` through ``model`` under eva-core's recorder, as a fit would; per leader its
+    :class:`_Scatter` (rows only counted when ``counting``)."""
+    hooks = plugin_manager().for_model(model)
+    config = hooks.config(model, None, {"target_modules": targets})
+    layers = hooks.layers(model, config)
+    cursor: dict[str, Any] = {"batch": 0, "count": counting}
+    statistics: dict[str, _Scatter] = {}
+
+    def make(name: str, dim: int, device: torch.device) -> Any:
+        statistics[name] = _Scatter(dim, cursor)
+        return statistics[name]
+
+    recorder = InputRecorder(layers, hooks.rows_functions(layers), make)
+    with torch.no_grad(), recorder:
+        for b, batch in enumerate(batches):
+            cursor["batch"] = b
+            prepared = hooks.prepare_batch(batch, model, config)
+            if prepared is None:
+                raise TypeError(f"no eva plugin prepares a {type(batch).__name__} batch for this model")
+            recorder.begin_batch(prepared.row_mask)
+            with contextlib.suppress(StopForward):
+                model(*prepared.args, **prepared.kwargs)
+            recorder.end_batch()
+    return dict(recorder.leader_of), {leader: statistics[leader] for leader in recorder.statistics}
 
 
 def subspace_error(components: torch.Tensor, reference: torch.Tensor) -> float:

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import json
 import subprocess
 import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,7 @@ import torch
 from . import calibration, suite
 from .data import RANK, RHO
 from .peft_eva import peft_fit
-from .reference import pool_reference
+from .reference import PoolReference, count_rows, pool_reference
 
 __all__ = ["METHODS", "bench_model", "main", "new_rule_available"]
 
@@ -113,7 +115,10 @@ def execute(job: dict[str, Any], model: torch.nn.Module) -> dict[str, Any]:
     targets = job.get("targets") or suite.default_targets(model)
     wall, cpu = time.perf_counter(), time.process_time()
     if job["kind"] == "reference":
-        return {"reference": pool_reference(model, job["pool"], targets, job["k"], count=job["count"])}
+        return {"reference": pool_reference(model, job["pool"], targets, job["k"])}
+    if job["kind"] == "count":
+        leader_of, counts = count_rows(model, job["batches"], targets)
+        return {"leader_of": leader_of, "counts": counts}
     spec = METHODS[job["method"]]
     if spec["kind"] == "peft":
         result = peft_fit(model, job["batches"], targets, rank=RANK, rho=RHO, tau=spec["tau"], cap=job["cap"])
@@ -145,57 +150,90 @@ def spawn(job: dict[str, Any], folder: Path) -> dict[str, Any]:
 
 
 def bench_model(
-    key: str, methods: list[str], fit: list[Any], pooled: list[Any], run: Any, targets: str | None = None
+    key: str,
+    methods: list[str],
+    fit: list[Any],
+    pooled: list[Any],
+    run: Callable[[dict[str, Any]], dict[str, Any]],
+    targets: str | None = None,
+    cache: Path | None = None,
 ) -> dict[str, Any]:
     """Every method of ``methods`` on the ``fit`` batches (all of them at most) and the reference of the
-    ``pooled`` batches, on model ``key``; ``run(job) -> result`` runs one job (:func:`spawn` into a folder,
-    or :func:`execute` in this process). ``targets``: a regex of layers (default: the domain's). Returns the
-    JSON-ready record."""
-    cap, pool = len(fit), len(pooled)
+    ``pooled`` batches, on model ``key``.
+
+    Args:
+        run: ``run(job) -> result`` runs one job (:func:`spawn` into a folder, or :func:`execute` here).
+        targets: a regex of layers (default: the domain plugin's).
+        cache: a folder keeping references by model, targets and pool content (they depend on nothing
+            else); ``None`` recomputes.
+
+    Returns:
+        the JSON-ready record of the model.
+    """
     runs, skipped = {}, {}
     for method in methods:
         if METHODS[method]["tau"] is None and not new_rule_available():
             skipped[METHODS[method]["label"]] = "this eva_core's EvaConfig refuses tau=None"
             continue
-        runs[method] = run({"kind": "method", "method": method, "model": key, "batches": fit, "cap": cap,
-                            "targets": targets})  # fmt: skip
-    checked = min((m for m in runs if runs[m].get("seen")), key=lambda m: runs[m]["batches"], default=None)
-    count = fit[: 1 + max(max(b) for b in runs[checked]["seen"].values())] if checked else []
-    job = {
-        "kind": "reference",
-        "model": key,
-        "pool": pooled,
-        "count": count,
-        "k": round(RHO * RANK),
-        "targets": targets,
-    }
-    reference = run(job)
-    reference = reference["reference"]
-    summaries = []
-    for method, result in runs.items():
-        summary = calibration.score_run(result, reference, RANK)
-        summaries.append({**summary, "label": METHODS[method]["label"]})
-    default = runs.get("ours") or next(iter(runs.values()))
+        job = {"kind": "method", "method": method, "model": key, "batches": fit, "cap": len(fit), "targets": targets}
+        runs[method] = run(job)
+    reference = _reference(key, pooled, targets, run, cache)
+    summaries = [
+        {**calibration.score_run(result, reference, RANK), "label": METHODS[method]["label"]}
+        for method, result in runs.items()
+    ]
+    default = runs.get("ours") or next(iter(runs.values()), {"layers": {}})
     ranks = {name: layer["rank"] for name, layer in default["layers"].items()}
     rows = list(reference.rows.values())
     return {
-        "model": key, "name": suite.SUBJECTS[key].name, "cap": cap, "pool": pool, "layers": len(reference.leader_of),
-        "pool_rows": [min(rows), max(rows)], "summaries": summaries, "skipped": skipped,
-        "noise": calibration.noise_row(reference, ranks, RANK),
-        "rows_check": _rows_check(runs[checked], reference) if checked else "not run",
+        "model": key, "name": suite.SUBJECTS[key].name, "cap": len(fit), "pool": len(pooled),
+        "layers": len(reference.leader_of), "pool_rows": [min(rows), max(rows)], "summaries": summaries,
+        "skipped": skipped, "noise": calibration.noise_row(reference, ranks, RANK),
+        "rows_check": _rows_check(runs, fit, key, targets, run),
     }  # fmt: skip
 
 
-def _rows_check(result: dict[str, Any], reference: Any) -> str:
-    """Whether every layer of our ``result`` measured as many rows as the reference counts in the batches
-    its leader measured; ``"ok (<method>)"`` or the mismatched layers."""
+def _reference(
+    key: str,
+    pooled: list[Any],
+    targets: str | None,
+    run: Callable[[dict[str, Any]], dict[str, Any]],
+    cache: Path | None,
+) -> PoolReference:
+    """The pool reference, from ``cache`` when it holds one of the same model, targets and pool batches."""
+    digest = hashlib.sha256(f"{key} {targets} {2 * RANK * RHO}".encode())
+    for batch in pooled:
+        for tensor in batch.values() if isinstance(batch, dict) else batch:
+            digest.update(tensor.contiguous().numpy().tobytes())
+    path = None if cache is None else cache / f"{key}-{len(pooled)}-{digest.hexdigest()[:16]}.pt"
+    if path is not None and path.is_file():
+        return torch.load(path, weights_only=False)
+    job = {"kind": "reference", "model": key, "pool": pooled, "k": round(RHO * RANK), "targets": targets}
+    reference = run(job)["reference"]
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(reference, path)
+    return reference
+
+
+def _rows_check(
+    runs: dict[str, dict[str, Any]], fit: list[Any], key: str, targets: str | None, run: Callable[..., dict[str, Any]]
+) -> str:
+    """Whether every layer of our shortest run measured as many rows as :func:`count_rows` counts (eva-core's
+    recorder, the plugin's masks) in the batches its leader measured: ``"ok (<method>)"`` or the mismatches."""
+    checked = min((m for m in runs if runs[m].get("seen")), key=lambda m: runs[m]["batches"], default=None)
+    if checked is None:
+        return "not run"
+    result = runs[checked]
+    last = max(max(batches) for batches in result["seen"].values())
+    counted = run({"kind": "count", "model": key, "batches": fit[: last + 1], "targets": targets})
     bad = []
     for name, layer in result["layers"].items():
-        leader = layer["source"]
-        expected = sum(reference.counted[reference.leader_of[name]][b] for b in result["seen"].get(leader, []))
+        counts = counted["counts"][counted["leader_of"][name]]
+        expected = sum(counts[b] for b in result["seen"].get(layer["source"], []))
         if expected != layer["rows"]:
             bad.append(f"{name}: {layer['rows']} vs {expected}")
-    return f"ok ({result['method']})" if not bad else "MISMATCH " + "; ".join(bad[:3])
+    return f"ok ({checked})" if not bad else "MISMATCH " + "; ".join(bad[:3])
 
 
 def report(records: list[dict[str, Any]]) -> str:
@@ -213,6 +251,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--pool", action="append", default=[], help="KEY=N: pool batches of a model")
     parser.add_argument("--cap", action="append", default=[], help="KEY=N: batch cap of a model")
     parser.add_argument("--out", type=Path, help="also write the tables (.md) and the records (.json) here")
+    parser.add_argument("--cache", type=Path, help="keep the pool references in this folder (reused when equal)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--job", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -226,6 +265,7 @@ def main() -> None:
         _child(args)
         return
     keys = ["minilm"] if args.quick else args.models.split(",")
+    methods = [method for method in args.methods.split(",") if method]  # none: only build the references
     pools = {key: int(n) for key, n in (item.split("=") for item in args.pool)}
     caps = {key: int(n) for key, n in (item.split("=") for item in args.cap)}
     started, records = time.perf_counter(), []
@@ -236,7 +276,7 @@ def main() -> None:
             pool = 8 if args.quick else pools.get(key, subject.pool)
             batches = suite.make_batches(key, cap + pool)
             run = functools.partial(spawn, folder=Path(folder))
-            records.append(bench_model(key, args.methods.split(","), batches[:cap], batches[cap:], run))
+            records.append(bench_model(key, methods, batches[:cap], batches[cap:], run, cache=args.cache))
     text = report(records) + f"\n\n(total {time.perf_counter() - started:.0f} s, torch {torch.__version__})"
     print(text)
     if args.out:

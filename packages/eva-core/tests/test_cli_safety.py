@@ -183,6 +183,7 @@ def test_reallocate_and_report_refuse_a_non_empty_out(fitted: Path, tmp_path: Pa
     ("option", "value"),
     [("--batch-size", "0"), ("--batch-size", "-4"), ("--rank", "0"), ("--rank", "-1"), ("--max-batches", "0"),
      ("--rho", "0.5"), ("--rho", "nan"), ("--rho", "inf"), ("--tau", "1.5"), ("--tau", "nan"), ("--seed", "-1"),
+     ("--target-error", "0"), ("--target-error", "1"), ("--target-error", "nan"),
      ("--seed", str(2**64)), ("--rank", "two"), ("--targets", "("), ("--option", "no_equals_sign")],
 )  # fmt: skip
 def test_a_bad_value_is_a_usage_error_naming_the_option(root: Path, tmp_path: Path, option: str, value: str) -> None:
@@ -212,6 +213,7 @@ VALUES = {
     "--rank": ["1", "2", "3", "0", "-1", "x", "1e3", "2147483648", "40000"],
     "--rho": ["1", "1.5", "2", "0.5", "nan", "inf", "-1", "abc", "1e300", "2147483647"],
     "--tau": ["0", "0.5", "1", "1.5", "-0.1", "nan"],
+    "--target-error": ["0.3", "0.05", "0", "1", "nan"],
     "--max-batches": ["1", "2", "6", "0", "-2", "2147483647", "9" * 30],
     "--batch-size": ["1", "16", "32", "0", "-3", "x", "2147483647"],
     "--seed": ["0", "7", "-1", "9" * 25, "1.5"],

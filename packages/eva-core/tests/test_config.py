@@ -14,7 +14,8 @@ def test_defaults() -> None:
     config = EvaConfig()
     assert config.rank == 16
     assert config.rho == 2.0
-    assert config.tau == 0.99
+    assert config.tau is None  # the subspace-error rule
+    assert config.target_error == 0.3
     assert config.centered is True
     assert config.whiten is False
     assert config.target_modules is None
@@ -36,6 +37,11 @@ def test_defaults() -> None:
         ({"tau": 1.2}, "tau=1.2"),
         ({"tau": -0.1}, "tau=-0.1"),
         ({"tau": float("nan")}, "tau=nan"),
+        ({"tau": "0.99"}, "tau='0.99'"),
+        ({"target_error": 0.0}, "target_error=0.0"),
+        ({"target_error": 1.0}, "target_error=1.0"),
+        ({"target_error": None}, "target_error=None"),
+        ({"target_error": float("nan")}, "target_error=nan"),
         ({"max_steps": 0}, "max_steps=0"),
         ({"min_steps": 0}, "min_steps=0"),
         ({"min_steps": 5, "max_steps": 3}, "min_steps=5"),

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import torch
 
 from eva_core import EvaState, fit
 from eva_core.capture import InputRecorder
-from eva_core.errors import InvalidConfigError
+from eva_core.errors import InvalidConfigError, NotConvergedWarning
 from eva_core.fitting.distributed import join_process_group
 from eva_core.fitting.process_group import SingleProcess
 from eva_core.svd import GramStatistics
@@ -28,6 +29,8 @@ from eva_core.svd import GramStatistics
 HERE = Path(__file__).resolve()
 BATCHES = 6
 SETTINGS = {"rank": 4, "rho": 2.0, "tau": 0.0, "progress": False}
+ERROR_RULE = {"tau": None, "target_error": 0.2, "min_steps": 2}
+ERROR_RULE_BATCHES = 16
 SPLITS = {  # scenario -> world size -> batch indices of each rank
     "even": {2: [[0, 2, 4], [1, 3, 5]], 3: [[0, 3], [1, 4], [2, 5]]},
     "uneven": {2: [[0, 1, 2, 3, 4], [5]], 3: [[0, 1, 2, 3], [4, 5], []]},
@@ -37,7 +40,7 @@ SPLITS = {  # scenario -> world size -> batch indices of each rank
 def shard(scenario: str, world: int, rank: int) -> list[dict]:
     from conftest import token_batches
 
-    batches = token_batches(BATCHES)
+    batches = token_batches(ERROR_RULE_BATCHES if scenario == "error_rule" else BATCHES)
     if scenario in SPLITS:
         return [batches[i] for i in SPLITS[scenario][world][rank]]
     return batches[rank::world]
@@ -80,6 +83,8 @@ def worker(scenarios: list[str], rank: int, world: int, port: int, out: Path) ->
             settings = {"min_steps": steps, "max_steps": steps, **SETTINGS}
             if scenario == "sketch":  # no exact statistics fit: the sketch is not merged across ranks
                 settings["gram_memory_bytes"] = 0
+            if scenario == "error_rule":  # layers stop on their estimated subspace error, at different steps
+                settings.update(ERROR_RULE)
             if scenario == "every2":  # checks at step 2 only; the data runs out after step 3, unchecked
                 settings.update(check_every=2, min_steps=3, max_steps=200)
             try:
@@ -173,7 +178,7 @@ def two_ranks(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[int]
     """Two ranks fitting the even split, the uneven split, a fit where rank 1 raises, a fit resumed from
     the checkpoints of a fit that rank 1 broke, and a fit that would need the sketch (one process group)."""
     out = tmp_path_factory.mktemp("two")
-    return out, launch(["even", "uneven", "raises", "resume", "sketch", "every2"], 2, out)
+    return out, launch(["even", "uneven", "raises", "resume", "sketch", "every2", "error_rule"], 2, out)
 
 
 @pytest.fixture(scope="module")
@@ -202,6 +207,32 @@ def test_every_rank_equals_a_single_process_fit(request, reference, scenario, wo
         for name, layer in state.layers.items():
             assert torch.equal(layer.components, states[0].layers[name].components), name
         assert state.ranks == states[0].ranks
+
+
+def test_the_error_rule_stops_layers_as_one_process_on_the_merged_batches(two_ranks) -> None:
+    """With the subspace-error rule, each step of two ranks is one step of a single process fed both ranks'
+    batches at once: the same layers stop at the same steps, with the same estimates and spectra."""
+    from conftest import tiny_model, token_batches
+
+    out, _ = two_ranks
+    folder = out / "error_rule"
+    assert not list(folder.glob("*.error")), [(out / f"rank{r}.log").read_text()[-2000:] for r in range(2)]
+    batches = token_batches(ERROR_RULE_BATCHES)
+    merged = [{key: torch.cat([first[key], second[key]]) for key in first} for first, second in
+              zip(batches[0::2], batches[1::2], strict=True)]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotConvergedWarning)
+        reference = fit(tiny_model(0), merged, max_steps=len(merged), **{**SETTINGS, **ERROR_RULE})
+    stops = {layer.converged_at for layer in reference.layers.values()}
+    assert len(stops) > 1, stops  # the rule stopped layers at different steps
+    for rank in range(2):
+        state = EvaState.load(folder / f"rank{rank}")
+        assert_same_fit(state, reference)
+        assert {n: layer.converged_at for n, layer in state.layers.items()} == {
+            n: layer.converged_at for n, layer in reference.layers.items()
+        }
+        for name, estimate in reference.extra["estimated_error"].items():
+            assert state.extra["estimated_error"][name] == pytest.approx(estimate, rel=1e-3, abs=1e-6), name
 
 
 def test_a_rank_that_raises_stops_every_rank(two_ranks) -> None:

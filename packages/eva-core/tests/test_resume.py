@@ -105,13 +105,15 @@ def breaking(batches: list[dict], at: int):  # type: ignore[no-untyped-def]
         yield batch
 
 
+@pytest.mark.parametrize("rule", [{"tau": 0.9}, {"tau": None, "target_error": 0.1}], ids=["cosine", "error"])
 @pytest.mark.parametrize("gram_memory_bytes", [4 * 1024**3, 0], ids=["exact", "sketch"])
-def test_resume_keeps_convergence_progress(tmp_path, gram_memory_bytes) -> None:
-    """Layers converge at different batches (tau=0.9, checked every 2): a fit interrupted after 7 batches
-    (checkpoint at 6) and resumed gives the same steps, convergence batches, ranks and spectra."""
+def test_resume_keeps_convergence_progress(tmp_path, gram_memory_bytes, rule) -> None:
+    """Layers converge at different batches (checked every 2): a fit interrupted after 7 batches
+    (checkpoint at 6) and resumed gives the same steps, convergence batches, ranks and spectra (and, with
+    the subspace-error rule, the same estimates: its snapshots travel in the checkpoint)."""
     settings = {
         "rank": 3,
-        "tau": 0.9,
+        **rule,
         "check_every": 2,
         "max_steps": BATCHES,
         "progress": False,
@@ -132,6 +134,7 @@ def test_resume_keeps_convergence_progress(tmp_path, gram_memory_bytes) -> None:
             )
         resumed = fit(tiny_model(0), token_batches(BATCHES), resume_from=tmp_path, **settings)
     assert_same_state(resumed, reference)
+    assert resumed.extra.get("estimated_error") == reference.extra.get("estimated_error")
 
 
 def test_resume_true_without_checkpoint_starts_afresh(tmp_path) -> None:

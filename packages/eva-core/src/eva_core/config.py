@@ -69,7 +69,8 @@ class EvaConfig:
 
     rank: int = 16
     rho: float = 2.0
-    tau: float = 0.99
+    tau: float | None = None
+    target_error: float = 0.3
     target_modules: Sequence[str] | str | None = None
     max_steps: int = 200
     min_steps: int = _DEFAULT_MIN_STEPS
@@ -98,7 +99,18 @@ class EvaConfig:
             self.rho,
             "a number >= 1 (1 keeps every layer at `rank`; 2 lets a layer take up to 2*rank)",
         )
-        _require(_is_number(self.tau) and 0.0 <= self.tau <= 1.0, "tau", self.tau, "a number in [0, 1], e.g. 0.99")
+        _require(
+            self.tau is None or (_is_number(self.tau) and 0.0 <= self.tau <= 1.0),
+            "tau",
+            self.tau,
+            "None (stop by the estimated subspace error, target_error) or a number in [0, 1], e.g. 0.99",
+        )
+        _require(
+            _is_number(self.target_error) and 0.0 < self.target_error < 1.0,
+            "target_error",
+            self.target_error,
+            "a number in (0, 1), e.g. 0.3 (smaller reads more batches)",
+        )
         _require(_is_int(self.max_steps) and self.max_steps >= 1, "max_steps", self.max_steps, "an integer >= 1")
         _require(
             _is_int(self.min_steps) and 1 <= self.min_steps <= self.max_steps,
@@ -166,6 +178,11 @@ class EvaConfig:
     def max_components(self) -> int:
         """The most components any one layer can be given: ``round(rho * rank)``."""
         return max(self.rank, round(self.rho * self.rank))
+
+    @property
+    def stopping(self) -> str:
+        """The stopping rule in a few words: ``"subspace error <= 0.3"`` or ``"|cos| >= 0.99"`` (``tau`` set)."""
+        return f"subspace error <= {self.target_error}" if self.tau is None else f"|cos| >= {self.tau}"
 
     def replace(self, **changes: object) -> EvaConfig:
         """A copy with ``changes`` applied and validated; unknown names raise ``InvalidConfigError``."""

@@ -174,7 +174,7 @@ def _convergence(figure_type: Any, state: EvaState) -> Chart:
     axes.set_ylim(0, max(curve.layers, 1) * 1.05)
     axes.set_xlabel("batches consumed")
     axes.set_ylabel("layers converged")
-    axes.set_title(f"Convergence (tau = {state.config.tau})")
+    axes.set_title(f"Convergence ({state.config.stopping})")
     axes.legend(loc="lower right", fontsize=8)
     if curve.source == "history":
         caption = "Converged layers after each convergence check, as recorded during the fit."
@@ -221,7 +221,8 @@ def render_page(state: EvaState, charts: Sequence[Chart], title: str) -> str:
         ("batches", str(state.steps)),
         ("seconds", f"{state.seconds:.1f}"),
         ("domain", str(state.extra.get("domain", config.domain))),
-        ("rank r / rho / tau", f"{config.rank} / {config.rho} / {config.tau}"),
+        ("rank r / rho", f"{config.rank} / {config.rho}"),
+        ("stopping rule", config.stopping),
         ("layers", f"{len(state.layers)} ({converged} converged)"),
         ("rank budget", f"{sum(state.ranks.values())}"),
     ]

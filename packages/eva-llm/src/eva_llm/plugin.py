@@ -41,7 +41,7 @@ __all__ = [
 DOMAIN = "llm"
 """The entry-point name of this plugin (``EvaConfig.domain``)."""
 
-LLM_DEFAULTS: Mapping[str, Any] = {"rank": 16, "rho": 2.0, "tau": 0.99}
+LLM_DEFAULTS: Mapping[str, Any] = {"rank": 16, "rho": 2.0}
 """The EVA settings for causal LMs when the caller gives no ``config``: average rank 16, a layer may take up
 to ``2 * 16`` components, converged at cosine 0.99 (as the EVA paper fine-tunes decoder LMs). Keyword
 overrides win: ``eva_llm.init(model, loader, rank=8)``."""

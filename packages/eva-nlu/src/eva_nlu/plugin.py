@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_CONFIG"]
 
-DEFAULT_CONFIG: Mapping[str, Any] = MappingProxyType({"rank": 8, "rho": 2.0, "tau": 0.99, "whiten": False})
+DEFAULT_CONFIG: Mapping[str, Any] = MappingProxyType({"rank": 8, "rho": 2.0, "whiten": False})
 """EVA settings for encoders unless overridden: the budget ``8 * L`` shared with ``rho = 2``, components
 stable at cosine 0.99, not whitened. Every key is an :class:`eva_core.EvaConfig` field."""
 

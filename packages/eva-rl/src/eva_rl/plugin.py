@@ -39,7 +39,7 @@ __all__ = [
 DOMAIN = "rl"
 """The entry-point name of this plugin (``EvaConfig.domain``)."""
 
-DEFAULT_CONFIG: Mapping[str, Any] = MappingProxyType({"rank": 8, "rho": 2.0, "tau": 0.99})
+DEFAULT_CONFIG: Mapping[str, Any] = MappingProxyType({"rank": 8, "rho": 2.0})
 """EVA settings for Decision Transformers unless overridden: average rank 8 (the models are small, hidden
 size 128, so rank 8 already spans a sixteenth of each layer's input), a layer may take up to ``2 * 8``
 components, components stable at cosine 0.99; not whitened."""

@@ -46,7 +46,7 @@ __all__ = [
     "eva_target_modules",
 ]
 
-DEFAULT_CONFIG: Mapping[str, Any] = MappingProxyType({"rank": 8, "rho": 2.0, "tau": 0.99, "whiten": True})
+DEFAULT_CONFIG: Mapping[str, Any] = MappingProxyType({"rank": 8, "rho": 2.0, "whiten": True})
 """The :class:`eva_core.EvaConfig` fields of an image model unless the caller sets them: the budget ``8 * L``
 shared with ``rho = 2``, components stable at cosine 0.99, and whitened ``A`` rows (``A x`` has unit
 variance per component), as the EVA authors recommend for vision. Stated here only; ``eva_core.init``,

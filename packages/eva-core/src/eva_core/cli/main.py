@@ -85,6 +85,7 @@ FIT_FLAGS: Mapping[str, str] = {
     "rank": "rank",
     "rho": "rho",
     "tau": "tau",
+    "target_error": "target_error",
     "max_batches": "max_steps",
     "targets": "target_modules",
     "seed": "seed",
@@ -170,7 +171,7 @@ def _print_summary(state: EvaState, title: str) -> None:
     rows = max((layer.rows for layer in state.layers.values()), default=0)
     print(f"{title}: {state.steps} batches, {state.seconds:.1f} s")
     print(
-        f"layers:  {len(ranks)} targeted, {converged} converged (tau={state.config.tau}), up to {rows} rows per layer"
+        f"layers:  {len(ranks)} targeted, {converged} converged ({state.config.stopping}), up to {rows} rows per layer"
     )
     print(
         f"ranks:   total {sum(ranks)} = {state.config.rank} x {len(ranks)} layers, min {min(ranks, default=0)}, "

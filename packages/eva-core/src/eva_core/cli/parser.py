@@ -76,7 +76,15 @@ def _add_fit(fit: argparse.ArgumentParser) -> None:
     fit.add_argument("--out", required=True, metavar="DIR", help="write DIR/state and DIR/adapter")
     fit.add_argument("--rank", "-r", type=_RANK, help="r, the mean LoRA rank per layer (default: the domain's)")
     fit.add_argument("--rho", type=_RHO, help="a layer may take up to round(rho*r) ranks (default: the domain's)")
-    fit.add_argument("--tau", type=_TAU, help="convergence threshold of the cosine (default: the domain's)")
+    rule = fit.add_mutually_exclusive_group()  # each selects its own stopping rule
+    rule.add_argument(
+        "--target-error",
+        type=_TARGET_ERROR,
+        help="stop measuring a layer once its estimated subspace error is within this (default: the domain's, 0.3)",
+    )
+    rule.add_argument(
+        "--tau", type=_TAU, help="use the paper's rule instead: stop a layer once its components' |cos| >= tau"
+    )
     fit.add_argument(
         "--max-batches", type=_COUNT, help="stop after this many batches (default: the domain's max_steps)"
     )
@@ -130,13 +138,14 @@ def _integer(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
-def _number(low: float, high: float, meaning: str) -> Callable[[str], float]:
+def _number(low: float, high: float, meaning: str, open_interval: bool = False) -> Callable[[str], float]:
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             value = math.nan
-        if not (math.isfinite(value) and low <= value <= high):
+        inside = low < value < high if open_interval else low <= value <= high
+        if not (math.isfinite(value) and inside):
             raise argparse.ArgumentTypeError(f"{text!r} is invalid; expected {meaning}")
         return value
 
@@ -149,6 +158,7 @@ _COUNT = _integer(1, _INT_MAX)
 _SEED = _integer(0, 2**63 - 1)
 _RHO = _number(1.0, float(_INT_MAX), "a number >= 1 (1 keeps every layer at the mean rank)")
 _TAU = _number(0.0, 1.0, "a number in [0, 1], e.g. 0.99")
+_TARGET_ERROR = _number(0.0, 1.0, "a number in (0, 1), e.g. 0.3", open_interval=True)
 
 
 def _regex(text: str) -> str:

@@ -247,6 +247,10 @@ class _Fit:
         state = final_state(self.layers, self.recorder, self.tracker, self.config, steps)
         state.extra["domain"] = self.hooks.domain
         state.extra["history"] = self.progress.history  # layers converged after each check, for reports
+        if self.config.tau is None:  # each layer's estimated subspace error when it stopped being measured
+            members = {leader: self.recorder.members(leader) for leader in self.recorder.order}
+            estimates = self.tracker.estimated_errors(members)
+            state.extra["estimated_error"] = {name: estimates.get(name) for name in self.layers}
         state.extra.update(self.group.summary(self.progress.consumed))
         return state
 

@@ -2,11 +2,11 @@
 layer's exact spectrum and its rank (:func:`final_state`), and the warning naming the layers that had not
 converged.
 
-A group of layers sharing one input (a *leader* and its followers) has converged when each of its top
-``r`` components has absolute cosine similarity >= tau with the same component at the previous check,
-where ``r`` is the largest rank the current allocation gives any member (at least 1). A converged group
-stops being measured; if a later allocation gives it more rank than it converged with, it is measured
-again (as peft does).
+A group of layers sharing one input (a *leader* and its followers) has converged when the stopping rule
+(:mod:`eva_core.fitting.stopping`: the estimated subspace error within ``target_error``, or the cosine
+rule when ``tau`` is set) accepts its top ``r`` components, where ``r`` is the largest rank the current
+allocation gives any member (at least 1). A converged group stops being measured; if a later allocation
+gives it more rank than it converged with, it is measured again (as peft does).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from ..errors import (
 from ..ranks import allocate_layer_ranks
 from ..state import EvaState, LayerSpectrum
 from ..svd import InputStatistics, Spectrum
+from .stopping import Snapshot, StopRecord, stopping_rule
 
 if TYPE_CHECKING:
     from ..capture import InputRecorder
@@ -40,11 +41,10 @@ _SPECTRUM_FIELDS = ("components", "singular_values", "explained_variance", "expl
 
 
 @dataclass
-class GroupProgress:
-    """The convergence record of one leader's group."""
+class GroupProgress(StopRecord):
+    """The convergence record of one leader's group (with what its stopping rule keeps)."""
 
     spectrum: Spectrum | None = None
-    previous: torch.Tensor | None = None  # (k, d_in) components at the check before
     converged_at: int | None = None  # batches consumed when it converged
     converged_rank: int = 0
     need: int | None = None  # components the last allocation asked of the group
@@ -61,6 +61,7 @@ class ConvergenceTracker:
     def __init__(self, config: EvaConfig, layer_count: int) -> None:
         self.config = config
         self.layer_count = layer_count
+        self.rule = stopping_rule(config)
         self.groups: dict[str, GroupProgress] = {}
 
     def check(
@@ -94,6 +95,7 @@ class ConvergenceTracker:
             k = min(self.config.max_components, stats.dim)
             accurate = None if progress.need is None else progress.need + 2  # a margin for a growing allocation
             progress.spectrum = with_variance(stats.top(k, previous=progress.previous, accurate=accurate))
+            self.rule.observe(progress, progress.spectrum)
         ranks = self.group_ranks(members)
         converged, reopened = set(), set()
         for leader, progress in self.groups.items():
@@ -118,7 +120,11 @@ class ConvergenceTracker:
                 "converged_rank": progress.converged_rank,
                 "need": progress.need,
                 "rows": None if progress.spectrum is None else progress.spectrum.rows,
+                "estimate": progress.estimate,
+                "snapshot_rows": [snapshot.rows for snapshot in progress.snapshots],
             }
+            for index, snapshot in enumerate(progress.snapshots):
+                tensors[f"{leader}/snapshot.{index}"] = snapshot.components
             if progress.spectrum is not None:
                 for key in _SPECTRUM_FIELDS:
                     tensors[f"{leader}/spectrum.{key}"] = getattr(progress.spectrum, key)
@@ -135,12 +141,18 @@ class ConvergenceTracker:
                 parts = {key: tensors[f"{leader}/spectrum.{key}"] for key in _SPECTRUM_FIELDS}
                 spectrum = Spectrum(**parts, rows=int(info["rows"]))  # type: ignore[call-overload]
             converged_at, need = info["converged_at"], info["need"]
+            snapshot_rows: list[int] = info.get("snapshot_rows", [])  # type: ignore[assignment]
             self.groups[leader] = GroupProgress(
                 spectrum=spectrum,
                 previous=tensors.get(f"{leader}/previous"),
                 converged_at=None if converged_at is None else int(converged_at),  # type: ignore[call-overload]
                 converged_rank=int(info["converged_rank"]),  # type: ignore[call-overload]
                 need=None if need is None else int(need),  # type: ignore[call-overload]
+                estimate=info.get("estimate"),  # type: ignore[arg-type]
+                snapshots=[
+                    Snapshot(int(rows), tensors[f"{leader}/snapshot.{index}"])
+                    for index, rows in enumerate(snapshot_rows)
+                ],
             )
 
     def group_ranks(self, members: dict[str, list[str]]) -> dict[str, int]:
@@ -162,19 +174,15 @@ class ConvergenceTracker:
         return result
 
     def _stable(self, progress: GroupProgress, need: int) -> bool:
-        if progress.spectrum is None or progress.previous is None:
-            return False
-        # a rank never exceeds the components with variance; one that had none at the check before (rows too
-        # few, or constant so far) counts as cosine 0, so only tau=0 accepts it
-        need = min(need, progress.spectrum.components.shape[0])
-        now = progress.spectrum.components[:need]
-        then = progress.previous[:need]
-        if then.shape[0] < need:
-            return self.config.tau <= 0.0
-        if need == 0:  # no variance now, nor before
-            return True
-        cosine = torch.nn.functional.cosine_similarity(now, then, dim=1).abs()  # (need,)
-        return bool((cosine >= self.config.tau).all().item())
+        return progress.spectrum is not None and self.rule.stopped(progress, progress.spectrum, need)
+
+    def estimated_errors(self, members: dict[str, list[str]]) -> dict[str, float | None]:
+        """layer -> its group's estimated subspace error at the last check (``None`` before any estimate)."""
+        return {
+            name: self.groups[leader].estimate if leader in self.groups else None
+            for leader, names in members.items()
+            for name in names
+        }
 
 
 def final_state(

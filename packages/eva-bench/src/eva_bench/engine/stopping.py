@@ -142,11 +142,11 @@ def _child(args: argparse.Namespace) -> None:
 
 def spawn(job: dict[str, Any], folder: Path) -> dict[str, Any]:
     """Run ``job`` in a subprocess of this module and return its result."""
-    stem = folder / job.get("method", job["kind"])
-    torch.save(job, stem.with_suffix(".job.pt"))
-    command = [sys.executable, "-m", "eva_bench.engine.stopping", "--child", "--job", str(stem.with_suffix(".job.pt"))]
-    subprocess.run([*command, "--result", str(stem.with_suffix(".result.pt"))], check=True)
-    return torch.load(stem.with_suffix(".result.pt"), weights_only=False)
+    stem = str(folder / job.get("method", job["kind"]))  # a method key may hold a dot (ours_t0.1)
+    torch.save(job, f"{stem}.job.pt")
+    command = [sys.executable, "-m", "eva_bench.engine.stopping", "--child", "--job", f"{stem}.job.pt"]
+    subprocess.run([*command, "--result", f"{stem}.result.pt"], check=True)
+    return torch.load(f"{stem}.result.pt", weights_only=False)
 
 
 def bench_model(

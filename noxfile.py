@@ -177,6 +177,16 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON, default=False)
+def bench_stopping(session: nox.Session) -> None:
+    """The stopping benchmark: batches, time and subspace error of each stopping rule and of peft's EVA
+    against a large pool, one real model per domain (``benchmarks/bench_stopping.py``; its arguments after
+    ``--``). The DINOv2-architecture model and the Decision Transformer must be pretrained first
+    (``benchmarks/pretrain_vision.py``, ``benchmarks/pretrain_rl.py``)."""
+    _install_bench(session)
+    session.run("python", "benchmarks/bench_stopping.py", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
 def compare(session: nox.Session) -> None:
     """The init-method comparison (``benchmarks/compare.py``; pass its arguments after ``--``)."""
     _install_bench(session)

@@ -100,7 +100,7 @@ def test_finetune_rejects_bad_arguments(smollm2_tokenizer: Any) -> None:
         finetune(model, tokenizer=smollm2_tokenizer, train_problems=9000, metric="loss")
 
 
-@pytest.mark.filterwarnings("ignore::eva_core.errors.NotConvergedWarning")  # 2 batches at the default target_error
+@pytest.mark.filterwarnings("ignore::eva_core.errors.NotConvergedWarning")  # 2 batches at the default tau
 def test_the_comparison_runs_a_model_folder(smollm2_tokenizer: Any, tmp_path: Path) -> None:
     _tiny_llama(len(smollm2_tokenizer)).save_pretrained(tmp_path)
     smollm2_tokenizer.save_pretrained(tmp_path)

@@ -97,5 +97,5 @@ def test_quick_run_scores_every_method_and_checks_rows(model, batches) -> None:
     text = stopping.report([record])
     assert "peft (tau 0.99)" in text and "split-half" in text
     json.dumps(record, default=float)
-    if stopping.new_rule_available():  # the default rule's runs are scored against its estimate
+    if stopping.new_rule_available():  # the subspace-error rule's runs are scored against its estimate
         assert "calibration" in next(s for s in record["summaries"] if s["method"] == "ours")

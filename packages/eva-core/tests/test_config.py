@@ -14,8 +14,10 @@ def test_defaults() -> None:
     config = EvaConfig()
     assert config.rank == 16
     assert config.rho == 2.0
-    assert config.tau is None  # the subspace-error rule
+    assert config.tau == 0.99  # the paper's rule; tau=None selects the subspace-error rule
     assert config.target_error == 0.3
+    assert config.stopping == "|cos| >= 0.99"
+    assert EvaConfig(tau=None, target_error=0.1).stopping == "subspace error <= 0.1"
     assert config.centered is True
     assert config.whiten is False
     assert config.target_modules is None
@@ -42,6 +44,7 @@ def test_defaults() -> None:
         ({"target_error": 1.0}, "target_error=1.0"),
         ({"target_error": None}, "target_error=None"),
         ({"target_error": float("nan")}, "target_error=nan"),
+        ({"target_error": 0.1}, "target_error=0.1"),  # the cosine rule (tau=0.99) does not read it
         ({"max_steps": 0}, "max_steps=0"),
         ({"min_steps": 0}, "min_steps=0"),
         ({"min_steps": 5, "max_steps": 3}, "min_steps=5"),
@@ -69,6 +72,8 @@ def test_invalid_value_names_field_and_value(changes: dict, shown: str) -> None:
 
 
 def test_messages_say_what_is_expected() -> None:
+    with pytest.raises(InvalidConfigError, match=r"no target with tau=0.99: .* pass tau=None as well"):
+        EvaConfig(target_error=0.1)
     with pytest.raises(InvalidConfigError, match=r"an integer in \[1, max_steps=3\]"):
         EvaConfig(min_steps=5, max_steps=3)
     with pytest.raises(InvalidConfigError, match="'explained_variance_ratio', 'explained_variance', 'uniform'"):

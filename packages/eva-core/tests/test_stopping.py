@@ -84,7 +84,7 @@ def _true_errors(state: eva_core.EvaState, vectors: list[torch.Tensor], k: int) 
 
 
 def _fit(batches: list[torch.Tensor], **overrides: object) -> eva_core.EvaState:
-    settings = {"rank": 4, "rho": 1.0, "progress": False, "domain": "generic", **overrides}
+    settings = {"rank": 4, "rho": 1.0, "tau": None, "progress": False, "domain": "generic", **overrides}
     return eva_core.fit(_Slices(), batches, **settings)
 
 

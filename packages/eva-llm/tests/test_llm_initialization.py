@@ -26,7 +26,7 @@ def test_defaults_are_the_llm_settings(manager: eva_core.PluginManager) -> None:
     hooks = manager.for_model(tiny_causal_lm("llama"))
     assert hooks.domain == "llm"
     config = hooks.config(tiny_causal_lm("llama"), None, {})
-    assert (config.rank, config.rho, config.tau) == (16, 2.0, None)
+    assert (config.rank, config.rho, config.tau) == (16, 2.0, 0.99)
 
 
 def test_overrides_win_and_only_block_layers_are_adapted(manager: eva_core.PluginManager) -> None:

@@ -66,7 +66,7 @@ def test_eva_core_init_gives_what_eva_nlu_init_gives(
     assert through_core.eva_state.extra["domain"] == through_nlu.eva_state.extra["domain"] == "nlu"
     assert through_core.eva_state.config.replace(domain="nlu") == through_nlu.eva_state.config  # chosen vs named
     config = through_nlu.eva_state.config
-    assert (config.rank, config.rho, config.tau, config.whiten, config.domain) == (8, 2.0, None, False, "nlu")
+    assert (config.rank, config.rho, config.tau, config.whiten, config.domain) == (8, 2.0, 0.99, False, "nlu")
     assert through_core.eva_state.ranks == through_nlu.eva_state.ranks
     lora = through_nlu.peft_config["default"]
     assert through_core.peft_config["default"] == lora

@@ -31,7 +31,7 @@ def test_eva_core_init_gives_what_eva_vision_init_gives() -> None:
     assert ours.eva_state.config == core.eva_state.config.replace(domain="vision")  # core chose it by claim
     config = ours.eva_state.config
     assert {field: getattr(config, field) for field in DEFAULT_CONFIG} == dict(DEFAULT_CONFIG)
-    assert config.tau is None  # the subspace-error rule, as in every domain
+    assert config.tau == 0.99  # eva-core's default rule, as in every domain
     assert ours.eva_state.ranks == core.eva_state.ranks
     assert ours.peft_config["default"] == core.peft_config["default"]
     assert ours.peft_config["default"].modules_to_save == ["classifier"]

@@ -16,6 +16,7 @@ __all__ = ["RedistributionMetric", "EvaConfig"]
 RedistributionMetric = Literal["explained_variance_ratio", "explained_variance", "uniform"]
 _METRICS: tuple[str, ...] = ("explained_variance_ratio", "explained_variance", "uniform")
 _DEFAULT_MIN_STEPS = 2
+DEFAULT_TARGET_ERROR = 0.3
 IGNORE_INDEX = -100
 """The label of tokens a loss skips (PyTorch's ``ignore_index``), and the default ``label_mask_value``."""
 
@@ -30,8 +31,17 @@ class EvaConfig:
     Args:
         rank: r, the average LoRA rank per targeted layer.
         rho: the largest rank a layer may receive, as a multiple of ``rank`` (>= 1).
-        tau: a layer has converged when each of its allocated components has absolute cosine
-            similarity >= ``tau`` with the same component one step earlier.
+        tau: the paper's (and peft's) stopping rule, the default: a layer has converged when each of its
+            allocated components has absolute cosine similarity >= ``tau`` with the same component at the
+            check before. ``None`` selects the subspace-error rule instead (see ``target_error``).
+        target_error: read only with ``tau=None``: a layer stops being measured once its top components are
+            estimated to lie within this subspace error of those unlimited data would give, ``1 - ||U* U^T||_F^2
+            / k`` for its k allocated components U and the ideal ones U* (the mean squared sine of their
+            principal angles: 0 = the same subspace, 1 = orthogonal; 0.3 is a root-mean-square angle of about
+            33 degrees, 0.05 about 13). The rule stops a layer when 3 times its estimate is within the target,
+            so that its actual error ends below it (``eva_core.fitting.stopping``; measured in
+            ``docs/benchmarks.md``). Smaller values read more batches. Setting it away from its default while
+            ``tau`` is a number is refused, since it would have no effect.
         target_modules: module names or a regex (as ``peft.LoraConfig`` takes them); ``None`` lets the
             domain plugin decide (the generic plugin targets every ``nn.Linear``).
         max_steps: the fit ends after this many batches even if some layer has not converged.
@@ -69,8 +79,8 @@ class EvaConfig:
 
     rank: int = 16
     rho: float = 2.0
-    tau: float | None = None
-    target_error: float = 0.3
+    tau: float | None = 0.99
+    target_error: float = DEFAULT_TARGET_ERROR
     target_modules: Sequence[str] | str | None = None
     max_steps: int = 200
     min_steps: int = _DEFAULT_MIN_STEPS
@@ -163,6 +173,13 @@ class EvaConfig:
             "target_error",
             self.target_error,
             "a number in (0, 1), e.g. 0.3 (smaller reads more batches)",
+        )
+        _require(
+            self.tau is None or self.target_error == DEFAULT_TARGET_ERROR,
+            "target_error",
+            self.target_error,
+            f"no target with tau={self.tau}: the cosine rule does not read it; pass tau=None as well to stop "
+            "each layer by its estimated subspace error",
         )
 
     def _check_targets(self) -> None:

@@ -6,15 +6,15 @@ Per model (:mod:`eva_bench.engine.suite`) the first ``cap`` batches are the fit 
 rho 2, the domain plugin's default layers, at most ``cap`` batches, in its own subprocess with one torch
 thread (this module re-invokes itself with ``--child``):
 
-- ``ours``: ``eva_core.fit`` with its default stopping rule (``tau=None``, the default ``target_error``);
+- ``ours``: ``eva_core.fit`` with the subspace-error rule (``tau=None``) at its default ``target_error`` (0.3);
 - ``ours_tau``: ``eva_core.fit(..., tau=0.99)``, the paper's rule;
 - ``peft``: peft's EVA with ``tau=0.99``, fed the same rows (:mod:`eva_bench.engine.peft_eva`);
-- ``ours_t0.1``, ``ours_t0.02``: the default rule at ``target_error`` 0.1 and 0.02.
+- ``ours_t0.1``, ``ours_t0.02``: the same rule at ``target_error`` 0.1 and 0.02.
 
 A last subprocess builds the reference (:mod:`eva_bench.engine.reference`): the exact top eigenvectors of
 every targeted layer's input over the pool. It also counts, per layer, the rows of the fit batches that
 the shortest of our runs measured, which must equal that run's ``rows`` (the pool is masked as fits are).
-:mod:`eva_bench.engine.calibration` scores the runs. The default rule's runs are skipped (and the tables
+:mod:`eva_bench.engine.calibration` scores the runs. The subspace-error rule's runs are skipped (and the tables
 say so) while ``EvaConfig`` refuses ``tau=None``.
 """
 
@@ -43,7 +43,7 @@ from .reference import PoolReference, count_rows, pool_reference
 __all__ = ["METHODS", "bench_model", "main", "new_rule_available"]
 
 METHODS: dict[str, dict[str, Any]] = {
-    "ours": {"label": "ours (default rule)", "kind": "ours", "tau": None},
+    "ours": {"label": "ours (target 0.3)", "kind": "ours", "tau": None},
     "ours_tau": {"label": "ours (tau 0.99)", "kind": "ours", "tau": 0.99},
     "peft": {"label": "peft (tau 0.99)", "kind": "peft", "tau": 0.99},
     "ours_t0.1": {"label": "ours (target 0.1)", "kind": "ours", "tau": None, "target_error": 0.1},

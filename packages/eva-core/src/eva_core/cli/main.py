@@ -100,6 +100,8 @@ def _given(args: argparse.Namespace) -> dict[str, object]:
     progress bar."""
     given: dict[str, object] = {field: getattr(args, flag) for flag, field in FIT_FLAGS.items()}
     given = {field: value for field, value in given.items() if value is not None}
+    if "target_error" in given:  # --target-error selects the subspace-error rule (argparse refuses it with --tau)
+        given["tau"] = None
     return {**given, "progress": not args.no_progress}
 
 

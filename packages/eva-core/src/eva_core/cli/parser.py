@@ -80,10 +80,10 @@ def _add_fit(fit: argparse.ArgumentParser) -> None:
     rule.add_argument(
         "--target-error",
         type=_TARGET_ERROR,
-        help="stop measuring a layer once its estimated subspace error is within this (default: the domain's, 0.3)",
+        help="stop each layer by its estimated subspace error instead, once within this (e.g. 0.3)",
     )
     rule.add_argument(
-        "--tau", type=_TAU, help="use the paper's rule instead: stop a layer once its components' |cos| >= tau"
+        "--tau", type=_TAU, help="stop a layer once its components' |cos| >= tau (the default rule, 0.99)"
     )
     fit.add_argument(
         "--max-batches", type=_COUNT, help="stop after this many batches (default: the domain's max_steps)"

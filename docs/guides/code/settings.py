@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     model, tokenizer = AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path)
     batches = sentence_batches(tokenizer, args.sentences, args.batch_size)
     # rank 8 with rho 4 keeps up to 32 components per layer: room to reallocate to rank 16, rho 2 later
-    state = eva_core.fit(model, batches, rank=8, rho=4.0, progress=False)
+    state = eva_core.fit(model, batches, rank=8, rho=4.0, progress=False)  # the paper's rule, tau=0.99
     # --8<-- [end:fit]
 
     # --8<-- [start:read]
@@ -101,6 +101,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     print(f"{first}: rank {state.ranks[first]}, {spectrum.rows} rows, top-4 explained variance ratio", end=" ")
     print(", ".join(f"{float(v):.3f}" for v in spectrum.explained_variance_ratio[:4]))
     # --8<-- [end:read]
+
+    # --8<-- [start:rule]
+    batches = sentence_batches(tokenizer, args.sentences, args.batch_size)  # the same sentences again
+    bounded = eva_core.fit(model, batches, rank=8, rho=4.0, tau=None, target_error=0.1, progress=False)
+    estimates = [e for e in bounded.extra["estimated_error"].values() if e is not None]
+    converged_bounded = len(bounded.layers) - len(bounded.not_converged)
+    print(f"{bounded.config.stopping}: {bounded.steps} batches read, {converged_bounded} converged", end="")
+    print(f", estimated error mean {sum(estimates) / len(estimates):.3f}, max {max(estimates):.3f}")
+    # --8<-- [end:rule]
 
     # --8<-- [start:reallocate]
     rows = allocation_rows(state)  # state.reallocate(rank=..., rho=...) for each pair: no model, no data
@@ -119,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         page = write_report(state, args.report, title="EVA on MiniLM, SST-2")
         # --8<-- [end:report]
         print(f"report: {page}")
-    return {"state": state, "rows": rows}
+    return {"state": state, "bounded": bounded, "rows": rows}
 
 
 if __name__ == "__main__":

@@ -131,9 +131,9 @@ def test_own_model_guide_trains_and_saves_a_plain_peft_adapter(
 
     monkeypatch.setattr(own_model, "load_model", recording_load)
     monkeypatch.setattr(own_model, "train", recording_train)
-    peft_model = own_model.main(["--loader", "stream", "--steps", "2", "--out", str(tmp_path)])
-    # the page says every layer reaches the default target error within the 80 sentences (no warning)
-    assert peft_model.eva_state.not_converged == []
+    with pytest.warns(NotConvergedWarning):  # 80 sentences are too few for tau=0.99: the page says so
+        peft_model = own_model.main(["--loader", "stream", "--steps", "2", "--out", str(tmp_path)])
+    assert peft_model.eva_state.not_converged  # the layers the warning names
 
     torch.testing.assert_close(seen["step0"], seen["base"], rtol=0, atol=1e-6)
     trained_b = lora_weights(peft_model, "lora_B")

@@ -1,5 +1,6 @@
-"""Guide 5: fit EVA once on all-MiniLM-L6-v2, then see what ``rank`` and ``rho`` do to the allocation
-with ``EvaState.reallocate`` (no data read again), and how whitening scales the ``A`` rows.
+"""Guide 5: fit EVA on all-MiniLM-L6-v2 under the default stopping rule (``tau=0.99``) and under the
+subspace-error rule (``tau=None, target_error=0.1``), then see what ``rank`` and ``rho`` do to the first
+fit's allocation with ``EvaState.reallocate`` (no data read again), and how whitening scales the ``A`` rows.
 
     python docs/guides/code/settings.py                   # the run shown in the guide
     python docs/guides/code/settings.py --report report   # also writes report/report.html

@@ -89,10 +89,10 @@ def noise_row(reference: PoolReference, ranks: dict[str, int], rank: int) -> dic
 def results_table(records: list[dict[str, Any]]) -> str:
     """Batches, time and error of every method on every model."""
     head = (
-        "| model | method | batches | wall s | CPU s | converged | error at r | error at allocated rank "
-        "(mean / max) | wall / peft |"
-    )
-    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
+        "model", "method", "batches", "wall s", "CPU s", "converged", "error at r",
+        "error at allocated rank (mean / max)", "wall / peft",
+    )  # fmt: skip
+    lines = []
     for record in records:
         peft = next((s for s in record["summaries"] if s["method"] == "peft"), None)
         for s in record["summaries"]:
@@ -104,16 +104,16 @@ def results_table(records: list[dict[str, Any]]) -> str:
             )
         for label, why in record.get("skipped", {}).items():
             lines.append(f"| {record['name']} | {label} | skipped: {why} | | | | | | |")
-    return "\n".join(lines)
+    return _markdown(head, lines)
 
 
 def calibration_table(records: list[dict[str, Any]]) -> str:
     """Per model and new-rule run: the estimated against the measured error at the allocated rank."""
     head = (
-        "| model | run | target | layers | measured / estimated (median, p90) | measured > target | "
-        "measured > estimated | mean estimated | mean measured |"
-    )
-    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
+        "model", "run", "target", "layers", "measured / estimated (median, p90)", "measured > target",
+        "measured > estimated", "mean estimated", "mean measured",
+    )  # fmt: skip
+    lines = []
     for record in records:
         for s in record["summaries"]:
             c = s.get("calibration")
@@ -123,22 +123,27 @@ def calibration_table(records: list[dict[str, Any]]) -> str:
                     f"{c['ratio_p90']:.2f} | {c['over_target']:.1%} | {c['over_estimate']:.1%} | "
                     f"{c['estimated_mean']:.4f} | {c['measured_mean']:.4f} |"
                 )
-    return "\n".join(lines)
+    return _markdown(head, lines)
 
 
 def pool_table(records: list[dict[str, Any]]) -> str:
     """Per model: fit and pool sizes, the rows check and the pool's own noise."""
     head = (
-        "| model | layers | fit cap (batches) | pool batches | pool rows per layer | rows check | "
-        "split-half error at r | at allocated rank |"
-    )
-    lines = [head, "|---|---|---|---|---|---|---|---|"]
+        "model", "layers", "fit cap (batches)", "pool batches", "pool rows per layer", "rows check",
+        "split-half error at r", "at allocated rank",
+    )  # fmt: skip
+    lines = []
     for r in records:
         lines.append(
             f"| {r['name']} | {r['layers']} | {r['cap']} | {r['pool']} | {r['pool_rows'][0]}-{r['pool_rows'][1]} | "
             f"{r['rows_check']} | {r['noise']['split_half_r']:.4f} | {r['noise']['split_half_alloc']:.4f} |"
         )
-    return "\n".join(lines)
+    return _markdown(head, lines)
+
+
+def _markdown(head: tuple[str, ...], rows: list[str]) -> str:
+    """A markdown table: the header cells, the separator, then the rendered ``rows``."""
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *rows])
 
 
 def _mean(values: list[float]) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -162,6 +163,34 @@ def test_checkpoint_of_another_config_is_refused(interrupted) -> None:
     assert "different config (rank=4 there but 2 now, tau=0.0 there but 0.5 now)" in message
     assert "eva-fit.rank0-of1.step00000004.safetensors" in message
     assert isinstance(info.value, ValueError)
+
+
+def _as_written_by_0_1_0(folder: Path) -> None:
+    """Drop ``target_error`` from every checkpoint's config, as eva-core 0.1.0 wrote them."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    for path in folder.glob("*.safetensors"):
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = dict(handle.metadata())
+        meta = json.loads(metadata["eva"])
+        del meta["config"]["target_error"]
+        save_file(load_file(str(path)), str(path), metadata={**metadata, "eva": json.dumps(meta)})
+
+
+def test_a_checkpoint_from_before_target_error_resumes(interrupted) -> None:
+    """A field an older eva-core did not write counts as its default: the old fit resumes as before, and a
+    fit that sets the field otherwise is refused, naming it."""
+    _as_written_by_0_1_0(interrupted)
+    resumed = fit(tiny_model(0), token_batches(BATCHES), resume_from=interrupted, **EXACT)
+    assert_same_state(resumed, fit(tiny_model(0), token_batches(BATCHES), **EXACT))
+    with pytest.raises(CheckpointMismatchError, match=r"target_error=0\.3 there but 0\.1 now"):
+        fit(
+            tiny_model(0),
+            token_batches(BATCHES),
+            resume_from=interrupted,
+            **{**EXACT, "tau": None, "target_error": 0.1},
+        )
 
 
 def test_checkpoint_of_another_model_is_refused(interrupted) -> None:

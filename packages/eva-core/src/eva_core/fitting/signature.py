@@ -55,7 +55,9 @@ def check_same(
             f"{path} was written by a fit on {meta['world_size']} process(es) but this fit runs on {world}; "
             "resume with the same number of processes."
         )
-    saved, now = meta["config"], config_json(config)
+    now = config_json(config)
+    # a field the writer's eva-core did not have yet (target_error, added after 0.1.0) had its default's effect
+    saved = {**_defaults(config, now), **meta["config"]}
     changed = sorted(key for key in set(saved) | set(now) if saved.get(key) != now.get(key))
     if changed:
         detail = ", ".join(f"{key}={saved.get(key)!r} there but {now.get(key)!r} now" for key in changed)
@@ -80,6 +82,16 @@ def check_same(
             f"{path} was written for a different model: its targeted layers differ ({detail}); resume with "
             "the same model, or start afresh (resume=False, or another checkpoint_dir)."
         )
+
+
+def _defaults(config: EvaConfig, now: dict[str, Any]) -> dict[str, Any]:
+    """The default of every field of ``now`` that has one, as :func:`config_json` writes it."""
+    fields = {field.name: field for field in dataclasses.fields(config)}
+    return {
+        name: json.loads(json.dumps(fields[name].default))
+        for name in now
+        if name in fields and fields[name].default is not dataclasses.MISSING
+    }
 
 
 def config_json(config: EvaConfig) -> dict[str, Any]:

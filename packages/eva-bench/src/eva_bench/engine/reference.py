@@ -28,6 +28,7 @@ from torch import nn
 
 from eva_core import plugin_manager
 from eva_core.capture import InputRecorder, StopForward
+from eva_core.fitting import stopping
 
 __all__ = ["PoolReference", "count_rows", "pool_reference", "subspace_error"]
 
@@ -161,6 +162,4 @@ def subspace_error(components: torch.Tensor, reference: torch.Tensor) -> float:
     """``1 - ||U* U^T||_F^2 / k``: the mean squared sine of the principal angles between the row spaces of
     ``components`` (k, d_in) and of the first ``k`` rows of ``reference`` (>= k, d_in), both orthonormal;
     0 for the same subspace, 1 for orthogonal ones."""
-    k = components.shape[0]
-    overlap = reference[:k].double() @ components.double().T  # (k, k)
-    return float(1.0 - overlap.pow(2).sum() / k)
+    return stopping.subspace_error(components, reference[: components.shape[0]])

@@ -33,6 +33,7 @@ import torch
 from . import data
 from .data import RANK, RHO, TAU
 from .exact import run_exact
+from .peft_eva import layer_owners, peft_allocation
 
 
 class _CapReached(Exception):  # noqa: N818 - control flow
@@ -119,42 +120,27 @@ def run_peft(model: torch.nn.Module, batches: list, targets: str, cap: int) -> d
         state = peft_eva.get_eva_state_dict(model, batches, peft_config=config, show_progress_bar=False)
         capped = False
     except _CapReached:
-        state, capped = _peft_allocation(hooks, names), True
+        state, capped = _capped_components(hooks, names), True
     finally:
         handle.remove()
         peft_eva.SVDHook.__call__ = original
     layers = {}
-    for name, leader in _owners(names, hooks):
+    for name, leader in layer_owners(names, hooks).items():
         layers[name] = {
             "components": state[name].detach().clone(),
             "batches": sorted(set(seen[leader])),
             "rows": int(hooks[leader].svd.n_samples_seen_.sum()),
         }
-    converged = sum(bool(hooks[owner].converged[: len(state[name])].all()) for name, owner in _owners(names, hooks))
+    converged = sum(
+        bool(hooks[owner].converged[: len(state[name])].all()) for name, owner in layer_owners(names, hooks).items()
+    )
     return {"batches": calls["forwards"], "layers": layers, "converged": converged, "capped": capped}
 
 
-def _owners(names: list[str], hooks: dict) -> list[tuple[str, str]]:
-    """(layer, the layer whose peft SVD hook measures its input): a layer without a hook of its own
-    shares the input of the last hooked layer before it (k/v after q, up after gate)."""
-    pairs, leader = [], None
-    for name in names:
-        leader = name if name in hooks else leader
-        pairs.append((name, leader))
-    return pairs
-
-
-def _peft_allocation(hooks: dict, names: list[str]) -> dict[str, torch.Tensor]:
-    """peft's rank allocation (global top explained-variance ratios, each layer capped at rho*r), for a
-    run stopped before convergence: layer -> its leader's top components."""
-    cap, candidates, owner = round(RHO * RANK), [], dict(_owners(names, hooks))
-    for name in names:
-        leader = owner[name]
-        ratios = hooks[leader].svd.explained_variance_ratio_[:cap].tolist()
-        candidates += [(-ratio, name) for ratio in ratios]
-    ranks = dict.fromkeys(names, 0)
-    for _, name in sorted(candidates, key=lambda item: item[0])[: RANK * len(names)]:
-        ranks[name] += 1
+def _capped_components(hooks: dict, names: list[str]) -> dict[str, torch.Tensor]:
+    """peft's rank allocation (:func:`eva_bench.engine.peft_eva.peft_allocation`) for a run stopped before
+    convergence: layer -> its leader's top components."""
+    owner, ranks = layer_owners(names, hooks), peft_allocation(hooks, names, RANK, RHO)
     return {name: hooks[owner[name]].svd.components_[: ranks[name]] for name in names}
 
 

@@ -27,7 +27,7 @@ from torch import nn
 
 from eva_core import plugin_manager
 
-__all__ = ["peft_fit"]
+__all__ = ["layer_owners", "peft_allocation", "peft_fit"]
 
 
 class _CapReached(Exception):  # noqa: N818 - control flow
@@ -96,11 +96,11 @@ def peft_fit(
             )  # fmt: skip
         ranks, capped = {name: len(value) for name, value in state.items()}, False
     except _CapReached:
-        ranks, capped = _allocation(hooks, list(layers), rank, rho), True
+        ranks, capped = peft_allocation(hooks, list(layers), rank, rho), True
     finally:
         peft_eva.SVDHook.__call__ = original  # type: ignore[method-assign]
         _remove_hooks(model, peft_eva._Hook)  # a stopped run leaves peft's hooks on the model
-    owners = _owners(list(layers), hooks)
+    owners = layer_owners(list(layers), hooks)
     out = {
         name: {
             "components": hooks[owner].svd.components_.detach().double().clone(),
@@ -123,7 +123,7 @@ def _remove_hooks(model: nn.Module, kind: type) -> None:
             del module._forward_hooks[key]
 
 
-def _owners(names: list[str], hooks: dict[str, Any]) -> dict[str, str]:
+def layer_owners(names: list[str], hooks: dict[str, Any]) -> dict[str, str]:
     """layer -> the layer whose SVD hook measures its input: a layer without a hook of its own shares the
     input of the last hooked layer before it (peft hooks the first of the layers with equal inputs)."""
     owners, leader = {}, names[0]
@@ -133,10 +133,10 @@ def _owners(names: list[str], hooks: dict[str, Any]) -> dict[str, str]:
     return owners
 
 
-def _allocation(hooks: dict[str, Any], names: list[str], rank: int, rho: float) -> dict[str, int]:
+def peft_allocation(hooks: dict[str, Any], names: list[str], rank: int, rho: float) -> dict[str, int]:
     """peft's rank allocation for a run stopped before convergence: the ``rank * L`` largest explained-
     variance ratios among each layer's first ``round(rho * rank)`` (a follower competes with its owner's)."""
-    owners, most = _owners(names, hooks), round(rho * rank)
+    owners, most = layer_owners(names, hooks), round(rho * rank)
     candidates = [
         (float(ratio), name) for name in names for ratio in hooks[owners[name]].svd.explained_variance_ratio_[:most]
     ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pytest
 import torch
 from conftest import TinyModel, tiny_model, token_batches
@@ -10,7 +12,10 @@ from hypothesis import strategies as st
 from torch import nn
 
 import eva_core.fitting.costs as costs
-from eva_core import EvaConfig, Plan, fit, plan
+from eva_core import EvaConfig, Plan, PluginManager, fit, hookimpl, plan, plugin_manager
+from eva_core.cli import domains
+from eva_core.cli.main import main
+from eva_core.cli.parser import build_parser
 from eva_core.errors import InvalidConfigError
 from eva_core.fitting.costs import EXACT_COST_FACTOR, StatisticsChooser, gram_budget
 
@@ -168,7 +173,7 @@ def test_an_exhausted_budget_sketches_the_rest(caplog: pytest.LogCaptureFixture)
         kinds = [choose.decide(name, dim).kind for name, dim in (("a", 100), ("b", 200), ("c", 50), ("d", 1))]
     assert kinds == ["exact", "sketch", "exact", "sketch"]
     assert choose.left == 0
-    assert "layer 'b' (d_in=200) is measured with a streaming sketch: its Gram (0.3 MiB) exceeds the 0.0 MiB" in (
+    assert "layer 'b' (d_in=200) is measured with a streaming sketch: its Gram (312.5 KiB) exceeds the 19.5 KiB left" in (
         caplog.text
     )
 
@@ -235,6 +240,80 @@ def test_a_fit_uses_the_default_budget(monkeypatch: pytest.MonkeyPatch, made) ->
 def test_bad_statistics_setting_is_refused(value) -> None:
     with pytest.raises(InvalidConfigError, match=rf"EvaConfig.statistics={value!r} is invalid: expected 'auto'"):
         EvaConfig(statistics=value)  # type: ignore[arg-type]
+
+
+# eva-lora plan ----------------------------------------------------------------------------------------
+class ToyDomain:
+    """A domain whose ``eva-lora plan`` hook builds the tiny model on the meta device."""
+
+    @hookimpl
+    def eva_claims_model(self, model: nn.Module) -> bool:
+        return isinstance(model, TinyModel)
+
+    @hookimpl
+    def eva_cli_example(self, model: str, batch_size: int, length: int, options: Mapping[str, str]) -> object:
+        if model != "toy":
+            return None
+        with torch.device("meta"):
+            built = TinyModel()
+        return built, {"input_ids": torch.zeros(batch_size, length, dtype=torch.long)}
+
+
+@pytest.fixture
+def toy_cli(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``eva-lora`` in this process, with the toy domain installed."""
+
+    def manager() -> PluginManager:
+        plugins = plugin_manager()
+        plugins.register(ToyDomain(), "toy")
+        return plugins
+
+    monkeypatch.setattr(domains, "plugin_manager", manager)
+
+
+def test_eva_lora_plan_prints_the_table(toy_cli, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["plan", "toy", "--batch-size", "2", "--seq-len", "5", "--rank", "2", "--world-size", "8"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert out.startswith("EVA plan of toy (domain toy) on batches of 2 x 5:\n| input | layers | d_in |")
+    assert "| blocks.0.q | 3 | 16 | 10 | exact |" in out
+    assert "domain toy, rank 2, rho 2.0, statistics='auto'" in out and "per check on 8 ranks" in out
+
+
+def test_eva_lora_plan_passes_its_settings(toy_cli, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "toy", "--statistics", "exact", "--gram-memory", "2KiB", "--targets", "blocks.0.(q|up)"]) == 0
+    out = capsys.readouterr().out
+    assert "| blocks.0.q | 1 | 16 | 8192 | exact |" in out and "| blocks.0.up | 1 | 16 | 8192 | sketch |" in out
+    assert "statistics='exact', exact budget 2.0 KiB" in out
+
+
+def test_eva_lora_plan_of_a_model_no_domain_builds(toy_cli, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "other"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("eva-lora: error: MODEL='other': no eva domain builds it without weights for `eva-lora plan`")
+    assert "(tried: toy)" in error
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--gram-memory", "4XB"], "argument --gram-memory: '4XB' is invalid; expected a size such as 4GiB"),
+        (["--statistics", "fast"], "argument --statistics: invalid choice: 'fast'"),
+        (["--world-size", "0"], "argument --world-size: '0' is invalid; expected an integer in [1, "),
+        (["--seq-len", "x"], "argument --seq-len: 'x' is invalid"),
+    ],
+)
+def test_eva_lora_plan_refuses_bad_arguments(arguments, message, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["plan", "toy", *arguments])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@given(st.integers(0, 2**40), st.sampled_from(["", "B", "KiB", "MiB", "GiB", "kb", "GB"]))
+def test_gram_memory_sizes_parse(number: int, unit: str) -> None:
+    factor = {"": 1, "B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "kb": 10**3, "GB": 10**9}[unit]
+    assert build_parser().parse_args(["plan", "m", "--gram-memory", f"{number}{unit}"]).gram_memory == number * factor
 
 
 def test_plan_is_public() -> None:

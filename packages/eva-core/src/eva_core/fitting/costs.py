@@ -59,10 +59,14 @@ __all__ = [
     "Choice",
     "Kind",
     "StatisticsChooser",
+    "flops",
     "free_memory",
     "gram_budget",
+    "size",
     "sketch_width",
+    "solve_flops",
     "statistic_bytes",
+    "transient_bytes",
     "update_flops",
 ]
 
@@ -206,7 +210,7 @@ class StatisticsChooser:
             return Choice("sketch", f"its Gram update costs {ratio:.1f}x the sketch's (> {EXACT_COST_FACTOR:g}x)")
         if 8 * dim * dim > self.left:
             return Choice(
-                "sketch", f"its Gram ({_mib(8 * dim * dim)}) exceeds the {_mib(self.left)} left of gram_memory_bytes"
+                "sketch", f"its Gram ({size(8 * dim * dim)}) exceeds the {size(self.left)} left of gram_memory_bytes"
             )
         return Choice("exact", f"fits the budget; update {ratio:.1f}x the sketch's")
 
@@ -220,5 +224,19 @@ class StatisticsChooser:
         return SketchStatistics(dim, sketch_width(config.max_components), device, centered=config.centered)
 
 
-def _mib(size: int) -> str:
-    return f"{size / 1024**2:.1f} MiB"
+def size(count: float) -> str:
+    """Bytes in binary units: ``"1.5 GiB"``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(count) < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def flops(count: float) -> str:
+    """FLOPs with an SI prefix: ``"55.2 TFLOP"``."""
+    for prefix in ("", "k", "M", "G"):
+        if abs(count) < 1000:
+            return f"{count:.3g} {prefix}FLOP"
+        count /= 1000
+    return f"{count:.3g} TFLOP"

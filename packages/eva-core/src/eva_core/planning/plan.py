@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..fitting.costs import flops, size
+
 if TYPE_CHECKING:
     from ..config import EvaConfig
     from ..fitting.costs import Kind
@@ -108,14 +110,14 @@ class Plan:
     def table(self) -> str:
         """The plan as a markdown table, one row per measured input, then the totals."""
         lines = [
-            "| input | layers | d_in | rows/batch | kind | statistics | update GFLOP/batch | solve GFLOP/check "
+            "| input | layers | d_in | rows/batch | kind | statistics | update per batch | solve per check "
             "| sent/check/rank | why |",
             "|---|---:|---:|---:|---|---:|---:|---:|---:|---|",
         ]
         for item in self.inputs:
             lines.append(
                 f"| {item.leader} | {len(item.members)} | {item.d_in} | {item.rows} | {item.kind} | "
-                f"{size(item.statistic_bytes)} | {item.update_flops / 1e9:.3g} | {item.solve_flops / 1e9:.3g} | "
+                f"{size(item.statistic_bytes)} | {flops(item.update_flops)} | {flops(item.solve_flops)} | "
                 f"{size(item.exchange_bytes)} | {item.reason} |"
             )
         kinds = {kind: sum(item.kind == kind for item in self.inputs) for kind in ("exact", "sketch", "counts")}
@@ -125,18 +127,10 @@ class Plan:
             f"sketch, {kinds['counts']} counts); domain {self.domain}, rank {self.config.rank}, rho {self.config.rho}, "
             f"statistics={self.config.statistics!r}, exact budget {size(self.budget)}",
             f"statistics: {size(self.statistic_bytes)}; predicted peak extra memory: {size(self.peak_bytes)}",
-            f"per batch: forward {self.forward_flops / 1e12:.3g} TFLOP, statistics {self.update_flops / 1e12:.3g} "
-            f"TFLOP (overhead {self.overhead:.3f} x the forward)",
+            f"per batch: forward {flops(self.forward_flops)}, statistics {flops(self.update_flops)} "
+            f"(overhead {self.overhead:.3f} x the forward)",
         ]
         if self.world_size > 1:
             lines.append(f"per check on {self.world_size} ranks: {size(self.exchange_bytes)} sent by each rank")
         return "\n".join(lines)
 
-
-def size(count: float) -> str:
-    """Bytes in binary units: ``"1.5 GiB"``."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(count) < 1024 or unit == "GiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    return f"{count:.1f} TiB"  # pragma: no cover - the loop returns at GiB

@@ -60,8 +60,9 @@ def plan(
 
     Args:
         model: the model to fit, with its weights or built on the meta device (``with torch.device("meta"):``).
-        batch: one example batch as ``fit`` takes it (for a causal LM a dict with a (B, T) ``input_ids``
-            tensor is enough; its values are never read).
+        batch: one example batch as ``fit`` takes it, whose values are never read (for a causal LM a dict with a
+            (B, T) ``input_ids`` tensor is enough; leave out what the model inspects, such as transformers'
+            check of an ``attention_mask``, which fails on the meta device). Its rows count as unmasked.
         config: the EVA settings; default: the domain's, which ``overrides`` replace field by field.
         plugins: the plugin manager to ask (default: a fresh :func:`eva_core.plugin_manager`).
         world_size: W, the ranks of a distributed fit, for the exchange figures.
@@ -72,7 +73,8 @@ def plan(
         The :class:`Plan`; ``plan(...).table()`` renders it.
 
     Raises:
-        InvalidConfigError: ``world_size`` is not an integer >= 1, or a setting is invalid.
+        InvalidConfigError: ``world_size`` is not an integer >= 1, ``device`` names no device, or a setting is
+            invalid.
         NoTargetLayersError: no module matched the targets.
         UnsupportedBatchError: no plugin can feed a batch of that type to the model.
     """
@@ -84,7 +86,7 @@ def plan(
         layers = hooks.layers(plain, config)
         rows_fns = hooks.rows_functions(layers)
         counted = {name for name, rows in rows_fns.items() if getattr(rows, "func", None) is embedding_rows}
-        where = torch.device(device) if device is not None else model_device(plain)
+        where = _device(device) if device is not None else model_device(plain)
         budget = gram_budget(config, where)
         chooser = StatisticsChooser(config, budget, counted)
         probes: dict[str, _Probe] = {}
@@ -100,6 +102,13 @@ def plan(
         _input_plan(name, recorder.members(name), probes[name], config, world_size) for name in recorder.order
     )
     return Plan(inputs, config, hooks.domain, budget, forward, world_size)
+
+
+def _device(device: torch.device | str) -> torch.device:
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise InvalidConfigError(f"plan(device={device!r}) is invalid ({error}); pass e.g. 'cpu' or 'cuda:0'.") from None
 
 
 def _meta_forward(

@@ -71,7 +71,10 @@ KIND = {"GramStatistics": "exact", "SketchStatistics": "sketch", "CountStatistic
         ({}, {"embed": "counts", "up": "exact", "down": "sketch"}),
         ({"statistics": "exact"}, {"embed": "counts", "up": "exact", "down": "exact"}),
         ({"statistics": "sketch"}, {"embed": "counts", "up": "sketch", "down": "sketch"}),
-        ({"statistics": "exact", "gram_memory_bytes": 8 * 300**2}, {"embed": "counts", "up": "exact", "down": "sketch"}),
+        (
+            {"statistics": "exact", "gram_memory_bytes": 8 * 300**2},
+            {"embed": "counts", "up": "exact", "down": "sketch"},
+        ),
     ],
     ids=["auto", "exact", "sketch", "budget-exhausted"],
 )
@@ -173,8 +176,9 @@ def test_an_exhausted_budget_sketches_the_rest(caplog: pytest.LogCaptureFixture)
         kinds = [choose.decide(name, dim).kind for name, dim in (("a", 100), ("b", 200), ("c", 50), ("d", 1))]
     assert kinds == ["exact", "sketch", "exact", "sketch"]
     assert choose.left == 0
-    assert "layer 'b' (d_in=200) is measured with a streaming sketch: its Gram (312.5 KiB) exceeds the 19.5 KiB left" in (
-        caplog.text
+    assert (
+        "layer 'b' (d_in=200) is measured with a streaming sketch: its Gram (312.5 KiB) exceeds the 19.5 KiB left"
+        in (caplog.text)
     )
 
 
@@ -290,7 +294,9 @@ def test_eva_lora_plan_passes_its_settings(toy_cli, capsys: pytest.CaptureFixtur
 def test_eva_lora_plan_of_a_model_no_domain_builds(toy_cli, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", "other"]) == 1
     error = capsys.readouterr().err.strip()
-    assert error.startswith("eva-lora: error: MODEL='other': no eva domain builds it without weights for `eva-lora plan`")
+    assert error.startswith(
+        "eva-lora: error: MODEL='other': no eva domain builds it without weights for `eva-lora plan`"
+    )
     assert "(tried: toy)" in error
 
 

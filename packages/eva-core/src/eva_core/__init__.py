@@ -5,8 +5,8 @@ directions of its inputs; ``apply`` builds a peft LoRA model whose ``A`` matrice
 (``B = 0``) with ranks shared out by explained variance; ``init`` does both; ``plan`` predicts what a fit
 will hold and cost from one example batch, even on a model without weights (the meta device). The domain
 plugin that claims the model (``eva-nlu``, ``eva-llm``, ``eva-vision``, ``eva-rl``;
-:mod:`eva_core.hookspecs` is their contract) chooses the layers, the rows and the defaults. Every error is an :class:`EvaError`; the specific
-ones live in :mod:`eva_core.errors`.
+:mod:`eva_core.hookspecs` is their contract) chooses the layers, the rows and the defaults. Every error is an
+:class:`EvaError`; the specific ones live in :mod:`eva_core.errors`.
 """
 
 from __future__ import annotations

@@ -137,19 +137,7 @@ class EvaConfig:
             self.redistribution,
             f"one of {', '.join(repr(m) for m in _METRICS)}",
         )
-        _require(
-            self.statistics in _STATISTICS,
-            "statistics",
-            self.statistics,
-            "'auto' (exact where it fits and is cheap enough), 'exact' (wherever it fits) or 'sketch' (everywhere)",
-        )
-        _require(
-            self.gram_memory_bytes is None or (_is_int(self.gram_memory_bytes) and self.gram_memory_bytes >= 0),
-            "gram_memory_bytes",
-            self.gram_memory_bytes,
-            "None (a quarter of the device's free memory) or an integer number of bytes >= 0 (0 measures every "
-            "layer with the streaming sketch)",
-        )
+        self._check_statistics()
         _require(
             _is_int(self.seed) and -(2**63) <= self.seed < 2**64, "seed", self.seed, "an integer in [-2**63, 2**64)"
         )
@@ -176,6 +164,22 @@ class EvaConfig:
             "adjust_scaling_factors",
             self.adjust_scaling_factors,
             "True or False",
+        )
+
+    def _check_statistics(self) -> None:
+        """``statistics`` is one of the three kinds; ``gram_memory_bytes`` None or a size."""
+        _require(
+            self.statistics in _STATISTICS,
+            "statistics",
+            self.statistics,
+            "'auto' (exact where it fits and is cheap enough), 'exact' (wherever it fits) or 'sketch' (everywhere)",
+        )
+        _require(
+            self.gram_memory_bytes is None or (_is_int(self.gram_memory_bytes) and self.gram_memory_bytes >= 0),
+            "gram_memory_bytes",
+            self.gram_memory_bytes,
+            "None (a quarter of the device's free memory) or an integer number of bytes >= 0 (0 measures every "
+            "layer with the streaming sketch)",
         )
 
     def _check_stopping(self) -> None:

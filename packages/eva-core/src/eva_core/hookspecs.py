@@ -126,7 +126,9 @@ def eva_cli_batches(
 
 
 @hookspec(firstresult=True)
-def eva_cli_example(model: str, batch_size: int, length: int, options: Mapping[str, str]) -> tuple[nn.Module, Any] | None:
+def eva_cli_example(
+    model: str, batch_size: int, length: int, options: Mapping[str, str]
+) -> tuple[nn.Module, Any] | None:
     """The model ``eva-lora plan`` names, built on the meta device (its configuration only: no weights are read),
     and one example batch of its inputs as ``fit`` takes them, whose values are never read (e.g. ``{"input_ids":
     zeros(batch_size, length)}``). Called once per ``eva-lora plan`` on the chosen domain's plugin.

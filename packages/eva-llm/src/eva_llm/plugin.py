@@ -94,5 +94,7 @@ def eva_cli_batches(
 
 
 @hookimpl
-def eva_cli_example(model: str, batch_size: int, length: int, options: Mapping[str, str]) -> tuple[nn.Module, Any] | None:
+def eva_cli_example(
+    model: str, batch_size: int, length: int, options: Mapping[str, str]
+) -> tuple[nn.Module, Any] | None:
     return cli.example(model, batch_size, length)

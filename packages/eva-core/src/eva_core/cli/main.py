@@ -19,8 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from eva_core import EvaState, apply, fit, plan  # the command line is a client of the public API
-from eva_core.contract import LoadedModel
+from eva_core import EvaState, LoadedModel, apply, fit, plan  # the command line is a client of the public API
 from eva_core.errors import EvaError, MissingModelError, MissingStateError, UnreadableDataError, UnsafeOutputError
 
 from .domains import CliDomains, DomainOptions, installed_plugins

@@ -133,4 +133,3 @@ class Plan:
         if self.world_size > 1:
             lines.append(f"per check on {self.world_size} ranks: {size(self.exchange_bytes)} sent by each rank")
         return "\n".join(lines)
-

@@ -9,7 +9,7 @@ in the order the fit meets them. ``torch.utils.flop_counter`` counts the forward
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch.func import functional_call
@@ -29,13 +29,14 @@ from ..fitting.costs import (
 )
 from ..fitting.feed import model_device, placed
 from ..model_view import without_adapters
-from ..plugins import PluginManager, plugin_manager
+from ..plugins import DomainHooks, PluginManager, plugin_manager
 from .plan import InputPlan, Plan
 
 if TYPE_CHECKING:
     from torch import nn
 
     from ..config import EvaConfig
+    from ..svd import InputStatistics
 
 __all__ = ["plan"]
 
@@ -83,19 +84,9 @@ def plan(
     with without_adapters(model) as plain:
         hooks = (plugins or plugin_manager()).for_model(plain, overrides.get("domain", config and config.domain))
         config = hooks.config(plain, config, overrides)
-        layers = hooks.layers(plain, config)
-        rows_fns = hooks.rows_functions(layers)
-        counted = {name for name, rows in rows_fns.items() if getattr(rows, "func", None) is embedding_rows}
         where = _device(device) if device is not None else model_device(plain)
         budget = gram_budget(config, where)
-        chooser = StatisticsChooser(config, budget, counted)
-        probes: dict[str, _Probe] = {}
-
-        def probe(name: str, dim: int, _: torch.device) -> _Probe:
-            probes[name] = _Probe(dim, chooser.decide(name, dim))
-            return probes[name]
-
-        recorder = InputRecorder(layers, rows_fns, probe, share_inputs=config.share_identical_inputs, stop_early=False)
+        recorder, probes = _probing_recorder(hooks, plain, config, budget)
         prepared = placed(hooks.prepare_batch(batch, plain, config), batch, hooks.domain, torch.device("meta"))
         forward = _meta_forward(plain, recorder, prepared.args, dict(prepared.kwargs), prepared.row_mask)
     inputs = tuple(
@@ -104,11 +95,32 @@ def plan(
     return Plan(inputs, config, hooks.domain, budget, forward, world_size)
 
 
+def _probing_recorder(
+    hooks: DomainHooks, model: nn.Module, config: EvaConfig, budget: int
+) -> tuple[InputRecorder, dict[str, _Probe]]:
+    """The fit's recorder over the layers the fit would measure, with probes for statistics, each of the kind
+    the fit's chooser gives it; the probes by measured input."""
+    layers = hooks.layers(model, config)
+    rows_fns = hooks.rows_functions(layers)
+    counted = {name for name, rows in rows_fns.items() if getattr(rows, "func", None) is embedding_rows}
+    chooser = StatisticsChooser(config, budget, counted)
+    probes: dict[str, _Probe] = {}
+
+    def probe(name: str, dim: int, _: torch.device) -> InputStatistics:
+        probes[name] = _Probe(dim, chooser.decide(name, dim))
+        return cast("InputStatistics", probes[name])  # the recorder only updates it (and copies it on a split)
+
+    recorder = InputRecorder(layers, rows_fns, probe, share_inputs=config.share_identical_inputs, stop_early=False)
+    return recorder, probes
+
+
 def _device(device: torch.device | str) -> torch.device:
     try:
         return torch.device(device)
     except (RuntimeError, TypeError) as error:
-        raise InvalidConfigError(f"plan(device={device!r}) is invalid ({error}); pass e.g. 'cpu' or 'cuda:0'.") from None
+        raise InvalidConfigError(
+            f"plan(device={device!r}) is invalid ({error}); pass e.g. 'cpu' or 'cuda:0'."
+        ) from None
 
 
 def _meta_forward(
@@ -181,4 +193,3 @@ def _exchange(kind: str, dim: int, k: int, width: int) -> int:
     if kind == "exact":
         return 8 * dim * dim + 8 * dim + components
     return 4 * width * dim + components
-

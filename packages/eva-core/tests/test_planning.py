@@ -42,10 +42,12 @@ def widening_batches(count: int) -> list[dict]:
 
 
 def held_bytes(stats: object) -> int:
-    """The bytes of the (d_in)-sized and larger tensors a statistics object holds (scalars left out)."""
+    """The bytes of the (d_in)-sized and larger tensors a statistics object holds, directly or in a list (a
+    sketch's pending rows); scalars left out."""
     stats = getattr(stats, "local", stats)
     dim = stats.dim  # type: ignore[attr-defined]
-    return sum(v.nbytes for v in vars(stats).values() if isinstance(v, torch.Tensor) and v.numel() >= dim)
+    tensors = [v for value in vars(stats).values() for v in (value if isinstance(value, list) else [value])]
+    return sum(t.nbytes for t in tensors if isinstance(t, torch.Tensor) and t.numel() >= dim)
 
 
 @pytest.fixture

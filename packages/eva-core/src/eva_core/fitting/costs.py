@@ -2,21 +2,24 @@
 
 A measured input of width d_in fed N rows per batch can be measured three ways (``eva_core.svd``):
 
-============  =====================================  ======================  ===========================
+============  =====================================  ======================  ==============================
 kind          held between batches (bytes)           update (FLOPs per row)  solve at a check (FLOPs)
-============  =====================================  ======================  ===========================
+============  =====================================  ======================  ==============================
 exact (Gram)  8 d^2 + 16 d + 4 d w (warm start)      2 d^2 (1.5 d^2 from     2 * 2 d^2 w (two warm-started
-                                                     d = 1024: upper blocks) subspace iterations)
-sketch        4 * 3 l d + 8 d (sketch + buffer)      12 l d                  4 l^2 d (an SVD of the sketch)
+                                                     d = 1024: upper blocks) subspace iterations; eigh,
+                                                                             9 d^3, where there is no w)
+sketch        at most 4 * 3 l d + 8 d (sketch, under 12 l d                  18 l^2 d + 6 l k d (the eigh of
+              2l pending rows, float64 mean)                                 its (3l, 3l) Gram)
 counts        8 V                                    1                       V
-============  =====================================  ======================  ===========================
+============  =====================================  ======================  ==============================
 
 with k = ``config.max_components`` (capped at d), w = min(d, 2k) the eigensolver's block (none below
-d = 256 or where it would be half of d: the dense solver answers then), l = :func:`sketch_width` (k) and
-V = ``num_embeddings``. Transients of one update: the Gram update makes float32, bool and float64 (N, d)
-copies of the rows and a float32 d x d block product (17 N d + 4 d^2 bytes, a quarter of that square for
-wide inputs); its solve makes a float32 copy of the scatter (4 d^2). The sketch update makes float32 and
-float64 copies of the rows (12 N d).
+d = 256 or where it would be half of d: the dense solver answers then), l = ``sketch_width(k)``
+(:mod:`eva_core.svd.sketch`, capped at d) and V = ``num_embeddings``. Transients (float32 rows in): the
+Gram update makes float32, bool and float64 (N, d) copies of the rows and a float32 d x d block product
+(17 N d + 4 d^2 bytes, a quarter of that square for wide inputs); its solve makes a float32 copy of the
+scatter (4 d^2). The sketch update makes float32, float64 and float32 copies of the rows, the buffer
+concatenated, and a fold's float64 and float32 copies of 3l rows (about 20 N d + 56 l d).
 
 **The choice** (:class:`StatisticsChooser`), per measured input in the order the fit first meets them:
 embeddings are counted; ``statistics="sketch"`` sketches every other input; ``"exact"`` takes the Gram
@@ -45,6 +48,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 
 from ..svd import CountStatistics, GramStatistics, InputStatistics, SketchStatistics
+from ..svd.sketch import sketch_width
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -83,12 +87,6 @@ _SPLIT_AT = 1024  # GramStatistics forms only the upper blocks from this width o
 _DENSE_BELOW = 256  # the eigensolver answers with eigh below this width (no warm-start basis kept)
 
 
-def sketch_width(max_components: int) -> int:
-    """l, the rows a sketch keeps for a layer that may take ``max_components`` components (stand-in for
-    ``eva_core.svd.sketch.sketch_width`` until the frequent-directions sketch lands)."""
-    return 3 * max_components
-
-
 def _solver_block(dim: int, k: int) -> int:
     """w, the columns of the warm-start basis the eigensolver keeps (0 when the dense solver answers)."""
     width = min(dim, k + max(8, k))
@@ -124,15 +122,16 @@ def solve_flops(kind: Kind, dim: int, max_components: int) -> float:
         block = _solver_block(dim, k)
         return 4.0 * dim * dim * block if block else 9.0 * dim**3  # eigh of the dense matrix
     width = min(sketch_width(max_components), dim)
-    return 4.0 * width * width * dim
+    return 18.0 * width * width * dim + 6.0 * width * k * dim
 
 
-def transient_bytes(kind: Kind, dim: int, rows: int) -> int:
+def transient_bytes(kind: Kind, dim: int, rows: int, max_components: int) -> int:
     """The largest temporary memory of one update of ``rows`` rows or one solve."""
+    width = min(sketch_width(max_components), dim)
     if kind == "counts":
         return 16 * rows
     if kind == "sketch":
-        return 12 * rows * dim
+        return 20 * rows * dim + 56 * width * dim
     block = dim - dim // 2 if dim >= _SPLIT_AT else dim
     return max(17 * rows * dim + 4 * block * block, 4 * dim * dim)
 

@@ -32,8 +32,9 @@ class InputPlan:
         transient_bytes: the largest temporary memory of one update or one solve.
         exchange_bytes: bytes each rank sends per convergence check in a fit on ``Plan.world_size`` ranks
             (0 on one): exact, the float64 scatter and sum it reduces onto the input's owner
-            (8 d_in^2 + 8 d_in) plus the components broadcast back (4 k (d_in + 3)); sketch, its (l, d_in)
-            float32 rows gathered by the owner (4 l d_in) plus the components broadcast back; counts, the
+            (8 d_in^2 + 8 d_in) plus the components broadcast back (4 k (d_in + 3)); sketch, its float32 rows
+            (the sketch and the pending rows, at most 3 l) gathered by the owner (12 l d_in) plus the components
+            broadcast back; counts, the
             float64 counts all-reduced (8 d_in).
     """
 

@@ -180,7 +180,7 @@ def _input_plan(name: str, members: list[str], probe: _Probe, config: EvaConfig,
         statistic_bytes=statistic_bytes(kind, dim, k),
         update_flops=rows * update_flops(kind, dim, k),
         solve_flops=solve_flops(kind, dim, k),
-        transient_bytes=transient_bytes(kind, dim, rows),
+        transient_bytes=transient_bytes(kind, dim, rows, k),
         exchange_bytes=0 if world == 1 else _exchange(kind, dim, min(k, dim), width),
     )
 
@@ -192,4 +192,4 @@ def _exchange(kind: str, dim: int, k: int, width: int) -> int:
         return 8 * dim
     if kind == "exact":
         return 8 * dim * dim + 8 * dim + components
-    return 4 * width * dim + components
+    return 4 * 3 * width * dim + components

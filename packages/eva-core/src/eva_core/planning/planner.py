@@ -67,8 +67,9 @@ def plan(
         config: the EVA settings; default: the domain's, which ``overrides`` replace field by field.
         plugins: the plugin manager to ask (default: a fresh :func:`eva_core.plugin_manager`).
         world_size: W, the ranks of a distributed fit, for the exchange figures.
-        device: where the fit will run, for the default ``gram_memory_bytes`` (a quarter of its free memory);
-            default: the model's device (the CPU for a model on the meta device).
+        device: where the fit will run, for the default ``gram_memory_bytes`` (a quarter of its free memory, here
+            and now: a distributed fit takes the smallest over its ranks when it starts); default: the model's
+            device (the CPU for a model on the meta device).
 
     Returns:
         The :class:`Plan`; ``plan(...).table()`` renders it.

@@ -133,6 +133,13 @@ def test_plan_leaves_a_real_model_as_it_was() -> None:
     assert linears < predicted.forward_flops < 1.5 * linears
 
 
+def test_a_square_masked_batch_plans() -> None:
+    """B == T with a padding mask: the fit checks the mask's symmetry, which a meta mask cannot tell; the plan
+    counts the rows unmasked."""
+    batch = token_batches(1, size=6, length=6)[0]
+    assert [item.rows for item in plan(tiny_model(0), batch, **SETTINGS).inputs] == [36] * 9
+
+
 def test_world_size_adds_the_exchange_per_check() -> None:
     alone = plan(tiny_model(0), token_batches(1)[0], **SETTINGS)
     eight = plan(tiny_model(0), token_batches(1)[0], world_size=8, **SETTINGS)

@@ -89,7 +89,7 @@ def plan(
         budget = gram_budget(config, where)
         recorder, probes = _probing_recorder(hooks, plain, config, budget)
         prepared = placed(hooks.prepare_batch(batch, plain, config), batch, hooks.domain, torch.device("meta"))
-        forward = _meta_forward(plain, recorder, prepared.args, dict(prepared.kwargs), prepared.row_mask)
+        forward = _meta_forward(plain, recorder, prepared.args, dict(prepared.kwargs))
     inputs = tuple(
         _input_plan(name, recorder.members(name), probes[name], config, world_size) for name in recorder.order
     )
@@ -129,16 +129,16 @@ def _meta_forward(
     recorder: InputRecorder,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
-    row_mask: torch.Tensor | None,
 ) -> float:
-    """Run ``model`` once on the meta device with ``recorder`` hooked; returns the forward's FLOPs."""
+    """Run ``model`` once on the meta device with ``recorder`` hooked; returns the forward's FLOPs. No row mask:
+    rows are counted unmasked, and a meta mask has no values to lay out (a square batch's symmetry check)."""
     tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
     meta = {name: torch.empty_like(tensor, device="meta") for name, tensor in tensors.items()}
     modes = {module: module.training for module in model.modules()}
     model.eval()
     try:
         with torch.no_grad(), recorder, FlopCounterMode(display=False) as counter:
-            recorder.begin_batch(row_mask)
+            recorder.begin_batch(None)
             functional_call(model, meta, args, kwargs, strict=False)
             recorder.end_batch()
     finally:

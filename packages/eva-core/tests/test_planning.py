@@ -16,7 +16,7 @@ from eva_core import EvaConfig, Plan, PluginManager, fit, hookimpl, plan, plugin
 from eva_core.cli import domains
 from eva_core.cli.main import main
 from eva_core.cli.parser import build_parser
-from eva_core.errors import InvalidConfigError
+from eva_core.errors import InvalidConfigError, MetaDeviceError
 from eva_core.fitting.costs import EXACT_COST_FACTOR, StatisticsChooser, gram_budget
 
 SETTINGS = {"rank": 4, "rho": 2.0, "tau": 0.0, "min_steps": 3, "max_steps": 3, "progress": False}  # k = 8, l = 24
@@ -138,6 +138,20 @@ def test_a_square_masked_batch_plans() -> None:
     counts the rows unmasked."""
     batch = token_batches(1, size=6, length=6)[0]
     assert [item.rows for item in plan(tiny_model(0), batch, **SETTINGS).inputs] == [36] * 9
+
+
+class Inspecting(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) if bool((x > 0).any()) else x  # reads a value
+
+
+def test_a_forward_that_reads_values_is_explained() -> None:
+    with pytest.raises(MetaDeviceError, match=r"plan: the forward of Inspecting on the meta device failed \("):
+        plan(Inspecting(), torch.ones(2, 4), **SETTINGS)
 
 
 def test_world_size_adds_the_exchange_per_check() -> None:

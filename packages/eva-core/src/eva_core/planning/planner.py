@@ -16,7 +16,7 @@ from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..capture import InputRecorder, embedding_rows
-from ..errors import InvalidConfigError
+from ..errors import InvalidConfigError, MetaDeviceError
 from ..fitting.costs import (
     Choice,
     StatisticsChooser,
@@ -79,6 +79,7 @@ def plan(
             invalid.
         NoTargetLayersError: no module matched the targets.
         UnsupportedBatchError: no plugin can feed a batch of that type to the model.
+        MetaDeviceError: the model's forward reads values (of the batch or the weights) the meta run lacks.
     """
     if not isinstance(world_size, int) or isinstance(world_size, bool) or world_size < 1:
         raise InvalidConfigError(f"plan(world_size={world_size!r}) is invalid: expected an integer >= 1, e.g. 8.")
@@ -139,7 +140,14 @@ def _meta_forward(
     try:
         with torch.no_grad(), recorder, FlopCounterMode(display=False) as counter:
             recorder.begin_batch(None)
-            functional_call(model, meta, args, kwargs, strict=False)
+            try:
+                functional_call(model, meta, args, kwargs, strict=False)
+            except (RuntimeError, NotImplementedError) as error:
+                raise MetaDeviceError(
+                    f"plan: the forward of {type(model).__name__} on the meta device failed ({type(error).__name__}: "
+                    f"{str(error).splitlines()[0]}): it reads the values of an input or a weight, which a plan does "
+                    "not have; leave out of the batch what the model inspects (e.g. an attention_mask)."
+                ) from error
             recorder.end_batch()
     finally:
         for module, training in modes.items():

@@ -159,7 +159,7 @@ def test_world_size_adds_the_exchange_per_check() -> None:
     eight = plan(tiny_model(0), token_batches(1)[0], world_size=8, **SETTINGS)
     assert alone.exchange_bytes == 0 and "ranks" not in alone.table()
     q = eight.inputs[0]  # exact, 16 wide: the float64 scatter and sum, then 8 components of 16 + 3 floats back
-    assert q.exchange_bytes == 8 * 16 * 16 + 8 * 16 + 4 * 8 * (16 + 3)
+    assert q.exchange_bytes == 8 * 16 * 16 + 8 * 16 + 16 + 4 * 8 * (16 + 3)
     assert "per check on 8 ranks" in eight.table()
 
 

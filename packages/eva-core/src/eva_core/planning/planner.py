@@ -196,9 +196,11 @@ def _input_plan(name: str, members: list[str], probe: _Probe, config: EvaConfig,
 
 def _exchange(kind: str, dim: int, k: int, width: int) -> int:
     """Bytes one rank sends per check for one input (see :class:`InputPlan`)."""
-    components = 4 * k * (dim + 3)
+    components = 4 * k * (dim + 3)  # the owner's broadcast of (k, d_in + 3) float32
     if kind == "counts":
         return 8 * dim
-    if kind == "exact":
-        return 8 * dim * dim + 8 * dim + components
-    return 4 * 3 * width * dim + components
+    if kind == "exact":  # the float64 scatter and sum reduced, and the rows count and finite flag all-reduced
+        return 8 * dim * dim + 8 * dim + 16 + components
+    # the flushed sketch (at most l rows) packed with its mean, count, total and residual and gathered; three
+    # float64 all-reduced (rows, rows sent, finite)
+    return 4 * (width * dim + 2 * dim + 10) + 24 + components

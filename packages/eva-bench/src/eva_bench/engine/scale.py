@@ -197,7 +197,7 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         "--block-check-every", type=int, help="check_every of the block's fits (default: its batch count, one check)"
     )
     parser.add_argument("--tokens", type=int, default=512, help="tokens per sequence of the block's batches")
-    parser.add_argument("--models", default="smollm2,gemma3", help="comma-separated: smollm2, gemma3 (or empty)")
+    parser.add_argument("--subjects", default="block,smollm2,gemma3", help="comma-separated: block, smollm2, gemma3")
     parser.add_argument("--model-batches", type=int, default=8, help="batches of 8 GSM8K problems per model")
     parser.add_argument("--methods", default="exact,sketch,auto,peft", help="of the block (auto: if available)")
     parser.add_argument("--out", type=Path, help="also write the tables (.md) and the records (.json) here")
@@ -212,8 +212,9 @@ def bench(args: argparse.Namespace, run: Run) -> list[dict[str, Any]]:
     shape, size, tokens = ("tiny", 2, 16) if args.quick else ("7b", 8, args.tokens)
     count = 2 if args.quick else args.block_batches
     block = {**common, "batches": count, "size": size, "tokens": tokens, "check_every": args.block_check_every or count}
-    records = [bench_block(shape, methods, block, run)]
-    keys = ["smollm2"] if args.quick else [key for key in args.models.split(",") if key]
+    wanted = args.subjects.split(",")
+    records = [bench_block(shape, methods, block, run)] if "block" in wanted else []
+    keys = [key for key in subjects.MODELS if key in wanted and (key == "smollm2" or not args.quick)]
     lm = {**common, "batches": 2 if args.quick else args.model_batches, "size": 2 if args.quick else 8}
     lm["tokens"] = 32 if args.quick else 256
     if args.quick:  # the first two blocks only: the whole model's 120 exact solves would take ~10 s

@@ -17,6 +17,7 @@ from ..errors import EmptyDataError, EvaError
 from ..model_view import require_materialized, without_adapters
 from ..plugins import DomainHooks, PluginManager, plugin_manager
 from ..svd import CountStatistics, GramStatistics, SketchStatistics
+from ..svd.sketch import sketch_width
 from .checkpoint import Checkpointing
 from .distributed import join_process_group
 from .feed import BatchProgress, model_device, placed, skip_consumed, warn_if_positional
@@ -275,5 +276,4 @@ class _StatisticsPlan:
         _log.info(
             "layer %r (d_in=%d) is measured with a streaming sketch (gram_memory_bytes left: %d)", name, dim, self.left
         )
-        width = 2 * self.config.max_components + 8
-        return SketchStatistics(dim, width, device, centered=self.config.centered)
+        return SketchStatistics(dim, sketch_width(self.config.max_components), device, centered=self.config.centered)

@@ -34,13 +34,27 @@ def _check(records: list[dict]) -> None:
     json.dumps(records, default=scale._plain)
 
 
-def test_quick_run_measures_every_method() -> None:
-    records = scale.bench(scale._arguments(["--quick"]), scale.execute)
+@pytest.fixture(scope="module")
+def records() -> list[dict]:
+    return scale.bench(scale._arguments(["--quick"]), scale.execute)
+
+
+def test_quick_run_measures_every_method(records) -> None:
     _check(records)
     assert records[1]["overlap"]["at_r"][1] > 0.9  # 2 x 32 tokens: the sketch holds every row
     measured = next(row for row in records[0]["rows"] if row["method"] == "peft")["statistic_bytes"]
     predicted = peft_plan([64, 64, 64, 176], rows=2 * 16, rank=scale.RANK, rho=scale.RHO).statistic_bytes
     assert abs(predicted - measured) <= 0.01 * measured, (predicted, measured)  # peft's model of the block
+
+
+@pytest.mark.skipif(not plan_table.plan_available(), reason="this eva-core has no eva_core.plan yet")
+def test_planner_predicts_the_measured_statistic_bytes(records) -> None:
+    text = plan_table.check_report(records)
+    lines = [line for line in text.splitlines() if line.startswith("| decoder block (tiny) |")]
+    assert [line.split(" | ")[1] for line in lines] == [m for m in ("exact", "sketch", "auto") if f"| {m} |" in text]
+    for line in lines:
+        ratio = float(line.split(" | ")[4])
+        assert 0.9 <= ratio <= 1.1, line  # the goal, at tiny shapes
 
 
 def test_plan_table_renders_from_meta_models() -> None:

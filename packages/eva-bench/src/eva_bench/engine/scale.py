@@ -32,6 +32,7 @@ import torch
 
 from eva_core.fitting.stopping import subspace_error
 
+from . import plan_table
 from . import scale_subjects as subjects
 from .scale_runs import RANK, RHO, run_method, statistics_fields
 
@@ -192,14 +193,15 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--dtype", default="float32", help="the model's dtype (bfloat16 on an accelerator)")
     parser.add_argument("--check-every", type=int, default=1, help="EvaConfig.check_every of our fits")
-    parser.add_argument("--block-batches", type=int, default=3, help="batches of the 7B block")
+    parser.add_argument("--block-batches", type=int, default=2, help="batches of the 7B block")
     parser.add_argument(
         "--block-check-every", type=int, help="check_every of the block's fits (default: its batch count, one check)"
     )
     parser.add_argument("--tokens", type=int, default=512, help="tokens per sequence of the block's batches")
     parser.add_argument("--subjects", default="block,smollm2,gemma3", help="comma-separated: block, smollm2, gemma3")
-    parser.add_argument("--model-batches", type=int, default=8, help="batches of 8 GSM8K problems per model")
+    parser.add_argument("--model-batches", type=int, default=6, help="batches of 8 GSM8K problems per model")
     parser.add_argument("--methods", default="exact,sketch,auto,peft", help="of the block (auto: if available)")
+    parser.add_argument("--plan", action="store_true", help="only the planner's table (Llama-2-7B/3-8B/2-70B, peft)")
     parser.add_argument("--out", type=Path, help="also write the tables (.md) and the records (.json) here")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -231,17 +233,28 @@ def main(argv: Sequence[str] | None = None) -> None:
         _child(*args.child)
         return
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="eva-scale-") as folder:
-        records = bench(args, functools.partial(spawn, folder=Path(folder)))
+    records: list[dict[str, Any]] = []
+    if not args.plan:
+        with tempfile.TemporaryDirectory(prefix="eva-scale-") as folder:
+            records = bench(args, functools.partial(spawn, folder=Path(folder)))
     memory = "max_memory_allocated" if args.device.startswith("cuda") else "peak RSS"
-    text = report(records, memory) + f"\n\n(total {time.perf_counter() - started:.0f} s, torch {torch.__version__}, "
+    parts = [report(records, memory)] if records else []
+    planned: dict[str, Any] = {}
+    if plan_table.plan_available():  # the planner's predictions: against these runs, and at 7B-70B
+        parts += [plan_table.check_report(records)] if records else []
+        planned = {name: plan_table.ours_rows(name) for name in plan_table.LLAMAS}
+        parts.append(plan_table.plan_report(planned))
     every = args.block_check_every or args.block_batches
+    text = "\n\n".join(parts) + f"\n\n(total {time.perf_counter() - started:.0f} s, torch {torch.__version__}, "
     text += f"{args.device}, {args.dtype}, check_every {args.check_every} (block: {every}), rank {RANK}, rho {RHO:g})"
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.with_suffix(".md").write_text(text + "\n")
-        args.out.with_suffix(".json").write_text(json.dumps(records, indent=1, default=_plain) + "\n")
+        dump = {"records": records, "plan": planned, "plan_settings": {"batch": plan_table.BATCH,
+                "tokens": plan_table.TOKENS, "rank": plan_table.RANK, "rho": plan_table.RHO,
+                "budgets": plan_table.BUDGETS}}  # fmt: skip
+        args.out.with_suffix(".json").write_text(json.dumps(dump, indent=1, default=_plain) + "\n")
 
 
 def _plain(value: Any) -> Any:

@@ -304,7 +304,7 @@ def test_a_transformers_model_with_its_word_embeddings_targeted() -> None:
 
 def test_shared_counts_round_trip_through_a_checkpoint() -> None:
     """The distributed wrapper's state (this rank's fresh counts and the agreed totals) restores exactly."""
-    from eva_core.fitting.distributed import SharedCounts
+    from eva_core.fitting.shared import SharedCounts
 
     shared = SharedCounts(CountStatistics(10, "cpu"), CountStatistics(10, "cpu"))
     rows, _ = embedding_rows(torch.tensor([[1, 2, 2]]), None, num_embeddings=10)

@@ -171,3 +171,13 @@ def test_clear_forgets_every_row() -> None:
     rows = decaying_rows(10, 8, seed=12)
     sketch.update(rows)
     torch.testing.assert_close(sketch.mean, rows.double().mean(dim=0))
+
+
+def test_bfloat16_rows_are_accumulated_in_float32_and_float64() -> None:
+    """A bf16 model's inputs give the sketch of their exact values (no bf16 arithmetic anywhere)."""
+    rows = decaying_rows(300, 16, seed=13).bfloat16()
+    sketch = fed(rows, width=8, batch=64)
+    same = fed(rows.float(), width=8, batch=64)
+    for key, value in same.state_dict().items():
+        assert torch.equal(value, sketch.state_dict()[key]), key
+    assert sketch.rows().dtype == torch.float32 and sketch.mean.dtype == torch.float64

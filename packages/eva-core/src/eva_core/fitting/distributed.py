@@ -11,10 +11,15 @@ shared shift c (:meth:`GramStatistics.rebase`; c is the pooled mean of the rows 
 
     S = sum_r S_r(c)    (d_in, d_in),    m = sum_r m_r(c)    (d_in,),    n = sum_r n_r.
 
-The owner solves the eigenproblem and broadcasts the components, so every rank holds the same spectra
-and takes the same convergence decisions. Non-owners clear their rows once sent, so memory stays at one
-(d_in, d_in) matrix per layer per rank. The streaming sketch is not merged across ranks: a distributed fit
-needs exact statistics for every layer (raise ``gram_memory_bytes`` if one does not fit).
+Sketched leaders (:class:`~eva_core.svd.SketchStatistics`) are gathered instead: each other rank folds its
+sketch of the rows since the last exchange to at most l rows and sends it, with its exact mean, count,
+total variance and residual bound, as one (l * d_in + 2 * d_in + 10,) float32 block; the owner merges them
+into its own (:meth:`SketchStatistics.merge`: a sketch of the union, whose residual bounds add).
+
+The owner solves the eigenproblem (or reads its sketch) and broadcasts the components, so every rank holds
+the same spectra and takes the same convergence decisions. Non-owners clear their rows once sent, so memory
+stays at one (d_in, d_in) matrix, or one sketch, per layer per rank. The classes that hold a layer's
+statistics between exchanges are in :mod:`.shared`; ``docs/distributed.md`` gives the bytes per check.
 """
 
 from __future__ import annotations
@@ -27,13 +32,14 @@ import torch
 import torch.distributed as dist
 
 from ..errors import DistributedFitError, InvalidConfigError
-from ..svd import CountStatistics, GramStatistics, InputStatistics, Spectrum
+from ..svd import CountStatistics, GramStatistics, InputStatistics, SketchStatistics
 from .process_group import ProcessGroup, SingleProcess
+from .shared import SharedCounts, SharedSketch, SharedStatistics
 
 if TYPE_CHECKING:
     from ..capture.recorder import InputRecorder, StatisticsFactory
 
-__all__ = ["SharedCounts", "SharedStatistics", "TorchProcessGroup", "join_process_group"]
+__all__ = ["TorchProcessGroup", "join_process_group"]
 
 _log = logging.getLogger(__name__)
 
@@ -150,19 +156,20 @@ class TorchProcessGroup:
             local = make(name, dim, device)
             if isinstance(local, CountStatistics):
                 return SharedCounts(local, CountStatistics(dim, device, centered=local.centered))
+            if isinstance(local, SketchStatistics):
+                return SharedSketch(local, self)
             if not isinstance(local, GramStatistics):
                 raise InvalidConfigError(
-                    f"layer {name!r} (d_in={dim}) does not fit in the exact statistics' memory "
-                    "(gram_memory_bytes) and would be measured with a streaming sketch, which a distributed "
-                    "fit cannot merge across ranks; raise gram_memory_bytes (it needs 4*d_in^2 bytes per "
-                    "measured input) or target fewer layers."
+                    f"layer {name!r} (d_in={dim}) got statistics of type {type(local).__name__}, which a "
+                    "distributed fit cannot merge across ranks; it merges exact statistics, sketches and "
+                    "token counts only."
                 )
             return SharedStatistics(local, self)
 
         return shared
 
     def sync(self, recorder: InputRecorder) -> None:
-        """Agree on the measured layers, then sum every active leader's rows onto its owner."""
+        """Agree on the measured layers, then bring every active leader's rows onto its owner."""
         if self.layout_pending:
             self._merge_layout(recorder)
             self.layout_pending = False
@@ -170,7 +177,11 @@ class TorchProcessGroup:
         counted = [recorder.statistics.get(name) for name in recorder.order]  # the agreed order
         self._sum_counts([stats for stats in counted if isinstance(stats, SharedCounts)])
         active = [recorder.statistics.get(name) for name in recorder.order if name in recorder.active]
-        merged = [stats for stats in active if isinstance(stats, SharedStatistics)]
+        self._sum_statistics([stats for stats in active if isinstance(stats, SharedStatistics)])
+        self._merge_sketches([stats for stats in active if isinstance(stats, SharedSketch)])
+
+    def _sum_statistics(self, merged: Sequence[SharedStatistics]) -> None:
+        """Sum every rank's exact statistics onto their owner (one reduce of (d_in, d_in) float64 each)."""
         if not merged:
             return
         self._anchor([stats for stats in merged if not stats.anchored])
@@ -197,6 +208,37 @@ class TorchProcessGroup:
                 local.clear()
             stats.rows = float(totals[i])
             offset += local.dim
+
+    def _merge_sketches(self, sketched: Sequence[SharedSketch]) -> None:
+        """Merge every rank's sketch of each leader's rows since the last exchange into its owner's sketch.
+
+        One all-reduce of (rows, rows sent, non-finite) per leader, then, for each leader that any other
+        rank has rows for, one gather onto the owner of every rank's flushed sketch (a fixed-size float32
+        block, :meth:`SharedSketch.packed`). A gather rather than an all-gather: only the owner needs the
+        blocks, so the other ranks neither receive nor hold W sketches per layer.
+        """
+        if not sketched:
+            return
+        flags = torch.zeros(3 * len(sketched), dtype=torch.float64)  # (rows, rows sent, non-finite) per leader
+        for i, stats in enumerate(sketched):
+            rows = float(stats.local.rows_seen())
+            flags[3 * i] = rows
+            flags[3 * i + 1] = 0.0 if self.rank == stats.owner else rows
+            flags[3 * i + 2] = float(not bool(stats.local.is_finite()))
+        flags = self._all_reduce(flags)
+        for i, stats in enumerate(sketched):
+            stats.finite &= bool(flags[3 * i + 2] == 0)
+            stats.rows = float(flags[3 * i])
+            if flags[3 * i + 1] == 0:  # only the owner had rows: they are in its sketch already
+                continue
+            owner = stats.owner
+            if self.rank != owner:
+                dist.gather(stats.packed().to(self.device), None, dst=owner)  # (P,)
+                stats.local.clear()
+                continue
+            blocks = [torch.empty(stats.block_size(), device=self.device) for _ in range(self.size)]
+            dist.gather(torch.zeros_like(blocks[owner]), blocks, dst=owner)  # its own rows are in its sketch
+            stats.absorb([block for rank, block in enumerate(blocks) if rank != owner])
 
     def _sum_counts(self, shared: Sequence[SharedCounts]) -> None:
         """Add every rank's token counts since the last exchange to every rank's totals (one all-reduce;
@@ -259,7 +301,7 @@ class TorchProcessGroup:
         self.agree(adopt, "while setting up the statistics of layers met on other ranks")
         for index, name in enumerate(recorder.order):
             stats = recorder.statistics.get(name)
-            if isinstance(stats, SharedStatistics):
+            if isinstance(stats, (SharedStatistics, SharedSketch)):
                 stats.owner = index % self.size
         _log.debug("rank %d: %d measured inputs agreed across %d ranks", self.rank, len(order), self.size)
 
@@ -299,106 +341,3 @@ def _describe(error: BaseException, limit: int = 300) -> str:
     message = " ".join(str(error).split())
     text = f"{type(error).__name__}: {message}" if message else type(error).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-class SharedStatistics:
-    """One layer's exact statistics in a distributed fit: this rank's rows since the last exchange (all
-    rows, on the owner), the total row count, and a top-k solve done by the owner and broadcast.
-
-    Every method that communicates (:meth:`top`) is called by every rank in the same order, because every
-    rank runs the same convergence checks over the same agreed layers.
-    """
-
-    def __init__(self, local: GramStatistics, group: TorchProcessGroup) -> None:
-        self.local = local
-        self.group = group
-        self.owner = 0
-        self.anchored = False  # kept about the shift every rank agreed on
-        self.rows = 0.0  # N over all ranks at the last exchange
-        self.finite = True
-
-    @property
-    def dim(self) -> int:
-        return self.local.dim
-
-    def update(self, rows: torch.Tensor, mask: torch.Tensor | None = None) -> None:
-        self.local.update(rows, mask)
-
-    def rows_seen(self) -> torch.Tensor:
-        return torch.tensor(self.rows, dtype=torch.float64)
-
-    def is_finite(self) -> torch.Tensor:
-        return torch.tensor(self.finite)
-
-    def top(
-        self, k: int, previous: torch.Tensor | None = None, exact: bool = False, accurate: int | None = None
-    ) -> Spectrum:
-        """The owner's top-``k`` spectrum of the rows of all ranks, on every rank (a broadcast)."""
-        packed = torch.empty(k, self.dim + 3, dtype=torch.float32, device=self.group.device)  # (k, d_in + 3)
-        if self.group.rank == self.owner:
-            spectrum = self.local.top(k, previous=previous, exact=exact, accurate=accurate)
-            packed = torch.cat(
-                [
-                    spectrum.components,
-                    spectrum.singular_values[:, None],
-                    spectrum.explained_variance[:, None],
-                    spectrum.explained_variance_ratio[:, None],
-                ],
-                dim=1,
-            ).to(device=self.group.device, dtype=torch.float32)
-        packed = self.group.broadcast(packed, self.owner).to(self.local.scatter.device)
-        return Spectrum(
-            components=packed[:, : self.dim].contiguous(),
-            singular_values=packed[:, self.dim].contiguous(),
-            explained_variance=packed[:, self.dim + 1].contiguous(),
-            explained_variance_ratio=packed[:, self.dim + 2].contiguous(),
-            rows=int(self.rows),
-        )
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        state = {f"local.{key}": value for key, value in self.local.state_dict().items()}
-        state["shared"] = torch.tensor(
-            [float(self.owner), float(self.anchored), self.rows, float(self.finite)], dtype=torch.float64
-        )
-        return state
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.local.load_state_dict({key[6:]: value for key, value in state.items() if key.startswith("local.")})
-        owner, anchored, rows, finite = state["shared"].tolist()
-        self.owner, self.anchored, self.rows, self.finite = int(owner), bool(anchored), rows, bool(finite)
-
-
-class SharedCounts:
-    """An embedding's token counts in a distributed fit: this rank's since the last exchange (``local``)
-    and the sum over all ranks at the last exchange (``total``, the same on every rank). Counts add
-    exactly, and every rank solves the same closed-form spectrum, so :meth:`top` needs no collective."""
-
-    def __init__(self, local: CountStatistics, total: CountStatistics) -> None:
-        self.local, self.total = local, total
-
-    @property
-    def dim(self) -> int:
-        return self.local.dim
-
-    def update(self, rows: torch.Tensor, mask: torch.Tensor | None = None) -> None:
-        self.local.update(rows, mask)
-
-    def rows_seen(self) -> torch.Tensor:
-        return self.total.rows_seen()
-
-    def is_finite(self) -> torch.Tensor:
-        return self.total.is_finite()
-
-    def top(
-        self, k: int, previous: torch.Tensor | None = None, exact: bool = False, accurate: int | None = None
-    ) -> Spectrum:
-        return self.total.top(k, previous=previous, exact=exact, accurate=accurate)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        state = {f"local.{key}": value for key, value in self.local.state_dict().items()}
-        state.update({f"total.{key}": value for key, value in self.total.state_dict().items()})
-        return state
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        for prefix, part in (("local.", self.local), ("total.", self.total)):
-            part.load_state_dict({key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)})

@@ -184,6 +184,13 @@ class SketchStatistics:
             self.residual = self.residual + values[-keep - 1].clamp_min(0.0) * scale * scale
         return vectors[:, -keep:].flip(1).T.float() @ stacked  # (l, d_in): rows U_l^T M, norms sigma_i
 
+    def flush(self) -> None:
+        """Fold the buffer into the sketch now, so it holds at most l rows and no buffer (before it is sent to
+        another process). Drops something (adds to :attr:`residual`) only when more than l rows are held."""
+        if self._pending:
+            self.sketch = self._truncated(torch.cat([self.sketch, *self._pending]))
+            self._pending, self._pending_rows = [], 0
+
     # reading ---------------------------------------------------------------------------------------------
     def rows(self) -> torch.Tensor:
         """The sketch and the buffer: (l' + P, d_in) float32 rows whose scatter is the sketched one."""

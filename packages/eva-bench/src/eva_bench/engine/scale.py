@@ -202,6 +202,7 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--model-batches", type=int, default=6, help="batches of 8 GSM8K problems per model")
     parser.add_argument("--methods", default="exact,sketch,auto,peft", help="of the block (auto: if available)")
     parser.add_argument("--plan", action="store_true", help="only the planner's table (Llama-2-7B/3-8B/2-70B, peft)")
+    parser.add_argument("--records", type=Path, help="render the records of an earlier --out JSON (measure nothing)")
     parser.add_argument("--out", type=Path, help="also write the tables (.md) and the records (.json) here")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -234,7 +235,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     started = time.perf_counter()
     records: list[dict[str, Any]] = []
-    if not args.plan:
+    footer = None
+    if args.records:  # render only: the records and the run's footer line
+        loaded = json.loads(args.records.read_text())
+        records, footer = loaded["records"], loaded.get("footer")
+    elif not args.plan:
         with tempfile.TemporaryDirectory(prefix="eva-scale-") as folder:
             records = bench(args, functools.partial(spawn, folder=Path(folder)))
     memory = "max_memory_allocated" if args.device.startswith("cuda") else "peak RSS"
@@ -244,16 +249,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         parts += [plan_table.check_report(records)] if records else []
         planned = {name: plan_table.ours_rows(name) for name in plan_table.LLAMAS}
         parts.append(plan_table.plan_report(planned))
-    every = args.block_check_every or args.block_batches
-    text = "\n\n".join(parts) + f"\n\n(total {time.perf_counter() - started:.0f} s, torch {torch.__version__}, "
-    text += f"{args.device}, {args.dtype}, check_every {args.check_every} (block: {every}), rank {RANK}, rho {RHO:g})"
+    if footer is None:
+        every = args.block_check_every or args.block_batches
+        footer = (
+            f"(total {time.perf_counter() - started:.0f} s, torch {torch.__version__}, {args.device}, {args.dtype}, "
+        )
+        footer += f"check_every {args.check_every} (block: {every}), rank {RANK}, rho {RHO:g})"
+    text = "\n\n".join([*parts, footer])
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.with_suffix(".md").write_text(text + "\n")
-        dump = {"records": records, "plan": planned, "plan_settings": {"batch": plan_table.BATCH,
-                "tokens": plan_table.TOKENS, "rank": plan_table.RANK, "rho": plan_table.RHO,
-                "budgets": plan_table.BUDGETS}}  # fmt: skip
+        settings = {"batch": plan_table.BATCH, "tokens": plan_table.TOKENS, "rank": plan_table.RANK,
+                    "rho": plan_table.RHO, "budgets": plan_table.BUDGETS}  # fmt: skip
+        dump = {"records": records, "footer": footer, "plan": planned, "plan_settings": settings}
         args.out.with_suffix(".json").write_text(json.dumps(dump, indent=1, default=_plain) + "\n")
 
 

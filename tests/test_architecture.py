@@ -19,10 +19,13 @@ EVERY = (*PUBLISHED, "eva-bench")
 # adapters.py (+4, +4), and a domain's typed hooks, split out of plugins/manager.py (+4, +4); issue 15 added
 # `python -m eva_core` (__main__ -> cli.main) and the contract tests' error naming their pytest extra
 # (testing -> errors) (+2, +2); issue 17 added the stopping rules (fitting/stopping, read by spectra, reading
-# config and svd for types) (+2, +3); issue 14 split a layer's statistics between exchanges (fitting/shared, with
-# the sketch's merge) out of fitting/distributed (+1, +6), on top of the frequent-directions sketch's one (84)
-MAX_DEPTH, MAX_EDGES = 7, 85
-STRICT_DEPTH, STRICT_EDGES = 8, 117  # the same through package re-exports (12 layers and 111 edges before issue 12)
+# config and svd for types) (+2, +3); issue 14 added the sketch's width in the loop (+1, +0), split a layer's
+# statistics between exchanges (fitting/shared, with the sketch's merge) out of fitting/distributed (+1, +6), and
+# added the cost model and choice of statistics that fit and planner share (fitting/costs, read by the loop, the
+# checkpoints and the planner) and the planner (planning/plan and planning/planner, reading the recorder, the
+# plugins, the feed and the model view) (+12, +19)
+MAX_DEPTH, MAX_EDGES = 7, 97
+STRICT_DEPTH, STRICT_EDGES = 8, 136  # the same through package re-exports (12 layers and 111 edges before issue 12)
 MAX_FUNCTION_LINES = 60
 MAX_CORE_NAMES = 20
 

@@ -13,6 +13,7 @@ def test_measured_bytes_per_check_match_the_formula(tmp_path) -> None:
     exact, sketch = distributed_comm.measure(2, ("exact", "sketch"), (40, 120), tmp_path)
     for row in (exact, sketch):
         assert row["check_bytes_per_rank"] == [row["predicted"]] * 2, row["by_op_rank0"]
+        assert row["planned"] == row["predicted"]  # eva_core.plan's exchange figure is the metered one
         assert row["step_bytes_per_rank"] == [8 * (2 + 2)] * 2  # the per-batch agreement flags
     assert exact["sketch_width"] == 0
     assert 40 < sketch["sketch_width"] < 120  # one sketch capped at its width, one not

@@ -193,6 +193,46 @@ def test_a_checkpoint_from_before_target_error_resumes(interrupted) -> None:
         )
 
 
+def test_a_default_budget_resumes_whatever_the_free_memory_is_now(tmp_path, monkeypatch) -> None:
+    """gram_memory_bytes=None: the fit measures with the kinds its checkpoint holds even when the free memory
+    (hence the budget) changed so that a fresh choice would differ (here: every input would be sketched)."""
+    import eva_core.fitting.costs as costs
+
+    with pytest.raises(FitInterruptedError):
+        fit(tiny_model(0), breaking(token_batches(BATCHES), 5), checkpoint_dir=tmp_path, checkpoint_every=2, **EXACT)
+    monkeypatch.setattr(costs, "free_memory", lambda device: 0)
+    resumed = fit(tiny_model(0), token_batches(BATCHES), resume_from=tmp_path, **EXACT)
+    monkeypatch.undo()
+    assert_same_state(resumed, fit(tiny_model(0), token_batches(BATCHES), **EXACT))
+
+
+def _as_written_before_statistics(folder: Path) -> None:
+    """A checkpoint as eva-core wrote it before ``statistics``: no such field, the old default budget, and no
+    record of the kinds (only the statistics' classes)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    for path in folder.glob("*.safetensors"):
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = dict(handle.metadata())
+        meta = json.loads(metadata["eva"])
+        del meta["config"]["statistics"], meta["kinds"]
+        meta["config"]["gram_memory_bytes"] = 4 * 1024**3
+        save_file(load_file(str(path)), str(path), metadata={**metadata, "eva": json.dumps(meta)})
+
+
+def test_a_checkpoint_from_before_the_statistics_setting_resumes(tmp_path) -> None:
+    """Its kinds are kept (read from the statistics' classes); an explicit other budget is still refused."""
+    settings = {**EXACT, "statistics": "exact", "gram_memory_bytes": 4 * 1024**3}
+    with pytest.raises(FitInterruptedError):
+        fit(tiny_model(0), breaking(token_batches(BATCHES), 5), checkpoint_dir=tmp_path, checkpoint_every=2, **settings)
+    _as_written_before_statistics(tmp_path)
+    resumed = fit(tiny_model(0), token_batches(BATCHES), resume_from=tmp_path, **EXACT)
+    assert_same_state(resumed, fit(tiny_model(0), token_batches(BATCHES), **EXACT))
+    with pytest.raises(CheckpointMismatchError, match=r"gram_memory_bytes=4294967296 there but 0 now"):
+        fit(tiny_model(0), token_batches(BATCHES), resume_from=tmp_path, **{**EXACT, "gram_memory_bytes": 0})
+
+
 def test_checkpoint_of_another_model_is_refused(interrupted) -> None:
     other = tiny_model(0)
     other.blocks[1].up, other.blocks[1].down = nn.Linear(WIDTH, 48), nn.Linear(48, WIDTH)

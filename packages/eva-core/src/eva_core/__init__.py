@@ -2,10 +2,11 @@
 
 ``fit`` streams batches through a frozen model and measures, per targeted layer, the principal
 directions of its inputs; ``apply`` builds a peft LoRA model whose ``A`` matrices are those directions
-(``B = 0``) with ranks shared out by explained variance; ``init`` does both. The domain plugin that claims
-the model (``eva-nlu``, ``eva-llm``, ``eva-vision``, ``eva-rl``; :mod:`eva_core.hookspecs` is their
-contract) chooses the layers, the rows and the defaults. Every error is an :class:`EvaError`; the specific
-ones live in :mod:`eva_core.errors`.
+(``B = 0``) with ranks shared out by explained variance; ``init`` does both; ``plan`` predicts what a fit
+will hold and cost from one example batch, even on a model without weights (the meta device). The domain
+plugin that claims the model (``eva-nlu``, ``eva-llm``, ``eva-vision``, ``eva-rl``;
+:mod:`eva_core.hookspecs` is their contract) chooses the layers, the rows and the defaults. Every error is an
+:class:`EvaError`; the specific ones live in :mod:`eva_core.errors`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from .contract import LoadedModel, PreparedBatch, RowsFn, hookimpl, hookspec
 from .errors import EvaError, EvaWarning
 from .fitting import fit
 from .initialization import init
+from .planning import Plan, plan
 from .plugins import PluginManager, plugin_manager
 from .state import EvaState, LayerSpectrum
 
@@ -28,6 +30,7 @@ __all__ = [
     "EvaWarning",
     "LayerSpectrum",
     "LoadedModel",
+    "Plan",
     "PluginManager",
     "PreparedBatch",
     "RedistributionMetric",
@@ -38,5 +41,6 @@ __all__ = [
     "hookspec",
     "init",
     "lora_config_for",
+    "plan",
     "plugin_manager",
 ]

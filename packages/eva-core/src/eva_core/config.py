@@ -14,7 +14,9 @@ from .errors import InvalidConfigError
 __all__ = ["RedistributionMetric", "EvaConfig"]
 
 RedistributionMetric = Literal["explained_variance_ratio", "explained_variance", "uniform"]
+StatisticsKind = Literal["auto", "exact", "sketch"]
 _METRICS: tuple[str, ...] = ("explained_variance_ratio", "explained_variance", "uniform")
+_STATISTICS: tuple[str, ...] = ("auto", "exact", "sketch")
 _DEFAULT_MIN_STEPS = 2
 DEFAULT_TARGET_ERROR = 0.3
 IGNORE_INDEX = -100
@@ -62,8 +64,16 @@ class EvaConfig:
             ``eva_core.fitting.loop`` (layers, batches, converged layers, rank budget used, seconds).
         share_identical_inputs: measure layers that receive the identical input tensor (q/k/v) once.
         stop_forward_early: end each forward pass right after the last layer still being measured.
-        gram_memory_bytes: the memory the exact d_in x d_in statistics may take together; layers that do
-            not fit are measured with a streaming sketch instead.
+        statistics: how each layer's inputs are measured (embeddings always by token counts). ``"auto"``:
+            exact d_in x d_in statistics where they fit what is left of ``gram_memory_bytes`` and their update
+            costs at most 4 times the streaming sketch's FLOPs per row (``eva_core.fitting.costs``: in practice
+            inputs up to about 3000 wide at rank 16, rho 2), the sketch elsewhere; ``"exact"``: exact statistics
+            wherever they fit the budget, whatever their cost; ``"sketch"``: the sketch for every layer.
+            ``eva_core.plan`` shows the choice before a fit.
+        gram_memory_bytes: the memory the exact d_in x d_in statistics may take together (8 * d_in^2 bytes
+            each); layers that do not fit are measured with a streaming sketch instead. ``None``: a quarter of
+            the free memory of the model's device when the fit starts (the smallest over the ranks of a
+            distributed fit), leaving the rest to the forward's activations and the statistics' transients.
         domain: the plugin to use when several claim the model (e.g. ``"llm"``); ``None`` auto-detects.
         distributed: ``None`` merges the statistics of all ranks when ``torch.distributed`` is initialized
             with more than one process (each rank feeds its own shard of the batches); ``True`` requires
@@ -92,7 +102,8 @@ class EvaConfig:
     progress: bool = True
     share_identical_inputs: bool = True
     stop_forward_early: bool = True
-    gram_memory_bytes: int = 4 * 1024**3
+    statistics: StatisticsKind = "auto"
+    gram_memory_bytes: int | None = None
     domain: str | None = None
     distributed: bool | None = None
     use_label_mask: bool = True
@@ -126,12 +137,7 @@ class EvaConfig:
             self.redistribution,
             f"one of {', '.join(repr(m) for m in _METRICS)}",
         )
-        _require(
-            _is_int(self.gram_memory_bytes) and self.gram_memory_bytes >= 0,
-            "gram_memory_bytes",
-            self.gram_memory_bytes,
-            "an integer number of bytes >= 0 (0 measures every layer with the streaming sketch)",
-        )
+        self._check_statistics()
         _require(
             _is_int(self.seed) and -(2**63) <= self.seed < 2**64, "seed", self.seed, "an integer in [-2**63, 2**64)"
         )
@@ -158,6 +164,22 @@ class EvaConfig:
             "adjust_scaling_factors",
             self.adjust_scaling_factors,
             "True or False",
+        )
+
+    def _check_statistics(self) -> None:
+        """``statistics`` is one of the three kinds; ``gram_memory_bytes`` None or a size."""
+        _require(
+            self.statistics in _STATISTICS,
+            "statistics",
+            self.statistics,
+            "'auto' (exact where it fits and is cheap enough), 'exact' (wherever it fits) or 'sketch' (everywhere)",
+        )
+        _require(
+            self.gram_memory_bytes is None or (_is_int(self.gram_memory_bytes) and self.gram_memory_bytes >= 0),
+            "gram_memory_bytes",
+            self.gram_memory_bytes,
+            "None (a quarter of the device's free memory) or an integer number of bytes >= 0 (0 measures every "
+            "layer with the streaming sketch)",
         )
 
     def _check_stopping(self) -> None:

@@ -139,7 +139,8 @@ class NoVarianceError(EvaError, ValueError):
 
 class MetaDeviceError(EvaError, ValueError):
     """The model given to ``fit``, ``init`` or ``apply`` holds a parameter or buffer on the meta device
-    (a shape without values); the message names it and how to load the real weights."""
+    (a shape without values); the message names it and how to load the real weights. Also raised by ``plan``
+    when the model's forward reads values, which its meta run does not have."""
 
 
 class EvaWarning(UserWarning):

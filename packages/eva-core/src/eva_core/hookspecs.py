@@ -14,7 +14,8 @@ what it changes. For one fit, eva-core calls the hooks of the chosen domain plug
 
 The ``eva_cli_*`` hooks extend the ``eva-lora`` command line: ``eva-lora fit MODEL DATA --domain D`` asks domain
 ``D`` (then eva-core's built-in fallback, which reads ``module:factory`` models and ``.pt`` batch files)
-to load the model and to read the data file.
+to load the model and to read the data file; ``eva-lora plan MODEL --domain D`` asks it for the model built
+without weights and an example batch (:func:`eva_cli_example`).
 """
 
 from __future__ import annotations
@@ -121,4 +122,24 @@ def eva_cli_batches(
 
     Raises:
         EvaError: the file is this domain's kind but cannot be read; the message names the line/column.
+    """
+
+
+@hookspec(firstresult=True)
+def eva_cli_example(
+    model: str, batch_size: int, length: int, options: Mapping[str, str]
+) -> tuple[nn.Module, Any] | None:
+    """The model ``eva-lora plan`` names, built on the meta device (its configuration only: no weights are read),
+    and one example batch of its inputs as ``fit`` takes them, whose values are never read (e.g. ``{"input_ids":
+    zeros(batch_size, length)}``). Called once per ``eva-lora plan`` on the chosen domain's plugin.
+    firstresult: return None when ``model`` is not something this domain builds.
+
+    Args:
+        model: the MODEL argument as typed (a folder, a ``config.json``, an alias).
+        batch_size: B, examples per batch.
+        length: T, tokens (or steps, patches) per example.
+        options: the ``--option KEY=VALUE`` pairs.
+
+    Raises:
+        EvaError: ``model`` is this domain's but cannot be built; the message says how to fix it.
     """

@@ -15,6 +15,9 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
+
 from eva_core import LoadedModel
 from eva_core.cli.domains import DomainOptions
 from eva_core.errors import InvalidConfigError, MissingDataError, UnreadableDataError
@@ -22,7 +25,7 @@ from eva_core.errors import InvalidConfigError, MissingDataError, UnreadableData
 from .batches import QAProblem, qa_loader
 from .checkpoints import gemma3_270m_checkpoint, load_causal_lm, smollm2_checkpoint
 
-__all__ = ["MODEL_ALIASES", "batches", "load_model", "read_problems"]
+__all__ = ["MODEL_ALIASES", "batches", "example", "load_model", "read_problems"]
 
 MODEL_ALIASES: Mapping[str, Callable[[], Path]] = {
     "smollm2": smollm2_checkpoint,
@@ -49,6 +52,24 @@ def load_model(model: str) -> LoadedModel | None:
         return None
     causal_lm, tokenizer = load_causal_lm(path)
     return LoadedModel(model=causal_lm, processor=tokenizer)
+
+
+def example(model: str, batch_size: int, length: int) -> tuple[nn.Module, dict[str, torch.Tensor]] | None:
+    """For ``eva-lora plan``: the causal LM of an alias, a local folder or its ``config.json`` built from the
+    configuration alone on the meta device (no weights read, no memory taken), and a batch of ``batch_size``
+    sequences of ``length`` tokens (``input_ids`` alone: a model reads its padding mask's values, which the meta
+    device does not have); None when ``model`` is none of these."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    checkpoint = MODEL_ALIASES.get(model.lower())
+    path = checkpoint() if checkpoint is not None else Path(model).expanduser()
+    folder = path.parent if path.name.endswith(".json") else path
+    if not _is_causal_lm_folder(folder, path.name if path.is_file() else "config.json"):
+        return None
+    config = AutoConfig.from_pretrained(str(path))
+    with torch.device("meta"):
+        causal_lm = AutoModelForCausalLM.from_config(config)
+    return causal_lm.eval(), {"input_ids": torch.zeros(batch_size, length, dtype=torch.long)}
 
 
 def batches(
@@ -96,8 +117,8 @@ def read_problems(path: str | os.PathLike[str], *, count: int | None = None) -> 
     return problems
 
 
-def _is_causal_lm_folder(path: Path) -> bool:
-    config = path / "config.json"
+def _is_causal_lm_folder(path: Path, name: str = "config.json") -> bool:
+    config = path / name
     if not config.is_file():
         return False
     try:

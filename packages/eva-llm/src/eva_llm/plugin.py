@@ -8,7 +8,8 @@ is passed as keyword arguments, and tokens where ``attention_mask`` is 0 or ``la
 prompt and the padding) are left out of the SVD, so only answer tokens are measured.
 
 The ``eva-lora fit`` hooks load the :data:`eva_llm.cli.MODEL_ALIASES` checkpoints (or a local folder) and read
-question/answer JSON lines (:mod:`eva_llm.cli`).
+question/answer JSON lines (:mod:`eva_llm.cli`); ``eva-lora plan`` builds the model from its ``config.json``
+alone, on the meta device.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = [
     "LLM_DEFAULTS",
     "eva_claims_model",
     "eva_cli_batches",
+    "eva_cli_example",
     "eva_cli_load_model",
     "eva_default_config",
     "eva_layer_rows",
@@ -89,3 +91,10 @@ def eva_cli_batches(
     data: str, loaded: LoadedModel, batch_size: int, rows: int | None, options: Mapping[str, str]
 ) -> Iterable[Any] | None:
     return cli.batches(data, loaded, batch_size, rows, options)
+
+
+@hookimpl
+def eva_cli_example(
+    model: str, batch_size: int, length: int, options: Mapping[str, str]
+) -> tuple[nn.Module, Any] | None:
+    return cli.example(model, batch_size, length)

@@ -155,7 +155,7 @@ def child(rank: int, world: int, port: int, statistics: list[str], dims: tuple[i
     import torch.distributed as dist
 
     import eva_core
-    from eva_core.fitting import loop
+    from eva_core.fitting import costs, loop
     from eva_core.fitting.distributed import TorchProcessGroup
 
     torch.set_num_threads(1)
@@ -164,14 +164,14 @@ def child(rank: int, world: int, port: int, statistics: list[str], dims: tuple[i
     meter.phases(TorchProcessGroup, {"step": "step"})
     meter.phases(loop._Fit, {"_check": "check", "result": "final"})  # instrumentation only
     widths: dict[str, int] = {}
-    original = loop._StatisticsPlan.make
+    original = costs.StatisticsChooser.make
 
-    def make(plan: Any, name: str, dim: int, device: torch.device) -> Any:
-        made = original(plan, name, dim, device)
+    def make(chooser: Any, name: str, dim: int, device: torch.device) -> Any:
+        made = original(chooser, name, dim, device)
         widths[name] = int(getattr(made, "width", 0))
         return made
 
-    loop._StatisticsPlan.make = make  # type: ignore[method-assign]
+    costs.StatisticsChooser.make = make  # type: ignore[method-assign]
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world, timeout=timedelta(minutes=20)
     )
@@ -180,17 +180,30 @@ def child(rank: int, world: int, port: int, statistics: list[str], dims: tuple[i
         for kind in statistics:
             meter.reset()
             widths.clear()
-            memory = 0 if kind == "sketch" else 8 * sum(d * d for d in dims)
             started = time.perf_counter()
-            eva_core.fit(
-                _Inputs(dims), _batches(dims, rank), rank=RANK, rho=RHO, tau=0.0, min_steps=STEPS,
-                max_steps=STEPS, check_every=1, gram_memory_bytes=memory, progress=False, distributed=True,
-            )  # fmt: skip
+            eva_core.fit(_Inputs(dims), _batches(dims, rank), progress=False, distributed=True, **_settings(kind, dims))
             seconds = time.perf_counter() - started
             records[kind] = {"bytes": meter.bytes, "widths": dict(widths), "seconds": seconds}
     finally:
         dist.destroy_process_group()
     out.write_text(json.dumps(records))
+
+
+def _settings(statistics: str, dims: tuple[int, ...]) -> dict[str, Any]:
+    """The fit's settings for every input measured ``statistics`` ("exact" or "sketch")."""
+    memory = 8 * sum(d * d for d in dims)
+    return {"rank": RANK, "rho": RHO, "tau": 0.0, "min_steps": STEPS, "max_steps": STEPS, "check_every": 1,
+            "statistics": statistics, "gram_memory_bytes": memory}  # fmt: skip
+
+
+def planned_check_bytes(world: int, statistics: str, dims: tuple[int, ...]) -> int:
+    """What ``eva_core.plan`` predicts each rank sends per check, from the model on the meta device."""
+    import eva_core
+
+    with torch.device("meta"):
+        model = _Inputs(dims)
+    batch = _batches(dims, 0)[0]
+    return eva_core.plan(model, batch, world_size=world, **_settings(statistics, dims)).exchange_bytes
 
 
 def _free_port() -> int:
@@ -227,6 +240,7 @@ def measure(world: int, statistics: tuple[str, ...], dims: tuple[int, ...], fold
             "components": COMPONENTS,
             "check_bytes_per_rank": [sum(record["bytes"][f"check{STEPS}"].values()) for record in records],
             "predicted": predicted_check_bytes(dims, kind, COMPONENTS, width),
+            "planned": planned_check_bytes(world, kind, dims),
             "first_check_bytes_per_rank": [sum(record["bytes"]["check1"].values()) for record in records],
             "step_bytes_per_rank": [sum(record["bytes"].get("step", {}).values()) // STEPS for record in records],
             "by_op_rank0": records[0]["bytes"],

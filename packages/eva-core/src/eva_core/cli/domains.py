@@ -7,12 +7,15 @@ import contextlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib.metadata import version as dist_version
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..contract import LoadedModel
 from ..errors import InvalidConfigError, MissingModelError, UnknownDomainError, UnreadableDataError
 from ..plugins import GENERIC, DomainHooks, PluginManager, discover, plugin_manager
 from . import fallback
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = ["CliDomains", "DomainOptions", "PluginInfo", "installed_plugins"]
 
@@ -170,6 +173,26 @@ class CliDomains:
         raise MissingModelError(
             f"MODEL={model!r}: no eva domain loads it (tried: {', '.join(tried)}); pass a local model folder, an "
             "alias a domain knows (nlu: minilm; llm: smollm2), or package.module:factory."
+        )
+
+    def example(
+        self, model: str, batch_size: int, length: int, options: Mapping[str, str], domain: str | None
+    ) -> tuple[nn.Module, Any]:
+        """The model ``domain`` (or, when None, the first installed domain that knows ``model``) builds
+        without weights, and an example batch of ``batch_size`` x ``length`` (``eva-lora plan``).
+
+        Raises:
+            MissingModelError: no domain tried builds ``model``.
+        """
+        tried = [self.check(domain)] if domain is not None else self.manager.domains
+        for name in tried:
+            built = self.manager.hooks(name, fallbacks=False).cli_example(model, batch_size, length, options)
+            if built is not None:
+                return built
+        raise MissingModelError(
+            f"MODEL={model!r}: no eva domain builds it without weights for `eva-lora plan` (tried: "
+            f"{', '.join(tried) or 'none installed'}); pass a local model folder or its config.json (llm: a causal "
+            "LM's), or plan in Python with eva_core.plan(model, batch)."
         )
 
     def for_model(self, loaded: LoadedModel, domain: str | None) -> DomainHooks:

@@ -1,4 +1,4 @@
-"""``eva-lora``: the four commands, and the one place errors become a line on stderr and an exit status.
+"""``eva-lora``: the five commands, and the one place errors become a line on stderr and an exit status.
 
 Each command takes the parsed arguments (:mod:`.parser`), prints a short summary to stdout and returns the
 exit status; errors are raised and turned into one line on stderr by :func:`main`.
@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from eva_core import EvaState, apply, fit  # the command line is a client of the public API
+from eva_core import EvaState, LoadedModel, apply, fit, plan  # the command line is a client of the public API
 from eva_core.errors import EvaError, MissingModelError, MissingStateError, UnreadableDataError, UnsafeOutputError
 
 from .domains import CliDomains, DomainOptions, installed_plugins
@@ -29,10 +29,12 @@ __all__ = [
     "ADAPTER_DIR",
     "COMMANDS",
     "FIT_FLAGS",
+    "PLAN_FLAGS",
     "STATE_DIR",
     "find_state",
     "main",
     "run_fit",
+    "run_plan",
     "run_plugins",
     "run_reallocate",
     "run_report",
@@ -103,6 +105,34 @@ def _given(args: argparse.Namespace) -> dict[str, object]:
     if "target_error" in given:  # --target-error selects the subspace-error rule (argparse refuses it with --tau)
         given["tau"] = None
     return {**given, "progress": not args.no_progress}
+
+
+PLAN_FLAGS: Mapping[str, str] = {
+    "rank": "rank",
+    "rho": "rho",
+    "targets": "target_modules",
+    "statistics": "statistics",
+    "gram_memory": "gram_memory_bytes",
+}
+"""``eva-lora plan`` flags and the :class:`EvaConfig` fields they set."""
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    """``eva-lora plan MODEL``: build the model from its configuration on the meta device (the domain's
+    ``eva_cli_example``), plan a fit on batches of ``--batch-size`` x ``--seq-len`` and print the table."""
+    options = DomainOptions(dict(args.option or []))
+    _check_model(args.model)
+    domains = CliDomains()
+    model, batch = domains.example(args.model, args.batch_size, args.seq_len, options, args.domain)
+    domain = domains.for_model(LoadedModel(model=model), args.domain).domain
+    options.check_read(domain)
+    given = {field: getattr(args, flag) for flag, field in PLAN_FLAGS.items() if getattr(args, flag) is not None}
+    predicted = plan(
+        model, batch, plugins=domains.manager, world_size=args.world_size, device=args.device, domain=domain, **given
+    )
+    print(f"EVA plan of {args.model} (domain {domain}) on batches of {args.batch_size} x {args.seq_len}:")
+    print(predicted.table())
+    return 0
 
 
 def run_reallocate(args: argparse.Namespace) -> int:
@@ -283,6 +313,7 @@ def _replace(target: Path, new: Path, aside: Path) -> None:
 
 COMMANDS: Mapping[str, Callable[[argparse.Namespace], int]] = {
     "fit": run_fit,
+    "plan": run_plan,
     "report": run_report,
     "plugins": run_plugins,
     "reallocate": run_reallocate,

@@ -1,4 +1,5 @@
-"""The ``eva-lora`` command line's arguments: four sub-commands, ``fit``, ``report``, ``plugins`` and ``reallocate``."""
+"""The ``eva-lora`` command line's arguments: five sub-commands, ``fit``, ``plan``, ``report``, ``plugins`` and
+``reallocate``."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", default=False, help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_fit(sub.add_parser("fit", parents=[common], help=_FIT_HELP))
+    _add_plan(sub.add_parser("plan", parents=[common], help=_PLAN_HELP))
 
     report = sub.add_parser("report", parents=[common], help="render a saved state as an HTML page with PNG charts")
     report.add_argument("state_dir", metavar="STATE_DIR", help="an `eva-lora fit --out` folder or a saved state folder")
@@ -111,6 +113,40 @@ def _add_fit(fit: argparse.ArgumentParser) -> None:
     fit.set_defaults(command="fit")
 
 
+_PLAN_HELP = "predict a fit's memory and cost per layer from the model's configuration alone (no weights, no data)"
+
+
+def _add_plan(plan: argparse.ArgumentParser) -> None:
+    """``eva-lora plan``'s arguments: the model and a batch shape, and the settings that change the plan."""
+    plan.add_argument("model", metavar="MODEL", help="a model folder or its config.json (no weights are read)")
+    plan.add_argument("--domain", help="the eva domain to use; default: the first installed one that builds MODEL")
+    plan.add_argument("--batch-size", type=_COUNT, default=16, help="examples per batch (default 16, as fit's)")
+    plan.add_argument("--seq-len", type=_COUNT, default=512, help="tokens per example (default 512)")
+    plan.add_argument("--rank", "-r", type=_RANK, help="r, the mean LoRA rank per layer (default: the domain's)")
+    plan.add_argument("--rho", type=_RHO, help="a layer may take up to round(rho*r) ranks (default: the domain's)")
+    plan.add_argument(
+        "--targets", metavar="REGEX", type=_regex, help="target modules (a regex); default: the domain's choice"
+    )
+    plan.add_argument(
+        "--statistics",
+        choices=("auto", "exact", "sketch"),
+        help="exact d_in x d_in statistics where cheap enough (auto, the default), wherever they fit (exact), or "
+        "a sketch everywhere",
+    )
+    plan.add_argument(
+        "--gram-memory",
+        type=_bytes,
+        metavar="BYTES",
+        help="memory for the exact statistics, e.g. 4GiB (default: a quarter of the device's free memory)",
+    )
+    plan.add_argument("--world-size", type=_COUNT, default=1, help="ranks of a distributed fit (default 1)")
+    plan.add_argument("--device", default=None, help="where the fit will run, for the default budget (e.g. cuda)")
+    plan.add_argument(
+        "--option", "-o", action="append", type=_key_value, metavar="KEY=VALUE", help="a domain setting, repeatable"
+    )
+    plan.set_defaults(command="plan")
+
+
 def _add_overwrite(command: argparse.ArgumentParser, written: str) -> None:
     command.add_argument(
         "--overwrite",
@@ -167,6 +203,18 @@ def _regex(text: str) -> str:
     except re.error as error:
         raise argparse.ArgumentTypeError(f"{text!r} is not a valid regular expression ({error})") from None
     return text
+
+
+_UNITS = {"": 1, "b": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "kb": 10**3, "mb": 10**6,
+          "gb": 10**9, "tb": 10**12}  # fmt: skip
+
+
+def _bytes(text: str) -> int:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = _UNITS.get(match[2].lower()) if match else None
+    if match is None or unit is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is invalid; expected a size such as 4GiB, 512MiB or 1000000")
+    return int(float(match[1]) * unit)
 
 
 def _key_value(text: str) -> tuple[str, str]:

@@ -38,6 +38,7 @@ from .signature import check_same, config_json, layer_signature
 if TYPE_CHECKING:
     from ..capture import InputRecorder
     from ..config import EvaConfig
+    from .costs import Kind, StatisticsChooser
     from .process_group import ProcessGroup
     from .spectra import ConvergenceTracker
 
@@ -145,7 +146,7 @@ class Checkpointing:
         layers: dict[str, nn.Module],
         recorder: InputRecorder,
         tracker: ConvergenceTracker,
-        plan_left: int,
+        chooser: StatisticsChooser,
         group: ProcessGroup,
     ) -> Path:
         """Write this rank's running state after ``progress.steps`` batches, atomically."""
@@ -178,7 +179,8 @@ class Checkpointing:
             "layout": recorder.layout(),
             "statistics": statistics,
             "progress": fields,
-            "plan_left": plan_left,
+            "plan_left": chooser.left,
+            "kinds": chooser.chosen,
             "layout_pending": group.layout_pending,
         }
         final = self.directory / f"eva-fit.rank{rank}-of{world}.step{progress.steps:08d}.safetensors"
@@ -198,16 +200,17 @@ class Checkpointing:
         recorder: InputRecorder,
         tracker: ConvergenceTracker,
         group: ProcessGroup,
+        chooser: StatisticsChooser,
     ) -> tuple[FitProgress, int | None]:
         """Load the checkpoint to resume from into the recorder and tracker, or prepare the folder for a
-        fresh fit. Returns the progress and the statistics plan's memory left (None: fresh fit)."""
+        fresh fit. Returns the progress and the exact statistics' memory left (None: fresh fit)."""
         path = self.choose(group)
         if path is None:
             self.start()
             return FitProgress(), None
 
         def restore() -> tuple[FitProgress, int | None]:
-            return self.restore(path, config, layers, recorder, tracker, group)
+            return self.restore(path, config, layers, recorder, tracker, group, chooser)
 
         return group.agree(restore, "while loading the checkpoint to resume from")
 
@@ -264,9 +267,11 @@ class Checkpointing:
         recorder: InputRecorder,
         tracker: ConvergenceTracker,
         group: ProcessGroup,
+        chooser: StatisticsChooser,
     ) -> tuple[FitProgress, int]:
-        """Load ``path`` into the recorder (its statistics made by its own factory, on the device its layer
-        is on now, whatever device wrote the checkpoint) and tracker; returns the progress and the plan's
+        """Load ``path`` into the recorder (its statistics made by its own factory, of the kinds the
+        checkpoint holds, whatever the budget or free memory is now, on the device its layer is on now,
+        whatever device wrote the checkpoint) and tracker; returns the progress and the exact statistics'
         memory left.
 
         Raises:
@@ -278,12 +283,13 @@ class Checkpointing:
         tensors = {key: value.to(devices.get(key.split("/")[1], value.device)) for key, value in tensors.items()}
         recorder.restore_layout(meta["layout"])
         recorder.statistics.clear()
+        chooser.reuse = _kinds(meta)
         for leader, info in meta["statistics"].items():
             stats = recorder.make_statistics(leader, int(info["dim"]), devices[leader])
             if type(stats).__name__ != info["kind"]:
                 raise CheckpointMismatchError(
                     f"{path}: layer {leader!r} was measured with {info['kind']} but would now use "
-                    f"{type(stats).__name__}; pass the same gram_memory_bytes."
+                    f"{type(stats).__name__}; resume with the same eva-core version and number of processes."
                 )
             prefix = f"stats/{leader}/"
             stats.load_state_dict(
@@ -325,6 +331,22 @@ def _read(
             f"{path} is corrupt or truncated ({type(error).__name__}: {error}); remove it to resume from the "
             "older checkpoint kept beside it, or start afresh in another checkpoint_dir."
         ) from error
+
+
+_LEGACY_KINDS: dict[str, Kind] = {
+    "GramStatistics": "exact",
+    "SharedStatistics": "exact",
+    "SketchStatistics": "sketch",
+    "CountStatistics": "counts",
+    "SharedCounts": "counts",
+}  # the statistics classes of checkpoints written before they recorded their kinds ("kinds")
+
+
+def _kinds(meta: dict[str, Any]) -> dict[str, Kind]:
+    """The statistics kind of every measured input of a checkpoint, which a resumed fit keeps."""
+    if "kinds" in meta:
+        return dict(meta["kinds"])
+    return {leader: _LEGACY_KINDS[info["kind"]] for leader, info in meta["statistics"].items()}
 
 
 def _unreadable(path: Path) -> str | None:

@@ -16,9 +16,8 @@ from ..capture import InputRecorder, StopForward, embedding_rows
 from ..errors import EmptyDataError, EvaError
 from ..model_view import require_materialized, without_adapters
 from ..plugins import DomainHooks, PluginManager, plugin_manager
-from ..svd import CountStatistics, GramStatistics, SketchStatistics
-from ..svd.sketch import sketch_width
 from .checkpoint import Checkpointing
+from .costs import StatisticsChooser, gram_budget
 from .distributed import join_process_group
 from .feed import BatchProgress, model_device, placed, skip_consumed, warn_if_positional
 from .spectra import ConvergenceTracker, final_state, warn_not_converged
@@ -158,7 +157,7 @@ class _Fit:
         self.device = model_device(model)
         self.group = join_process_group(config.distributed)
         counted = {name for name, rows in rows_fns.items() if getattr(rows, "func", None) is embedding_rows}
-        self.plan = _StatisticsPlan(config, counted)
+        self.plan = StatisticsChooser(config, gram_budget(config, self.device, self.group), counted)
         self.recorder = InputRecorder(
             self.layers,
             rows_fns,
@@ -167,7 +166,9 @@ class _Fit:
             stop_early=config.stop_forward_early,
         )
         self.tracker = ConvergenceTracker(config, len(self.layers))
-        self.progress, left = checkpoints.resume(self.layers, config, self.recorder, self.tracker, self.group)
+        self.progress, left = checkpoints.resume(
+            self.layers, config, self.recorder, self.tracker, self.group, self.plan
+        )
         self.plan.left = self.plan.left if left is None else left
         self.synced = self.progress.steps  # the step of the last statistics exchange
         self.exhausted = False  # this process's batches ran out
@@ -194,7 +195,7 @@ class _Fit:
                     break
                 if self.checkpoints.due(steps) and steps < config.max_steps:
                     self.checkpoints.save(
-                        progress, config, self.layers, self.recorder, self.tracker, self.plan.left, self.group
+                        progress, config, self.layers, self.recorder, self.tracker, self.plan, self.group
                     )
             if self.synced != progress.steps:
                 self.group.sync(self.recorder)
@@ -254,26 +255,3 @@ class _Fit:
             state.extra["estimated_error"] = {name: estimates.get(name) for name in self.layers}
         state.extra.update(self.group.summary(self.progress.consumed))
         return state
-
-
-class _StatisticsPlan:
-    """Chooses exact Gram statistics per measured input while they fit ``gram_memory_bytes``, else a sketch;
-    the layers in ``counted`` (their rows are :func:`~eva_core.capture.embedding_rows`: one-hot token ids) get
-    token counts (O(V) memory, outside the budget)."""
-
-    def __init__(self, config: EvaConfig, counted: set[str] | None = None) -> None:
-        self.config = config
-        self.left = config.gram_memory_bytes
-        self.counted = counted or set()
-
-    def make(self, name: str, dim: int, device: torch.device) -> CountStatistics | GramStatistics | SketchStatistics:
-        if name in self.counted:
-            return CountStatistics(dim, device, centered=self.config.centered)
-        need = 8 * dim * dim  # the float64 (d_in, d_in) scatter
-        if need <= self.left:
-            self.left -= need
-            return GramStatistics(dim, device, centered=self.config.centered, seed=self.config.seed)
-        _log.info(
-            "layer %r (d_in=%d) is measured with a streaming sketch (gram_memory_bytes left: %d)", name, dim, self.left
-        )
-        return SketchStatistics(dim, sketch_width(self.config.max_components), device, centered=self.config.centered)

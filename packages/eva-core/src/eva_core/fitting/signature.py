@@ -58,7 +58,8 @@ def check_same(
     now = config_json(config)
     # a field the writer's eva-core did not have yet (target_error, added after 0.1.0) had its default's effect
     saved = {**_defaults(config, now), **meta["config"]}
-    changed = sorted(key for key in set(saved) | set(now) if saved.get(key) != now.get(key))
+    kept = _kept_from_checkpoint(meta["config"], now)
+    changed = sorted(key for key in set(saved) | set(now) if key not in kept and saved.get(key) != now.get(key))
     if changed:
         detail = ", ".join(f"{key}={saved.get(key)!r} there but {now.get(key)!r} now" for key in changed)
         raise CheckpointMismatchError(
@@ -82,6 +83,14 @@ def check_same(
             f"{path} was written for a different model: its targeted layers differ ({detail}); resume with "
             "the same model, or start afresh (resume=False, or another checkpoint_dir)."
         )
+
+
+def _kept_from_checkpoint(saved: dict[str, Any], now: dict[str, Any]) -> set[str]:
+    """The fields that only choose each layer's statistics kind, which a resumed fit takes from its
+    checkpoint, and that this fit leaves open: ``gram_memory_bytes=None`` (whatever the free memory is now)
+    and ``statistics`` when the checkpoint predates it (its fit chose as ``"exact"`` does)."""
+    kept = {"gram_memory_bytes"} if now.get("gram_memory_bytes") is None else set()
+    return kept | ({"statistics"} if "statistics" not in saved else set())
 
 
 def _defaults(config: EvaConfig, now: dict[str, Any]) -> dict[str, Any]:

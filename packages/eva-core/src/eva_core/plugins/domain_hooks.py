@@ -142,6 +142,11 @@ class DomainHooks(Generic[M]):
     def cli_load_model(self, model: str, data: str, options: Mapping[str, str]) -> LoadedModel | None:
         return self._call("eva_cli_load_model", model=model, data=data, options=options)
 
+    def cli_example(
+        self, model: str, batch_size: int, length: int, options: Mapping[str, str]
+    ) -> tuple[nn.Module, Any] | None:
+        return self._call("eva_cli_example", model=model, batch_size=batch_size, length=length, options=options)
+
     def cli_batches(
         self, data: str, loaded: LoadedModel, batch_size: int, rows: int | None, options: Mapping[str, str]
     ) -> Iterable[Any] | None:

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from .peft_eva import peft_fit
+from .peft_eva import peft_fit, tensor_bytes
 
 __all__ = [
     "FIT_METHODS",
@@ -35,7 +35,6 @@ __all__ = [
     "peak_memory",
     "run_method",
     "statistics_fields",
-    "tensor_bytes",
 ]
 
 FIT_METHODS = ("exact", "sketch", "auto")
@@ -54,11 +53,6 @@ def statistics_fields(mode: str) -> dict[str, Any]:
             return {}
         return {"gram_memory_bytes": EXACT_BYTES if mode == "exact" else 0}
     return {"statistics": mode, **({"gram_memory_bytes": EXACT_BYTES} if mode == "exact" else {})}
-
-
-def tensor_bytes(owner: object) -> int:
-    """The bytes of the tensors among ``owner``'s attributes."""
-    return sum(v.numel() * v.element_size() for v in vars(owner).values() if isinstance(v, torch.Tensor))
 
 
 class StatisticBytes:

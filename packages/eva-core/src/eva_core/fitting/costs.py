@@ -18,8 +18,9 @@ d = 256 or where it would be half of d: the dense solver answers then), l = ``sk
 (:mod:`eva_core.svd.sketch`, capped at d) and V = ``num_embeddings``. Transients (float32 rows in): the
 Gram update makes float32, bool and float64 (N, d) copies of the rows and a float32 d x d block product
 (17 N d + 4 d^2 bytes, a quarter of that square for wide inputs); its solve makes a float32 copy of the
-scatter (4 d^2). The sketch update makes float32, float64 and float32 copies of the rows, the buffer
-concatenated, and a fold's float64 and float32 copies of 3l rows (about 20 N d + 56 l d).
+scatter (4 d^2). The sketch update copies the rows once to leave the masked ones out (4 N d), then works
+2l rows at a time: their float64 and float32 copies, the buffer concatenated and a fold's copies of 3l rows
+(about 4 N d + 72 l d).
 
 **The choice** (:class:`StatisticsChooser`), per measured input in the order the fit first meets them:
 embeddings are counted; ``statistics="sketch"`` sketches every other input; ``"exact"`` takes the Gram
@@ -131,7 +132,7 @@ def transient_bytes(kind: Kind, dim: int, rows: int, max_components: int) -> int
     if kind == "counts":
         return 16 * rows
     if kind == "sketch":
-        return 20 * rows * dim + 56 * width * dim
+        return 4 * rows * dim + 72 * width * dim
     block = dim - dim // 2 if dim >= _SPLIT_AT else dim
     return max(17 * rows * dim + 4 * block * block, 4 * dim * dim)
 

@@ -97,65 +97,67 @@ class SketchStatistics:
     # adding rows ---------------------------------------------------------------------------------------
     def update(self, rows: torch.Tensor, mask: torch.Tensor | None = None) -> None:
         """Add ``rows`` (N, d_in) where ``mask`` (N,) is true. Masked rows may hold anything (even NaN). A
-        batch holding NaN or infinity marks the statistics non-finite (the fit reports it) and adds nothing."""
+        batch holding NaN or infinity marks the statistics non-finite (the fit reports it) and adds nothing.
+        The rows are centered and folded 2l at a time, so the copies an update makes are O(l d_in)."""
         rows = rows.to(device=self.sketch.device)
         keep = None if mask is None else mask.to(device=rows.device, dtype=torch.bool)  # (N,)
         if keep is not None and self._drop_masked:
             rows, keep = rows[keep], None  # (N', d_in)
         if rows.shape[0] == 0:
             return
-        exact = rows.to(torch.float64, copy=True)  # (N, d_in): float64, so constant rows center to exact zeros
         if keep is None:
-            count = exact.new_tensor(float(rows.shape[0]))
+            count = torch.tensor(float(rows.shape[0]), dtype=torch.float64, device=rows.device)
         else:
-            exact.masked_fill_(~keep[:, None], 0.0)  # masked rows add nothing
+            rows = rows.masked_fill(~keep[:, None], 0.0)  # masked rows add nothing
             count = keep.sum(dtype=torch.float64)
-        mean = torch.zeros_like(self.mean)
-        if self.centered:
-            mean = exact.sum(dim=0) / count.clamp_min(1.0)  # (d_in,)
-            exact -= mean
-            if keep is not None:
-                exact.masked_fill_(~keep[:, None], 0.0)
-        flat = exact.view(-1)
-        variance = torch.dot(flat, flat)  # NaN or infinity anywhere makes it non-finite
-        finite = torch.isfinite(variance)
+        row_sum = rows.sum(dim=0, dtype=torch.float64)  # (d_in,): NaN or infinity anywhere makes it non-finite
+        finite = torch.isfinite(row_sum).all()
         self._finite &= finite
-        if bool(finite):
-            self._absorb(exact.float(), mean, count, variance)
+        if not bool(finite):
+            return
+        mean = row_sum / count.clamp_min(1.0) if self.centered else torch.zeros_like(self.mean)  # (d_in,)
+        variance = torch.zeros((), dtype=torch.float64, device=rows.device)
+        step = _FOLDED_PER_WIDTH * self.width
+        for start in range(0, rows.shape[0], step):
+            exact = rows[start : start + step].to(torch.float64) - mean  # (<= 2l, d_in): constant rows give zeros
+            if keep is not None and self.centered:
+                exact.masked_fill_(~keep[start : start + step, None], 0.0)
+            flat = exact.view(-1)
+            variance += torch.dot(flat, flat)
+            self._buffer(exact.float())
+        self._absorb(mean, count, variance)
 
     def merge(self, other: SketchStatistics) -> None:
         """Fold ``other``'s rows in: afterwards this sketch summarizes the union of both row sets (the
         residual bounds add). ``other`` is left as it was."""
-        self._absorb(other.rows(), other.mean, other.count, other.total.clone(), other.residual)
+        for part in (other.sketch, *other._pending):
+            self._buffer(part.to(device=self.sketch.device, dtype=torch.float32))
+        self._absorb(other.mean, other.count, other.total.clone(), other.residual)
         self._finite &= other._finite.to(self._finite.device)
 
     def _absorb(
-        self,
-        rows: torch.Tensor,
-        mean: torch.Tensor,
-        count: torch.Tensor,
-        variance: torch.Tensor,
-        residual: torch.Tensor | None = None,
+        self, mean: torch.Tensor, count: torch.Tensor, variance: torch.Tensor, residual: torch.Tensor | None = None
     ) -> None:
-        """Add sketch rows (n, d_in) of a row set with ``mean`` (d_in,), ``count`` rows and total (centered)
-        ``variance``, plus the between-means correction row when centered."""
+        """Account for a row set with ``mean`` (d_in,), ``count`` rows and total (centered) ``variance`` whose
+        rows were buffered: when centered, buffer the between-means correction row too."""
         device = self.sketch.device
         mean, count = mean.to(device=device, dtype=torch.float64), count.to(device=device, dtype=torch.float64)
-        parts = [rows.to(device=device, dtype=torch.float32)]
         if self.centered:
             n_all = self.count + count
             weight = (self.count * count / n_all.clamp_min(1.0)).sqrt()
             correction = weight * (self.mean - mean)  # (d_in,)
-            parts.append(correction[None].float())
+            self._buffer(correction[None].float())
             variance = variance + correction.pow(2).sum()
             self.mean = self.mean + (mean - self.mean) * (count / n_all.clamp_min(1.0))
         self.count = self.count + count
         self.total = self.total + variance.to(device)
         if residual is not None:
             self.residual = self.residual + residual.to(device)
-        for part in parts:
-            self._pending.append(part)
-            self._pending_rows += part.shape[0]
+
+    def _buffer(self, rows: torch.Tensor) -> None:
+        """Append float32 ``rows`` (n, d_in) to the buffer; fold once it holds 2l rows."""
+        self._pending.append(rows)
+        self._pending_rows += rows.shape[0]
         if self._pending_rows >= _FOLDED_PER_WIDTH * self.width:
             self._fold()
 

@@ -49,6 +49,16 @@ def test_eva_lora_plan_refuses_a_folder_without_a_causal_lm(tmp_path: Path, caps
     assert "(tried: llm)" in error
 
 
+def test_a_config_saved_from_its_class_alone_plans(tmp_path: Path) -> None:
+    """``LlamaConfig(...).save_pretrained`` writes no ``architectures``: its ``model_type`` says it is causal."""
+    import transformers as tf
+
+    tf.LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=1).save_pretrained(tmp_path)
+    assert "architectures" not in json.loads((tmp_path / "config.json").read_text())
+    model, _ = cli.example(str(tmp_path / "config.json"), 2, 4)  # type: ignore[misc]
+    assert type(model).__name__ == "LlamaForCausalLM"
+
+
 def test_example_builds_on_the_meta_device(llama_config: Path) -> None:
     model, batch = cli.example(str(llama_config.parent), 3, 7)  # type: ignore[misc]
     assert all(parameter.is_meta for parameter in model.parameters())

@@ -122,7 +122,12 @@ def _is_causal_lm_folder(path: Path, name: str = "config.json") -> bool:
     if not config.is_file():
         return False
     try:
-        architectures = json.loads(config.read_text()).get("architectures") or []
+        fields = json.loads(config.read_text())
     except (OSError, ValueError):
         return False
+    architectures = fields.get("architectures") or []
+    if not architectures:  # a config saved from its class alone (LlamaConfig(...).save_pretrained) names no model
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+        return fields.get("model_type") in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
     return any(str(name).endswith("ForCausalLM") or str(name).endswith("LMHeadModel") for name in architectures)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -102,3 +103,14 @@ def test_overlap_counts_gapped_inputs(gap: float) -> None:
     result = scale.overlaps(exact, {"x": {"components": swapped}}, 16)
     assert math.isclose(result["at_r"][0], 15 / 16) and math.isclose(result["at_2r"][0], 1.0)
     assert result["gapped"] == (1 if gap >= scale.GAP else 0)
+
+
+@pytest.mark.parametrize("name", ["scale_block", "scale_models"])
+def test_the_committed_tables_are_what_their_records_render_to(name: str) -> None:
+    """The measured tables of docs/results/<name>.md come from the committed records (the planner's tables
+    after them are recomputed by ``bench_scale.py --records``, which renders the whole page)."""
+    results = Path(__file__).resolve().parents[3] / "docs" / "results"
+    loaded = json.loads((results / f"{name}.json").read_text())
+    page = (results / f"{name}.md").read_text()
+    assert page.startswith(scale.report(loaded["records"], "peak RSS") + "\n\n")
+    assert page.rstrip("\n").endswith(loaded["footer"])

@@ -59,20 +59,19 @@ def separated(singular_values: torch.Tensor, i: int, gap: float = 0.02) -> bool:
     return bool(left and (s[i] - s[i + 1]) / s[i] >= gap)
 
 
+def _exact_fit(model, batches):  # type: ignore[no-untyped-def]
+    """The exact path everywhere: at rank 4 the default statistics="auto" sketches the 1536-wide inputs, whose
+    Gram update costs 8x the sketch's (test_planning.py tests that choice; the sketch's accuracy is measured
+    apart)."""
+    return eva_core.fit(
+        model, batches, rank=RANK, tau=0.0, min_steps=2, target_modules=BLOCK_LINEARS, progress=False,
+        statistics="exact",
+    )  # fmt: skip
+
+
 def test_matches_peft_and_exact_svd(setting) -> None:  # type: ignore[no-untyped-def]
     model, batches = setting
-    # the exact path everywhere: at rank 4 the default statistics="auto" sketches the 1536-wide inputs, whose Gram
-    # update costs 8x the sketch's (test_planning.py tests that choice; the sketch's accuracy is measured apart)
-    state = eva_core.fit(
-        model,
-        batches,
-        rank=RANK,
-        tau=0.0,
-        min_steps=2,
-        target_modules=BLOCK_LINEARS,
-        progress=False,
-        statistics="exact",
-    )
+    state = _exact_fit(model, batches)
     assert state.steps == 2
     config = peft.LoraConfig(
         r=RANK, target_modules=BLOCK_LINEARS, init_lora_weights="eva", eva_config=peft.EvaConfig(rho=2.0, tau=0.0)
@@ -108,18 +107,7 @@ def test_matches_peft_and_exact_svd(setting) -> None:  # type: ignore[no-untyped
 
 def test_ranks_follow_exact_explained_variance(setting) -> None:  # type: ignore[no-untyped-def]
     model, batches = setting
-    # the exact path everywhere: at rank 4 the default statistics="auto" sketches the 1536-wide inputs, whose Gram
-    # update costs 8x the sketch's (test_planning.py tests that choice; the sketch's accuracy is measured apart)
-    state = eva_core.fit(
-        model,
-        batches,
-        rank=RANK,
-        tau=0.0,
-        min_steps=2,
-        target_modules=BLOCK_LINEARS,
-        progress=False,
-        statistics="exact",
-    )
+    state = _exact_fit(model, batches)
     exact = exact_components(model, batches, list(state.ranks), 2 * RANK)
     ratios = {name: (s[: 2 * RANK] ** 2) / (s**2).sum() for name, (_, s) in exact.items()}
     assert eva_core.ranks.allocate_ranks(ratios, RANK * len(ratios)) == state.ranks

@@ -36,7 +36,20 @@ class _Group(Protocol):
         ...
 
 
-class _Owned:
+class _Local:
+    """What every shared statistics has: this rank's own statistics (``local``), which take its rows."""
+
+    local: GramStatistics | SketchStatistics | CountStatistics
+
+    @property
+    def dim(self) -> int:
+        return self.local.dim
+
+    def update(self, rows: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        self.local.update(rows, mask)
+
+
+class _Owned(_Local):
     """What the exact and the sketched shared statistics have in common: the owner, the rows of all ranks
     at the last exchange, and a top-k read by the owner and broadcast to every rank.
 
@@ -51,13 +64,6 @@ class _Owned:
         self.owner = 0
         self.rows = 0.0  # N over all ranks at the last exchange
         self.finite = True  # every rank's rows were finite at the last exchange
-
-    @property
-    def dim(self) -> int:
-        return self.local.dim
-
-    def update(self, rows: torch.Tensor, mask: torch.Tensor | None = None) -> None:
-        self.local.update(rows, mask)
 
     def rows_seen(self) -> torch.Tensor:
         return torch.tensor(self.rows, dtype=torch.float64)
@@ -198,20 +204,15 @@ class SharedSketch(_Owned):
         self.owner, self.rows, self.finite = int(owner), rows, bool(finite)
 
 
-class SharedCounts:
+class SharedCounts(_Local):
     """An embedding's token counts in a distributed fit: this rank's since the last exchange (``local``)
     and the sum over all ranks at the last exchange (``total``, the same on every rank). Counts add
     exactly, and every rank solves the same closed-form spectrum, so :meth:`top` needs no collective."""
 
+    local: CountStatistics
+
     def __init__(self, local: CountStatistics, total: CountStatistics) -> None:
         self.local, self.total = local, total
-
-    @property
-    def dim(self) -> int:
-        return self.local.dim
-
-    def update(self, rows: torch.Tensor, mask: torch.Tensor | None = None) -> None:
-        self.local.update(rows, mask)
 
     def rows_seen(self) -> torch.Tensor:
         return self.total.rows_seen()

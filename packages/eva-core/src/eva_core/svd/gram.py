@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 
 from .eigensolver import top_eigenpairs
-from .spectrum import Spectrum, dead_spectrum, spectrum_from
+from .spectrum import Spectrum, dead_spectrum, power_of_two_above, spectrum_from
 
 __all__ = ["GramStatistics"]
 
@@ -94,8 +94,7 @@ class GramStatistics:
 
     def _add_outer(self, shifted: torch.Tensor) -> None:
         """S += shifted^T shifted, the product in float32 on rows scaled by a power of two (exact)."""
-        _, exponent = torch.frexp(shifted.abs().amax())
-        scale = torch.ldexp(torch.ones((), dtype=torch.float64, device=shifted.device), exponent)  # 2^e >= max
+        scale = power_of_two_above(shifted)
         unit = (shifted / scale).float()  # (N, d_in), entries in [-1, 1]: no product overflows float32
         square = scale * scale
         h = self._split

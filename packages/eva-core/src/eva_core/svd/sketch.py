@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import torch
 
-from .spectrum import Spectrum, dead_spectrum, orient, spectrum_from
+from .spectrum import Spectrum, dead_spectrum, orient, power_of_two_above, spectrum_from
 
 __all__ = ["SketchStatistics", "sketch_width"]
 
@@ -82,7 +82,6 @@ class SketchStatistics:
         self.centered = centered
         self.sketch = torch.zeros(0, dim, dtype=torch.float32, device=device)  # (l', d_in), l' <= l
         self._pending: list[torch.Tensor] = []  # (n_i, d_in) float32 rows not folded yet
-        self._pending_rows = 0
         self.mean = torch.zeros(dim, dtype=torch.float64, device=device)  # (d_in,)
         self.count = torch.zeros((), dtype=torch.float64, device=device)  # N
         self.total = torch.zeros((), dtype=torch.float64, device=device)  # sum of squared (centered) norms
@@ -157,8 +156,7 @@ class SketchStatistics:
     def _buffer(self, rows: torch.Tensor) -> None:
         """Append float32 ``rows`` (n, d_in) to the buffer; fold once it holds 2l rows."""
         self._pending.append(rows)
-        self._pending_rows += rows.shape[0]
-        if self._pending_rows >= _FOLDED_PER_WIDTH * self.width:
+        if sum(part.shape[0] for part in self._pending) >= _FOLDED_PER_WIDTH * self.width:
             self._fold()
 
     def _fold(self) -> None:
@@ -171,14 +169,11 @@ class SketchStatistics:
             start += step
         rest = pending[start:].clone()  # a copy: a view would keep the whole batch's rows alive
         self._pending = [rest] if rest.shape[0] else []
-        self._pending_rows = rest.shape[0]
 
     def _truncated(self, stacked: torch.Tensor) -> torch.Tensor:
         """The top ``l`` scaled right-singular vectors of ``stacked`` (m, d_in), (l, d_in); the largest
         eigenvalue dropped is added to :attr:`residual`."""
-        low, high = torch.aminmax(stacked)
-        _, exponent = torch.frexp(torch.maximum(high, -low))
-        scale = torch.ldexp(torch.ones((), dtype=torch.float64, device=stacked.device), exponent)  # 2^e >= max
+        scale = power_of_two_above(stacked)
         unit = (stacked / scale).float()  # entries in [-1, 1]: the product neither overflows nor underflows
         values, vectors = torch.linalg.eigh((unit @ unit.T).double())  # (m,), (m, m) ascending
         keep = min(self.width, stacked.shape[0])
@@ -191,7 +186,7 @@ class SketchStatistics:
         another process). Drops something (adds to :attr:`residual`) only when more than l rows are held."""
         if self._pending:
             self.sketch = self._truncated(torch.cat([self.sketch, *self._pending]))
-            self._pending, self._pending_rows = [], 0
+            self._pending = []
 
     # reading ---------------------------------------------------------------------------------------------
     def rows(self) -> torch.Tensor:
@@ -241,7 +236,6 @@ class SketchStatistics:
         self.sketch = state["sketch" if "sketch" in state else "basis"].to(device=device, dtype=torch.float32)
         pending = state.get("pending", self.sketch[:0]).to(device=device, dtype=torch.float32)
         self._pending = [pending] if pending.shape[0] else []
-        self._pending_rows = pending.shape[0]
         self.mean = state["mean"].to(device=device, dtype=torch.float64)
         self.count = state["count"].to(device=device, dtype=torch.float64)
         self.total = state["total"].to(device=device, dtype=torch.float64)
@@ -251,7 +245,7 @@ class SketchStatistics:
     def clear(self) -> None:
         """Forget every row (e.g. once they were sent to another process); the finiteness flag stays."""
         self.sketch = self.sketch[:0]
-        self._pending, self._pending_rows = [], 0
+        self._pending = []
         self.mean = torch.zeros_like(self.mean)
         self.count = torch.zeros_like(self.count)
         self.total = torch.zeros_like(self.total)

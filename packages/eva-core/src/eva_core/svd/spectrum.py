@@ -7,7 +7,7 @@ from typing import Protocol
 
 import torch
 
-__all__ = ["InputStatistics", "Spectrum", "dead_spectrum", "noise_floor", "spectrum_from"]
+__all__ = ["InputStatistics", "Spectrum", "dead_spectrum", "noise_floor", "power_of_two_above", "spectrum_from"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,15 @@ def orient(components: torch.Tensor) -> torch.Tensor:
     signs = torch.sign(components.gather(1, idx))  # (k, 1)
     signs = torch.where(signs == 0, torch.ones_like(signs), signs)
     return components * signs
+
+
+def power_of_two_above(values: torch.Tensor) -> torch.Tensor:
+    """2^e, the smallest power of two above every magnitude in ``values`` (1 when all are 0), as a 0-d float64
+    tensor: dividing by it is exact and brings every entry into [-1, 1], so a float32 product of the quotients
+    neither overflows nor underflows (the exact update and the sketch's folds scale their rows by it)."""
+    low, high = torch.aminmax(values)
+    _, exponent = torch.frexp(torch.maximum(high, -low))
+    return torch.ldexp(torch.ones((), dtype=torch.float64, device=values.device), exponent)
 
 
 def noise_floor() -> float:

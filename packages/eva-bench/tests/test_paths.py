@@ -24,3 +24,16 @@ def test_missing_data_dir_names_the_variable(monkeypatch: pytest.MonkeyPatch, tm
     with pytest.raises(MissingDataError, match=DATA_ENV) as info:
         data_dir()
     assert isinstance(info.value, FileNotFoundError)
+
+
+def test_every_benchmark_script_the_harness_names_exists() -> None:
+    """The report launches ``benchmarks/compare.py`` and the nox sessions run ``benchmarks/<x>.py``: a moved
+    entry point fails here, not an hour into a report."""
+    import re
+
+    from eva_bench.paper.runs import COMPARE, ROOT
+
+    named = set(re.findall(r"benchmarks/\w+\.py", (ROOT / "noxfile.py").read_text()))
+    missing = [path for path in sorted(named) if not (ROOT / path).is_file()]
+    assert COMPARE.is_file(), COMPARE
+    assert named and not missing, missing

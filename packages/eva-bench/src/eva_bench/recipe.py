@@ -24,7 +24,7 @@ from eva_core.adapters import domain_lora_config
 from .cost import measure_cost
 from .initializations import initialize
 from .records import RunRecord
-from .training import EvaluateFn, LossFn, train
+from .training import EvaluateFn, LossFn, score, train
 
 if TYPE_CHECKING:
     from peft import LoraConfig
@@ -52,6 +52,9 @@ class Task:
         extra: what the record keeps about the run's settings.
         train_batches: what the training loop reads, when it differs from ``batches`` (e.g.
             :func:`eva_bench.shuffled_epochs` of them: a new order every epoch); ``None``: ``batches``.
+        held_out: ``model -> {metric: value}`` scored once, after the last step (the record's
+            ``held_out``), when ``evaluate`` scores a validation split carved from the training data;
+            ``None``: ``evaluate`` is the held-out score.
     """
 
     model: nn.Module
@@ -65,6 +68,7 @@ class Task:
     eva_overrides: Mapping[str, Any] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
     train_batches: Iterable[Any] | None = None
+    held_out: EvaluateFn | None = None
 
 
 def default_eval_steps(steps: int) -> list[int]:
@@ -97,8 +101,8 @@ def run(
         eva_overrides: :class:`eva_core.EvaConfig` fields for EVA beyond the domain's and the task's.
 
     Returns:
-        the run: init time and peak memory, trainable parameters, the metric curve; for EVA ``extra`` holds
-        its ranks, batches consumed and spectra.
+        the run: init time and peak memory, trainable parameters, the metric curve (and ``held_out``, when
+        the task has one); for EVA ``extra`` holds its ranks, batches consumed and spectra.
     """
     hooks = eva_core.plugin_manager().hooks(task.domain)
     rank = hooks.config(task.model, None, {}).rank if rank is None else rank
@@ -127,6 +131,7 @@ def run(
     curve = train(
         peft_model, training, task.loss_fn, task.evaluate, steps=steps, eval_at=schedule, lr=lr, progress=progress
     )
+    held_out = None if task.held_out is None else score(peft_model, task.held_out)
     return RunRecord.of(
         peft_model,
         method=method,
@@ -137,4 +142,5 @@ def run(
         train_seconds=time.perf_counter() - started,
         curve=curve,
         extra=dict(task.extra),
+        held_out=held_out,
     )

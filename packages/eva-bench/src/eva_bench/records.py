@@ -34,6 +34,8 @@ class RunRecord:
         extra: anything else worth keeping (EVA ranks, batches consumed, ...).
         init_peak_bytes: memory high-water mark of the initialization above what was in use before it
             (:func:`eva_bench.measure_cost`), ``None`` where it could not be measured.
+        held_out: metrics on the held-out split, scored once after the last step, when ``curve`` is on a
+            validation split carved from the training data; ``None``: ``curve`` is the held-out score.
     """
 
     method: str
@@ -45,6 +47,7 @@ class RunRecord:
     curve: tuple[EvalPoint, ...]
     extra: Mapping[str, Any] = field(default_factory=dict)
     init_peak_bytes: int | None = None
+    held_out: Mapping[str, float] | None = None
 
     def final(self, name: str | None = None) -> float:
         """The last evaluation's value of ``name`` (default: the headline metric)."""
@@ -67,6 +70,7 @@ class RunRecord:
         curve: tuple[EvalPoint, ...],
         extra: Mapping[str, Any] | None = None,
         init_peak_bytes: int | None = None,
+        held_out: Mapping[str, float] | None = None,
     ) -> RunRecord:
         """The record of a run of ``model`` (the trained peft model): its trainable parameters counted, and
         for an EVA run (a model with an ``eva_state``) ``extra`` gains :func:`eva_summary`."""
@@ -81,6 +85,7 @@ class RunRecord:
             curve=curve,
             extra={**(extra or {}), **eva_summary(model)},
             init_peak_bytes=init_peak_bytes,
+            held_out=held_out,
         )
 
 

@@ -25,7 +25,7 @@ from .records import EvalPoint
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
-__all__ = ["EvaluateFn", "LossFn", "shuffled_epochs", "train"]
+__all__ = ["EvaluateFn", "LossFn", "score", "shuffled_epochs", "train"]
 
 _log = logging.getLogger(__name__)
 
@@ -147,8 +147,12 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     return send_to_device(batch, device)
 
 
-def _evaluate(model: nn.Module, evaluate: EvaluateFn, step: int) -> EvalPoint:
+def score(model: nn.Module, evaluate: EvaluateFn) -> dict[str, float]:
+    """``evaluate(model)`` in eval mode under no_grad, as floats."""
     model.eval()
     with torch.no_grad():
-        metrics = {name: float(value) for name, value in evaluate(model).items()}
-    return EvalPoint(step=step, metrics=metrics)
+        return {name: float(value) for name, value in evaluate(model).items()}
+
+
+def _evaluate(model: nn.Module, evaluate: EvaluateFn, step: int) -> EvalPoint:
+    return EvalPoint(step=step, metrics=score(model, evaluate))

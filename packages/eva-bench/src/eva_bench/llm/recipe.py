@@ -26,6 +26,7 @@ from eva_llm import QAProblem, load_causal_lm, plugin, qa_loader
 
 from ..recipe import Task, run
 from ..records import RunRecord
+from ..splits import carve
 from .data import read_gsm8k
 from .evaluation import answer_loss, exact_match, held_out_loss
 
@@ -62,6 +63,7 @@ def finetune(
     data_path: str | os.PathLike[str] | None = None,
     generate_every_eval: bool = False,
     progress: bool = False,
+    validation: int = 0,
 ) -> RunRecord:
     """Fine-tune LoRA adapters initialized by ``method`` and record the held-out curve.
 
@@ -84,6 +86,9 @@ def finetune(
             ``lora_alpha = rank``); ``fan_in_fan_out`` is switched on for GPT-2 ``Conv1D`` targets.
         eva_overrides: :class:`eva_core.EvaConfig` fields for EVA (``max_steps``, ``tau``...).
         data_path: the JSON-lines file; default ``$EVA_DATA_DIR/gsm8k/train.jsonl``.
+        validation: problems set apart (the ``validation`` just before the held-out ones) whose answer-token
+            loss is the curve; the held-out loss and exact match are then scored once, after the last step
+            (the record's ``held_out``). 0: the curve is the held-out score.
 
     Returns:
         the :class:`eva_bench.RunRecord`; ``extra`` holds the EVA ranks and fit size for ``eva``.
@@ -100,26 +105,33 @@ def finetune(
             "raise generate_problems or use metric='loss'."
         )
     model, tokenizer = _model_and_tokenizer(model, tokenizer)
-    train_set, held_out = _split(data_path, train_problems, eval_problems)
+    train_set, held_out = _split(data_path, train_problems, eval_problems + validation)
+    validation_set, held_out = carve(held_out, eval_problems) if validation else ([], held_out)
     schedule = tuple(eval_at) if eval_at is not None else (0, steps)
     generated = held_out[: max(0, generate_problems)]
-    evaluation = HeldOut(
-        tokenizer,
-        list(qa_loader(tokenizer, held_out, batch_size, template=template, max_length=max_length)),
-        generated,
-        schedule,
-        generate_at=schedule if generate_every_eval or metric == "exact_match" else (max(schedule),),
-        template=template,
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-    )
+
+    def scorer(problems: Sequence[QAProblem], at: Sequence[int], generate: Sequence[QAProblem]) -> HeldOut:
+        batches = list(qa_loader(tokenizer, problems, batch_size, template=template, max_length=max_length))
+        due = at if generate_every_eval or metric == "exact_match" else (max(at),)
+        return HeldOut(
+            tokenizer, batches, generate, at, generate_at=due, template=template, max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+        )  # fmt: skip
+
+    def loader() -> Any:  # a fresh generator: training reads the same order whether or not EVA read first
+        return qa_loader(
+            tokenizer, train_set, batch_size, template=template, max_length=max_length, shuffle=True, seed=seed
+        )
+
     task = Task(
         model=model,
-        batches=qa_loader(
-            tokenizer, train_set, batch_size, template=template, max_length=max_length, shuffle=True, seed=seed
-        ),
+        batches=loader(),
         loss_fn=answer_loss,
-        evaluate=evaluation,
+        evaluate=scorer(validation_set, schedule, validation_set[: len(generated)] if metric == "exact_match" else [])
+        if validation
+        else scorer(held_out, schedule, generated),
+        held_out=scorer(held_out, (steps,), generated) if validation else None,
+        train_batches=loader(),
         metric=metric,
         domain=plugin.DOMAIN,
         target_modules=target_modules,
@@ -127,6 +139,7 @@ def finetune(
         extra={
             "template": template,
             "train_problems": len(train_set),
+            "validation_problems": len(validation_set),
             "eval_problems": len(held_out),
             "generate_problems": len(generated),
             "batch_size": batch_size,

@@ -22,7 +22,8 @@ from eva_nlu.glue import GlueTask, get_task
 
 from ..recipe import Task, run
 from ..records import RunRecord
-from ..training import shuffled_epochs
+from ..splits import carve
+from ..training import EvaluateFn, shuffled_epochs
 from .data import labelled_rows
 from .metrics import glue_metrics, scoring
 
@@ -66,6 +67,7 @@ def finetune(
     max_length: int = 128,
     train_limit: int | None = None,
     dev_limit: int | None = None,
+    validation: int = 0,
     eva_overrides: Mapping[str, Any] | None = None,
 ) -> RunRecord:
     """Initialize adapters with ``method`` and fine-tune on ``task``; evaluate on ``dev``.
@@ -81,6 +83,9 @@ def finetune(
         rank: r of every adapted layer (EVA: the average; ranks are redistributed); default the domain's.
         lr: AdamW learning rate (adapters and head).
         train_limit, dev_limit: use only the first rows of each split.
+        validation: rows carved from the training file (the ``validation`` rows after the first
+            ``train_limit``; without a limit, its last ones) on which the curve is scored; ``dev`` is then
+            scored once, after the last step (the record's ``held_out``). 0: the curve is on ``dev``.
         eva_overrides: :class:`eva_core.EvaConfig` fields for EVA beyond the domain's defaults.
 
     Returns:
@@ -92,17 +97,24 @@ def finetune(
         model, tokenizer = load_model(model, spec)
     if tokenizer is None:
         raise ValueError("finetune(model=<nn.Module>) needs tokenizer=...; or pass the model's name or path.")
-    train_rows = labelled_rows(train, spec, limit=train_limit)
-    dev_rows = labelled_rows(dev, spec, limit=dev_limit)
+    train_rows, validation_rows = carve(
+        labelled_rows(train, spec, limit=None if train_limit is None else train_limit + validation), validation
+    )
     train_batches = make_batches(
         train_rows, tokenizer, spec, batch_size, max_length=max_length, shuffle=True, seed=seed, with_labels=True
     )
-    dev_batches = make_batches(dev_rows, tokenizer, spec, 2 * batch_size, max_length=max_length, with_labels=True)
+
+    def scorer(rows: Sequence[Mapping[str, Any]]) -> EvaluateFn:
+        batches = make_batches(rows, tokenizer, spec, 2 * batch_size, max_length=max_length, with_labels=True)
+        return lambda m: evaluate(m, batches, spec)
+
+    dev_scorer = scorer(labelled_rows(dev, spec, limit=dev_limit))
     nlu_task = Task(
         model=model,
         batches=train_batches,
         loss_fn=_loss,
-        evaluate=lambda m: evaluate(m, dev_batches, spec),
+        evaluate=scorer(validation_rows) if validation else dev_scorer,
+        held_out=dev_scorer if validation else None,
         metric=scoring(spec).headline,
         domain="nlu",
         eva_overrides={"seed": seed},

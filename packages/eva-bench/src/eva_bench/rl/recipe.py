@@ -33,10 +33,17 @@ from eva_rl.plugin import DOMAIN
 
 from .. import recipe
 from ..records import RunRecord
+from ..splits import carve
+from ..training import EvaluateFn
 from .evaluation import action_loss, held_out_loss, normalized_return, rollout_returns
 from .tasks import Task, TaskData, load_task_data
 
-__all__ = ["METRICS", "finetune"]
+__all__ = ["HELD_OUT_SEED", "METRICS", "VALIDATION_SEED", "finetune"]
+
+HELD_OUT_SEED = 10_000
+"""Held-out rollout ``i`` resets the environment with ``HELD_OUT_SEED + i``."""
+VALIDATION_SEED = 20_000
+"""Validation rollout ``i`` resets the environment with ``VALIDATION_SEED + i`` (disjoint from the held-out ones)."""
 
 METRICS: tuple[str, ...] = ("normalized_return", "return", "loss")
 """Metrics :func:`finetune` records at each evaluation; ``normalized_return`` is the headline."""
@@ -63,6 +70,8 @@ def finetune(
     lora_config: LoraConfig | None = None,
     eva_overrides: Mapping[str, Any] | None = None,
     progress: bool = False,
+    validation: int = 0,
+    held_out_episodes: int | None = None,
 ) -> RunRecord:
     """Fine-tune LoRA adapters initialized by ``method`` and record the evaluation curve.
 
@@ -77,6 +86,11 @@ def finetune(
         context: K, timesteps per window (default: the pretrained model's, else 20).
         train_limit: training episodes (default: all not held out). ``dev_limit``: held-out episodes.
         episodes: rollouts per evaluation. ``dev_batches``: held-out batches for the loss.
+        validation: training episodes set apart (the last ``validation`` of the training ones) on which the
+            curve is scored, by the loss on them and rollouts from other environment seeds
+            (:data:`VALIDATION_SEED`); the held-out episodes and rollouts (:data:`HELD_OUT_SEED`) are then
+            scored once, after the last step (the record's ``held_out``). 0: the curve is the held-out score.
+        held_out_episodes: rollouts of that final held-out score (default ``episodes``).
         target_return: the return rollouts are conditioned on (default: the dataset's best).
         metric: the headline metric, one of :data:`METRICS`.
         lora_config: shared by every method; default: the rl plugin's fields with ``lora_alpha = rank``.
@@ -94,29 +108,44 @@ def finetune(
     data = task if isinstance(task, TaskData) else load_task_data(task)
     window = context or int(pretrained.get("settings", {}).get("context", 20))
     train_set, dev_set = _split(data, train_limit, dev_limit)
+    train_set, validation_set = carve(train_set, validation)
     windows: dict[str, Any] = {"context": window, "batch_size": batch_size, "return_scale": data.task.return_scale}
-    loader = trajectory_batches(train_set, batches=max(1, steps), seed=seed, stats=data.stats, **windows)
-    dev = list(trajectory_batches(dev_set, batches=dev_batches, seed=10_000, stats=data.stats, **windows))
+
+    def loader() -> Any:  # a fresh pass counter: training reads the same windows whether or not EVA read first
+        return trajectory_batches(train_set, batches=max(1, steps), seed=seed, stats=data.stats, **windows)
+
     goal = data.high if target_return is None else target_return
 
-    def evaluate(adapted: nn.Module) -> dict[str, float]:
-        returns = rollout_returns(
-            adapted, data.task.env_id, stats=data.stats, target_return=goal, return_scale=data.task.return_scale,
-            context=window, episodes=episodes, max_episode_steps=data.task.max_episode_steps,
-            env_kwargs=data.task.env_kwargs,
-        )  # fmt: skip
-        mean = float(np.mean(returns))
-        return {
-            "normalized_return": normalized_return(mean, data.low, data.high),
-            "return": mean,
-            "loss": held_out_loss(adapted, dev),
-        }
+    def scorer(held: list[Any], env_seed: int, rollouts: int = episodes) -> EvaluateFn:
+        """Rollouts from environment seeds ``env_seed + i`` and the action loss on ``held`` episodes."""
+        batches = list(trajectory_batches(held, batches=dev_batches, seed=10_000, stats=data.stats, **windows))
 
+        def evaluate(adapted: nn.Module) -> dict[str, float]:
+            returns = rollout_returns(
+                adapted, data.task.env_id, stats=data.stats, target_return=goal, return_scale=data.task.return_scale,
+                context=window, episodes=rollouts, max_episode_steps=data.task.max_episode_steps,
+                env_kwargs=data.task.env_kwargs, seed=env_seed,
+            )  # fmt: skip
+            mean = float(np.mean(returns))
+            return {
+                "normalized_return": normalized_return(mean, data.low, data.high),
+                "return": mean,
+                "loss": held_out_loss(adapted, batches),
+            }
+
+        return evaluate
+
+    held_out = scorer(dev_set, HELD_OUT_SEED, held_out_episodes if validation and held_out_episodes else episodes)
     extra = {
-        "task": data.task.name, "train_episodes": len(train_set), "dev_episodes": len(dev_set), "context": window,
+        "task": data.task.name, "train_episodes": len(train_set), "dev_episodes": len(dev_set),
+        "validation_episodes": len(validation_set), "context": window,
         "batch_size": batch_size, "lr": lr, "target_return": goal, "dataset_low": data.low, "dataset_high": data.high,
     }  # fmt: skip
-    run = recipe.Task(module, loader, action_loss, evaluate, metric, DOMAIN, lora_config=lora_config, extra=extra)
+    run = recipe.Task(
+        module, loader(), action_loss, scorer(validation_set, VALIDATION_SEED) if validation else held_out, metric,
+        DOMAIN, lora_config=lora_config, extra=extra, train_batches=loader(),
+        held_out=held_out if validation else None,
+    )  # fmt: skip
     return recipe.run(
         run, method, seed=seed, rank=rank, steps=steps, lr=lr, eval_at=(0, steps) if eval_at is None else eval_at,
         eva_overrides=eva_overrides, progress=progress,

@@ -24,6 +24,7 @@ from eva_vision.efficientnet import INPUT_SIZE, MEAN, STD
 
 from ..recipe import Task, run
 from ..records import RunRecord
+from ..splits import carve
 from ..training import shuffled_epochs
 from .data import image_batches
 from .evaluation import evaluate, logits
@@ -83,6 +84,7 @@ def finetune(
     batch_size: int = 32,
     train_limit: int | None = None,
     dev_limit: int | None = None,
+    validation: int = 0,
     eva_overrides: Mapping[str, Any] | None = None,
     image_spec: ImageSpec | None = None,
     image_size: int | None = None,
@@ -100,6 +102,9 @@ def finetune(
             plugin's (``eva_default_config``).
         lr: AdamW learning rate (adapters and head).
         train_limit, dev_limit: use only the first images of each split.
+        validation: images carved from the train split (the ``validation`` after the first ``train_limit``;
+            without a limit, its last ones) on which the curve is scored; the dev split is then scored once,
+            after the last step (the record's ``held_out``). 0: the curve is on the dev split.
         eva_overrides: :class:`eva_core.EvaConfig` fields for EVA beyond the domain's defaults.
         image_spec: ``(size, channels, mean, std)`` for a loaded ``model``.
         image_size: input size of an aliased model (default: 28 for ``dinov2-local``, 64 for EfficientNet).
@@ -119,7 +124,15 @@ def finetune(
         raise InvalidConfigError(
             "finetune(model=<nn.Module>) needs image_spec=(size, channels, mean, std); or pass a model name."
         )
-    prepared = _task(model, image_spec, spec, seed=seed, batch_size=batch_size, limits=(train_limit, dev_limit))
+    prepared = _task(
+        model,
+        image_spec,
+        spec,
+        seed=seed,
+        batch_size=batch_size,
+        limits=(train_limit, dev_limit),
+        validation=validation,
+    )
     return run(prepared, method, seed=seed, rank=rank, steps=steps, lr=lr, eval_at=eval_at, eva_overrides=eva_overrides)
 
 
@@ -131,16 +144,21 @@ def _task(
     seed: int,
     batch_size: int,
     limits: tuple[int | None, int | None],
+    validation: int = 0,
 ) -> Task:
     """The shared recipe's :class:`eva_bench.recipe.Task`: the task's train images in batches of
     ``batch_size`` (examples in a seeded order; training visits the batches in a new order every epoch), its
     dev images in batches of twice that, the cross-entropy
-    with batch norm frozen, and accuracy."""
+    with batch norm frozen, and accuracy (on the last ``validation`` train images when there are some,
+    the dev images then scored once at the end)."""
     size, channels, mean, std = image_spec
     kind = model_kind(model)
     prep: dict[str, Any] = {"size": size, "channels": channels, "mean": mean, "std": std}
-    train_batches = image_batches(*spec.load("train", limits[0]), batch_size, shuffle=True, seed=seed, **prep)
+    images, labels = spec.load("train", None if limits[0] is None else limits[0] + validation)
+    kept, carved = carve(range(len(labels)), validation)
+    train_batches = image_batches(images[kept], labels[kept], batch_size, shuffle=True, seed=seed, **prep)
     dev_batches = image_batches(*spec.load("dev", limits[1]), 2 * batch_size, **prep)
+    validation_batches = image_batches(images[carved], labels[carved], 2 * batch_size, **prep) if validation else []
 
     def loss(m: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         return F.cross_entropy(logits(freeze_batch_norm(m), batch[0], kind), batch[1])
@@ -149,7 +167,8 @@ def _task(
         model=model,
         batches=train_batches,
         loss_fn=loss,
-        evaluate=lambda m: evaluate(m, dev_batches, kind),
+        evaluate=lambda m: evaluate(m, validation_batches or dev_batches, kind),
+        held_out=(lambda m: evaluate(m, dev_batches, kind)) if validation else None,
         metric="accuracy",
         domain="vision",
         eva_overrides={"seed": seed},

@@ -1,0 +1,86 @@
+"""``benchmarks/converged.py``: run what the converged report still needs, then render it from the cache.
+
+Examples (from the repository root)::
+
+    python benchmarks/converged.py                       # every missing run, 2 at a time, then the pages
+    python benchmarks/converged.py --tasks fmnist59 digits
+    python benchmarks/converged.py --plan                # what is cached, what is due, the CPU it will take
+    python benchmarks/converged.py --render-only         # the pages from the cache, running nothing
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from ..paths import repository_root
+from .cache import RunKey, cached_runs
+from .protocol import PROTOCOLS, get_protocol
+from .runner import run_needed, run_one
+from .selection import needed_runs
+
+__all__ = ["DEFAULT_OUT", "main"]
+
+DEFAULT_OUT = repository_root() / "docs" / "results" / "converged"
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the report's folder (default: %(default)s)")
+    parser.add_argument("--cache", type=Path, default=None, help="run files (default: <out>/runs)")
+    parser.add_argument("--tasks", nargs="+", default=[p.name for p in PROTOCOLS], help="default: all, cheapest first")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at once, one torch thread each")
+    parser.add_argument("--plan", action="store_true", help="print what is cached and due; run nothing")
+    parser.add_argument("--render-only", action="store_true", help="render the pages from the cache; run nothing")
+    parser.add_argument(
+        "--one", nargs="+", metavar="ARG", help="run one: TASK METHOD LR SEED [NAME=VALUE ...] (what the pool launches)"
+    )
+    return parser.parse_args(argv)
+
+
+def _one(cache: Path, spec: Sequence[str]) -> None:
+    task, method, lr, seed, *pairs = spec
+    setting = {name: float(value) for name, value in (pair.split("=", 1) for pair in pairs)}
+    torch.set_num_threads(1)
+    print(run_one(cache, RunKey.of(task, method, float(lr), int(seed), setting)), flush=True)
+
+
+def _plan(cache: Path, tasks: Sequence[str]) -> None:
+    for name in tasks:
+        protocol = get_protocol(name)
+        runs, stale = cached_runs(cache, protocol)
+        due = needed_runs(protocol, runs)
+        cpu = sum(run.get("cpu_seconds", 0.0) for run in runs.values()) / 60
+        print(
+            f"{name}: {len(runs)} cached ({cpu:.0f} CPU-min), {len(stale)} stale, {len(due)} due now "
+            f"(~{len(due) * protocol.cpu_minutes:.0f} CPU-min)",
+            flush=True,
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse(argv)
+    cache = args.cache or args.out / "runs"
+    if args.one:
+        _one(cache, args.one)
+        return 0
+    if args.plan:
+        _plan(cache, args.tasks)
+        return 0
+    if not args.render_only:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+        failed = run_needed(cache, [get_protocol(t) for t in args.tasks], args.jobs, args.out / "logs")
+        if failed:
+            print(
+                f"{len(failed)} runs failed: {[key.label() for key in failed]}; see {args.out / 'logs'}",
+                file=sys.stderr,
+            )
+    from .page import render
+
+    render(cache, args.out)
+    return 0

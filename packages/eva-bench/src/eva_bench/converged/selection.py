@@ -1,0 +1,71 @@
+"""Which converged runs a task needs next, and which configuration each method ends with.
+
+The order per (task, method): seed 0 at every learning rate of the grid (stage 1); seed 0 at the best of
+them with each alternative key setting (stage 2); seeds 1-4 at the best configuration (stage 3). "Best" is
+the validation score, the mean headline metric over the evaluations in the last quarter of the steps; a run
+that diverged (its loss became NaN) scores worst. Held-out metrics play no part here.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping
+from typing import Any
+
+from .cache import RunKey
+from .protocol import KEY_SETTINGS, METHODS, SEEDS, TaskProtocol
+
+__all__ = ["chosen", "needed_runs", "validation_score"]
+
+Runs = Mapping[RunKey, Mapping[str, Any]]
+
+
+def validation_score(protocol: TaskProtocol, run: Mapping[str, Any]) -> float:
+    """The run's mean validation metric over its last quarter of steps, signed so that higher is better
+    (``-inf`` for a diverged run)."""
+    if run.get("diverged"):
+        return -math.inf
+    late = [p["metrics"][protocol.metric] for p in run["record"]["curve"] if 4 * p["step"] >= 3 * protocol.steps]
+    value = statistics.fmean(late)
+    return value if protocol.higher_is_better else -value
+
+
+def _best(protocol: TaskProtocol, runs: Runs, keys: list[RunKey]) -> RunKey | None:
+    """The best of ``keys`` by validation score (the earlier key on a tie); ``None`` until all are cached."""
+    if not keys or any(key not in runs for key in keys):
+        return None
+    return max(keys, key=lambda key: (validation_score(protocol, runs[key]), -keys.index(key)))
+
+
+def _stages(protocol: TaskProtocol, method: str, runs: Runs) -> tuple[list[RunKey], RunKey | None]:
+    """The runs due for ``method`` in the first unfinished stage, and the chosen seed-0 run (when known)."""
+    grid = [RunKey.of(protocol.name, method, lr, SEEDS[0]) for lr in protocol.lr_grid]
+    best_lr = _best(protocol, runs, grid)
+    if best_lr is None:
+        return [key for key in grid if key not in runs], None
+    settings = [RunKey.of(protocol.name, method, best_lr.lr, SEEDS[0], s) for s in KEY_SETTINGS.get(method, ())]
+    best = _best(protocol, runs, [best_lr, *settings])
+    if best is None:
+        return [key for key in settings if key not in runs], None
+    return [key for key in _seeds_of(best) if key not in runs], best
+
+
+def _seeds_of(key: RunKey) -> list[RunKey]:
+    return [RunKey(key.task, key.method, key.lr, seed, key.setting) for seed in SEEDS]
+
+
+def needed_runs(protocol: TaskProtocol, runs: Runs) -> list[RunKey]:
+    """The runs that can start now (their stage's prerequisites are cached), method by method."""
+    return [key for method in METHODS for key in _stages(protocol, method, runs)[0]]
+
+
+def chosen(protocol: TaskProtocol, runs: Runs) -> dict[str, list[RunKey]]:
+    """Per method whose tuning is done, its final runs' keys (the chosen configuration, every seed), in
+    seed order; a method still tuning is absent."""
+    final = {}
+    for method in METHODS:
+        best = _stages(protocol, method, runs)[1]
+        if best is not None:
+            final[method] = _seeds_of(best)
+    return final

@@ -1,0 +1,161 @@
+"""The converged protocol's bookkeeping: the validation carve, the run cache (atomic, never overwritten,
+stale settings set aside), the tuning stages and the pool that re-plans after every run."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from eva_bench.converged import cli, runner, selection
+from eva_bench.converged.cache import RunKey, cached_runs, run_path, save_run
+from eva_bench.converged.protocol import PROTOCOLS, TaskProtocol, get_protocol
+from eva_bench.splits import carve
+from eva_core.errors import InvalidConfigError
+
+TOY = TaskProtocol(
+    "toy",
+    "Toy",
+    "vision",
+    "m",
+    "accuracy",
+    True,
+    steps=8,
+    eval_every=2,
+    lr_grid=(1e-3, 2e-3, 4e-3),
+    flat_threshold=0.01,
+)
+LOSS = TaskProtocol(
+    "toyloss",
+    "Toy loss",
+    "llm",
+    "m",
+    "loss",
+    False,
+    steps=8,
+    eval_every=4,
+    lr_grid=(1e-3, 2e-3, 4e-3),
+    flat_threshold=0.01,
+)
+
+
+def _run(protocol: TaskProtocol, late: float, early: float = 0.0) -> dict[str, Any]:
+    """A run file body whose curve is ``early`` before the last quarter of the steps and ``late`` in it."""
+    curve = [
+        {"step": s, "metrics": {protocol.metric: late if 4 * s >= 3 * protocol.steps else early}}
+        for s in protocol.eval_at
+    ]
+    return {"record": {"curve": curve, "held_out": {protocol.metric: late}}, "cpu_seconds": 1.0}
+
+
+@given(st.lists(st.integers(), min_size=1, max_size=40), st.data())
+def test_carve_sets_the_last_examples_apart(examples: list[int], data: st.DataObject) -> None:
+    validation = data.draw(st.integers(0, len(examples) - 1))
+    kept, carved = carve(examples, validation)
+    assert kept + carved == examples and len(carved) == validation
+
+
+@pytest.mark.parametrize("validation", [-1, 3, 4])
+def test_carve_refuses_a_split_that_leaves_nothing_to_train_on(validation: int) -> None:
+    with pytest.raises(InvalidConfigError, match=f"validation={validation} must be in \\[0, 2\\]"):
+        carve([1, 2, 3], validation)
+
+
+def test_every_protocol_is_well_formed() -> None:
+    assert [get_protocol(p.name) for p in PROTOCOLS] == list(PROTOCOLS)
+    for protocol in PROTOCOLS:
+        assert len(protocol.lr_grid) >= 3 and protocol.eval_at[0] == 0 and protocol.eval_at[-1] == protocol.steps
+        assert protocol.finetune.get("validation", 0) > 0  # the curve is never the held-out split
+    with pytest.raises(KeyError, match="pick one of"):
+        get_protocol("imagenet")
+    with pytest.raises(ValueError, match="3 learning rates"):
+        TaskProtocol("x", "X", "nlu", "m", "f1", True, steps=10, eval_every=5, lr_grid=(1e-3,), flat_threshold=0.1)
+
+
+def test_the_cache_writes_once_and_sets_stale_settings_apart(tmp_path: Path) -> None:
+    key = RunKey.of("toy", "eva", 0.0015, 0, {"rho": 1.0})
+    assert key.label() == "eva_lr0.0015_rho1.0_seed0"
+    path = save_run(tmp_path, key, TOY, _run(TOY, 0.9))
+    assert path == run_path(tmp_path, key) and [p.name for p in path.parent.iterdir()] == [path.name]
+    with pytest.raises(FileExistsError, match="delete it"):
+        save_run(tmp_path, key, TOY, _run(TOY, 0.1))
+    assert json.loads(path.read_text())["record"]["held_out"] == {"accuracy": 0.9}  # not overwritten
+    runs, stale = cached_runs(tmp_path, TOY)
+    assert list(runs) == [key] and stale == []
+    longer = TaskProtocol("toy", "Toy", "vision", "m", "accuracy", True, steps=10, eval_every=2,
+                          lr_grid=TOY.lr_grid, flat_threshold=0.01)  # fmt: skip
+    assert cached_runs(tmp_path, longer) == ({}, [path])
+
+
+def _fill(runs: dict[RunKey, Any], protocol: TaskProtocol, scores: dict[tuple[str, float, int], float]) -> None:
+    for (method, lr, seed), score in scores.items():
+        runs[RunKey.of(protocol.name, method, lr, seed)] = _run(protocol, score)
+
+
+def test_stages_tune_the_rate_then_the_key_setting_then_run_the_seeds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(selection, "METHODS", ("lora", "eva"))
+    runs: dict[RunKey, Any] = {}
+    first = selection.needed_runs(TOY, runs)
+    assert {(k.method, k.lr, k.seed) for k in first} == {(m, lr, 0) for m in ("lora", "eva") for lr in TOY.lr_grid}
+    _fill(runs, TOY, {("lora", 1e-3, 0): 0.7, ("lora", 2e-3, 0): 0.8, ("lora", 4e-3, 0): 0.75})
+    _fill(runs, TOY, {("eva", 1e-3, 0): 0.8, ("eva", 2e-3, 0): 0.8})
+    runs[RunKey.of("toy", "eva", 4e-3, 0)] = {"diverged": "training loss became nan at step 3"}
+    due = selection.needed_runs(TOY, runs)
+    assert [k for k in due if k.method == "lora"] == [RunKey.of("toy", "lora", 2e-3, s) for s in (1, 2, 3, 4)]
+    assert [k for k in due if k.method == "eva"] == [RunKey.of("toy", "eva", 1e-3, 0, {"rho": 1})]  # tie: lower lr
+    runs[RunKey.of("toy", "eva", 1e-3, 0, {"rho": 1})] = _run(TOY, 0.85)
+    chosen = selection.chosen(TOY, runs)
+    assert chosen["eva"] == [RunKey.of("toy", "eva", 1e-3, s, {"rho": 1}) for s in range(5)]
+    assert selection.validation_score(TOY, runs[RunKey.of("toy", "eva", 4e-3, 0)]) == -math.inf
+
+
+def test_a_lower_is_better_metric_picks_the_lowest_late_mean(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(selection, "METHODS", ("lora",))
+    runs: dict[RunKey, Any] = {}
+    _fill(runs, LOSS, {("lora", 1e-3, 0): 1.2, ("lora", 2e-3, 0): 1.1, ("lora", 4e-3, 0): 1.3})
+    runs[RunKey.of("toyloss", "lora", 2e-3, 0)] = _run(LOSS, 1.1, early=9.0)  # only the last quarter counts
+    assert selection.chosen(LOSS, runs)["lora"][0] == RunKey.of("toyloss", "lora", 2e-3, 0)
+
+
+_FAKE_RUN = """
+import json, sys, pathlib
+path, body = pathlib.Path(sys.argv[1]), json.loads(sys.argv[2])
+if body["key"]["method"] == "broken":
+    sys.exit(3)
+path.parent.mkdir(parents=True, exist_ok=True)
+path.write_text(json.dumps(body))
+"""
+
+
+def test_the_pool_runs_every_stage_and_reports_failures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stand-in for each run (a tiny process writing a file with LoRA best at 2e-3): the pool re-plans
+    after each finished run until nothing is due; a failing run is reported, not retried."""
+    monkeypatch.setattr(selection, "METHODS", ("lora", "eva", "broken"))
+
+    def command(cache: Path, key: RunKey) -> list[str]:
+        body = {"key": key.to_json(), "protocol": TOY.settings(), **_run(TOY, 1.0 - abs(key.lr - 2e-3))}
+        return [sys.executable, "-c", _FAKE_RUN, str(run_path(cache, key)), json.dumps(body)]
+
+    monkeypatch.setattr(runner, "single_run_command", command)
+    failed = runner.run_needed(tmp_path / "runs", [TOY], jobs=2, logs=tmp_path / "logs")
+    assert sorted(k.lr for k in failed) == list(TOY.lr_grid) and {k.method for k in failed} == {"broken"}
+    runs, _ = cached_runs(tmp_path / "runs", TOY)
+    assert len(runs) == 3 + 4 + 3 + 1 + 4  # lora: grid + seeds; eva: grid + rho=1 + seeds
+    assert selection.needed_runs(TOY, runs) == [k for k in failed]
+    assert all(k.lr == 2e-3 for k in selection.chosen(TOY, runs)["lora"])
+
+
+def test_a_launched_run_parses_back_to_its_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    key = RunKey.of("digits", "eva_dora", 0.0015, 3, {"rho": 1.0})
+    command = runner.single_run_command(tmp_path, key)
+    assert command[1] == str(runner.SCRIPT) and runner.SCRIPT.is_file()
+    seen: list[RunKey] = []
+    monkeypatch.setattr(cli, "run_one", lambda cache, parsed: seen.append(parsed) or cache)
+    assert cli.main(command[2:]) == 0
+    assert seen == [key]

@@ -80,3 +80,22 @@ def test_run_from_args_reads_the_shared_glue_split() -> None:
     args = parse(["nlu", "--model", "minilm", "--task", "sst2", *small.split(), "--out", "unused"])
     record = run_from_args(args, "lora", seed=0)
     assert record.metric == "accuracy" and [p.step for p in record.curve] == [1] and record.seed == 0
+
+
+def test_a_validation_split_takes_the_curve_and_dev_is_scored_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``validation`` rows follow the first ``train_limit`` training rows, score every curve point and are
+    never trained on; the dev rows are scored once, after the last step."""
+    from eva_bench.nlu import recipe
+
+    scored: list[int] = []
+    original = recipe.evaluate
+    monkeypatch.setattr(
+        recipe, "evaluate", lambda m, b, t: scored.append(sum(len(x["labels"]) for x in b)) or original(m, b, t)
+    )
+    record = finetune(
+        "minilm", "sst2", "lora", train=shared_glue_path("sst2", "train"), dev=shared_glue_path("sst2", "dev"),
+        steps=2, eval_at=[0, 1, 2], train_limit=24, validation=10, dev_limit=6, batch_size=8, rank=2,
+    )  # fmt: skip
+    assert scored == [10, 10, 10, 6]
+    assert record.held_out is not None and set(record.held_out) >= {"accuracy", "loss"}
+    assert record.held_out["accuracy"] in {k / 6 for k in range(7)}

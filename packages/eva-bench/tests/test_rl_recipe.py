@@ -93,3 +93,40 @@ def test_missing_cache_names_the_command(tmp_path: Path, monkeypatch: pytest.Mon
         eva_rl.load_pretrained("dt-halfcheetah")
     with pytest.raises(FileNotFoundError, match=r"pretrain_rl\.py"):
         load_task_data("walker2d")
+
+
+def test_validation_episodes_take_the_curve_and_training_windows_stay_paired(
+    tiny_cache: PretrainSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``validation``, the curve is scored on episodes set apart from training (rollouts from other
+    environment seeds), the held-out score comes once at the end, and EVA's pass over the windows leaves the
+    training windows the same as LoRA's for the seed."""
+    from eva_bench.rl import recipe
+
+    pretrain("dt-halfcheetah")
+    seen: dict[str, list[float]] = {"lora": [], "eva": []}
+    rollout_seeds: list[int] = []
+    original_loss, original_rollouts = recipe.action_loss, recipe.rollout_returns
+
+    def loss_spy(model: Any, batch: Any) -> Any:
+        seen[method].append(float(batch["states"].sum()))
+        return original_loss(model, batch)
+
+    def rollouts_spy(*args: Any, seed: int, **kwargs: Any) -> Any:
+        rollout_seeds.append(seed)
+        return original_rollouts(*args, seed=seed, **kwargs)
+
+    monkeypatch.setattr(recipe, "action_loss", loss_spy)
+    monkeypatch.setattr(recipe, "rollout_returns", rollouts_spy)
+    records = {}
+    for method in ("lora", "eva"):
+        with pytest.warns(NotConvergedWarning) if method == "eva" else contextlib.nullcontext():
+            records[method] = finetune(
+                "dt-halfcheetah", "walker2d", method, steps=2, eval_at=(0, 2), rank=2, batch_size=4, dev_limit=2,
+                validation=2, episodes=1, held_out_episodes=2, dev_batches=1, eva_overrides={"max_steps": 1},
+            )  # fmt: skip
+    lora = records["lora"]
+    assert lora.extra["validation_episodes"] == 2 and lora.extra["train_episodes"] == 8 - 2 - 2
+    assert lora.held_out is not None and set(lora.held_out) == set(METRICS)
+    assert rollout_seeds[:3] == [recipe.VALIDATION_SEED] * 2 + [recipe.HELD_OUT_SEED]
+    assert seen["lora"][-2:] == seen["eva"][-2:]  # the two training steps read the same windows

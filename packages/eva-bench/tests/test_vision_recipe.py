@@ -132,3 +132,21 @@ def test_pretraining_is_cached_with_its_processor_where_the_cli_looks(
     assert model.classifier.out_features == 3 and (folder / "preprocessor_config.json").is_file()
     with pytest.raises(eva_core.errors.MissingDataError, match=r"benchmarks/pretrain_vision\.py"):
         pretraining.load_pretrained(pretraining.PretrainSettings(steps=3), build=False)
+
+
+def test_a_validation_split_takes_the_curve_and_dev_is_scored_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last ``validation`` train images score the curve and are not trained on; the dev images are
+    scored once, after the last step."""
+    from eva_bench.vision import recipe
+
+    scored: list[int] = []
+    original = recipe.evaluate
+    monkeypatch.setattr(
+        recipe, "evaluate", lambda m, b, k: scored.append(sum(len(y) for _, y in b)) or original(m, b, k)
+    )
+    record = recipe.finetune(
+        _tiny_dinov2(10), "digits", "lora", steps=2, eval_at=[0, 2], rank=2, batch_size=8, train_limit=16,
+        validation=12, dev_limit=20, image_spec=(16, 1, (0.5,), (0.5,)),
+    )  # fmt: skip
+    assert scored == [12, 12, 20]
+    assert record.held_out is not None and record.held_out["accuracy"] in {k / 20 for k in range(21)}

@@ -75,17 +75,17 @@ class TaskProtocol:
 
 PROTOCOLS: tuple[TaskProtocol, ...] = (
     TaskProtocol(
-        "fmnist59", "F-MNIST 5-9", "vision", "dinov2-local", "accuracy", True, steps=200, eval_every=25,
-        lr_grid=(5e-4, 1.5e-3, 4e-3), flat_threshold=0.01, cpu_minutes=0.7,
+        "fmnist59", "F-MNIST 5-9", "vision", "dinov2-local", "accuracy", True, steps=400, eval_every=50,
+        lr_grid=(1.5e-3, 4e-3, 1e-2), flat_threshold=0.01, cpu_minutes=1.6,
         finetune={"task": "fmnist-5-9", "batch_size": 32, "train_limit": 4000, "validation": 400, "dev_limit": 2000},
     ),
     TaskProtocol(
-        "digits", "Digits", "vision", "dinov2-local", "accuracy", True, steps=200, eval_every=25,
-        lr_grid=(5e-4, 1.5e-3, 4e-3), flat_threshold=0.01, cpu_minutes=0.6,
+        "digits", "Digits", "vision", "dinov2-local", "accuracy", True, steps=400, eval_every=50,
+        lr_grid=(1.5e-3, 4e-3, 1e-2), flat_threshold=0.01, cpu_minutes=1.4,
         finetune={"task": "digits", "batch_size": 32, "validation": 258},
     ),
     TaskProtocol(
-        "walker2d", "Walker2d", "rl", "dt-halfcheetah", "normalized_return", True, steps=200, eval_every=50,
+        "walker2d", "Walker2d", "rl", "dt-halfcheetah", "normalized_return", True, steps=300, eval_every=75,
         lr_grid=(3e-4, 1e-3, 3e-3), flat_threshold=3.0, cpu_minutes=1.0,
         finetune={
             "task": "walker2d", "batch_size": 32, "validation": 16, "dev_limit": 16, "episodes": 4,

@@ -53,7 +53,7 @@ def no_process(modules: dict[str, ModuleType], monkeypatch: pytest.MonkeyPatch) 
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise AssertionError(f"a process was started: {args}")
 
-    monkeypatch.setattr(modules["_paper_runs"].subprocess, "Popen", refuse)
+    monkeypatch.setattr(importlib.import_module("eva_bench.processes").subprocess, "Popen", refuse)
 
 
 def _args(task: str, steps: str = "4") -> tuple[str, ...]:

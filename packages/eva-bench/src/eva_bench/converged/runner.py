@@ -5,18 +5,17 @@ processes at a time with one torch thread each (:func:`run_needed`), re-planning
 from __future__ import annotations
 
 import logging
-import os
 import platform
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 
 from ..paths import repository_root
+from ..processes import ProcessPool, process_pool
 from ..records import RunRecord
 from .cache import RunKey, cached_runs, run_path, save_run
 from .protocol import TaskProtocol, get_protocol
@@ -108,39 +107,20 @@ def run_needed(cache: Path, protocols: Sequence[TaskProtocol], jobs: int, logs: 
     Each process logs to ``<logs>/<task>/<run>.log``; on an interrupt the processes started here are
     terminated (their runs were not cached, so they rerun next time).
     """
-    running: dict[RunKey, tuple[subprocess.Popen[bytes], IO[bytes], float]] = {}
     failed: list[RunKey] = []
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    try:
+    pool: ProcessPool[RunKey]
+    with process_pool() as pool:
         while True:
-            pending = [key for key in _pending(cache, protocols, set(running)) if key not in failed]
-            while pending and len(running) < jobs:
-                key = pending.pop(0)
+            pending = [key for key in _pending(cache, protocols, set(pool.running)) if key not in failed]
+            for key in pending[: max(0, jobs - len(pool.running))]:
                 log_path = logs / key.task / f"{key.label()}.log"
-                log_path.parent.mkdir(parents=True, exist_ok=True)
-                log: IO[bytes] = log_path.open("wb")
-                command = single_run_command(cache, key)
-                process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-                running[key] = (process, log, time.perf_counter())
-                _log.info("[start] %s (log %s)", key.label(), log_path)
-            if not running:
+                pool.start(key, single_run_command(cache, key), log_path)
+                _log.info("[start] %s/%s (log %s)", key.task, key.label(), log_path)
+            if not pool.running:
                 return failed
-            time.sleep(POLL_SECONDS)
-            for key, (process, log, started) in list(running.items()):
-                if process.poll() is None:
-                    continue
-                log.close()
-                del running[key]
-                minutes = (time.perf_counter() - started) / 60
-                if process.returncode == 0 and run_path(cache, key).is_file():
-                    _log.info("[done] %s/%s in %.1f min", key.task, key.label(), minutes)
+            for done in pool.finished(POLL_SECONDS):
+                if done.returncode == 0 and run_path(cache, done.label).is_file():
+                    _log.info("[done] %s/%s in %.1f min", done.label.task, done.label.label(), done.minutes)
                 else:
-                    failed.append(key)
-                    _log.error(
-                        "[FAILED] %s/%s: exit %s after %.1f min", key.task, key.label(), process.returncode, minutes
-                    )
-    finally:
-        for process, log, _ in running.values():
-            process.terminate()
-            process.wait()
-            log.close()
+                    failed.append(done.label)
+                    _log.error("[FAILED] %s/%s: exit %s", done.label.task, done.label.label(), done.returncode)

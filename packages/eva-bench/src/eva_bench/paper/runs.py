@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shlex
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from ..paths import repository_root
+from ..processes import ProcessPool, process_pool
 
 __all__ = [
     "COMPARE",
@@ -145,33 +143,21 @@ def run_suites(work: Sequence[tuple[Suite, list[str], float]], jobs: int, out_di
     terminated. Returns the suites whose process failed, with their logs.
     """
     queue = [(suite, command) for suite, command, _ in sorted(work, key=lambda item: -item[2])]
-    (out_dir / "logs").mkdir(parents=True, exist_ok=True)
-    running: list[tuple[Suite, subprocess.Popen[bytes], IO[bytes], float]] = []
     failed: list[tuple[Suite, Path]] = []
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    try:
-        while queue or running:
-            while queue and len(running) < jobs:
+    pool: ProcessPool[Suite]
+    with process_pool(cwd=ROOT) as pool:
+        while queue or pool.running:
+            while queue and len(pool.running) < jobs:
                 suite, command = queue.pop(0)
                 log_path = out_dir / "logs" / f"{suite.stem}.log"
-                log_file: IO[bytes] = log_path.open("wb")
                 print(f"[start] {suite.stem}: {shlex.join(command[1:])}\n        log: {log_path}", flush=True)
-                process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
-                running.append((suite, process, log_file, time.perf_counter()))
-            time.sleep(POLL_SECONDS)
-            for item in [item for item in running if item[1].poll() is not None]:
-                suite, process, log_file, started = item
-                running.remove(item)
-                log_file.close()
-                minutes = (time.perf_counter() - started) / 60
-                if process.returncode == 0:
-                    print(f"[done] {suite.stem} in {minutes:.1f} min", flush=True)
+                pool.start(suite, command, log_path)
+            for done in pool.finished(POLL_SECONDS):
+                if done.returncode == 0:
+                    print(f"[done] {done.label.stem} in {done.minutes:.1f} min", flush=True)
                 else:
-                    failed.append((suite, out_dir / "logs" / f"{suite.stem}.log"))
-                    print(f"[FAILED] {suite.stem}: exit {process.returncode} after {minutes:.1f} min", flush=True)
-    finally:
-        for _, process, log_file, _ in running:  # interrupted: stop only the processes started here
-            process.terminate()
-            process.wait()
-            log_file.close()
+                    failed.append((done.label, out_dir / "logs" / f"{done.label.stem}.log"))
+                    print(
+                        f"[FAILED] {done.label.stem}: exit {done.returncode} after {done.minutes:.1f} min", flush=True
+                    )
     return failed

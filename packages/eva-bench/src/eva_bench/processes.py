@@ -1,0 +1,71 @@
+"""A few child processes at a time, each logging to its own file, all stopped if the parent is interrupted:
+what the reports use to run one (method, seed) or one suite per process with one torch thread each."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Hashable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Generic, TypeVar
+
+__all__ = ["Finished", "ProcessPool", "process_pool"]
+
+Label = TypeVar("Label", bound=Hashable)
+
+
+@dataclass(frozen=True)
+class Finished(Generic[Label]):
+    """A process that exited: its label, exit status and wall minutes."""
+
+    label: Label
+    returncode: int
+    minutes: float
+
+
+class ProcessPool(Generic[Label]):
+    """Child processes by label, with one torch thread each (``OMP_NUM_THREADS=1``)."""
+
+    def __init__(self, cwd: Path | None = None) -> None:
+        self.cwd = cwd
+        self.running: dict[Label, tuple[subprocess.Popen[bytes], IO[bytes], float]] = {}
+        self.env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+    def start(self, label: Label, command: Sequence[str], log_path: Path) -> None:
+        """Run ``command`` as ``label``, its stdout and stderr into ``log_path``."""
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log: IO[bytes] = log_path.open("wb")
+        process = subprocess.Popen(list(command), stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd, env=self.env)
+        self.running[label] = (process, log, time.perf_counter())
+
+    def finished(self, poll_seconds: float) -> list[Finished[Label]]:
+        """Wait ``poll_seconds``, then return (and forget) the processes that exited."""
+        time.sleep(poll_seconds)
+        done = []
+        for label, (process, log, started) in list(self.running.items()):
+            if process.poll() is not None:
+                log.close()
+                del self.running[label]
+                done.append(Finished(label, process.returncode, (time.perf_counter() - started) / 60))
+        return done
+
+    def stop(self) -> None:
+        """Terminate every process still running (an interrupted parent leaves none behind)."""
+        for process, log, _ in self.running.values():
+            process.terminate()
+            process.wait()
+            log.close()
+        self.running.clear()
+
+
+@contextmanager
+def process_pool(cwd: Path | None = None) -> Iterator[ProcessPool[Label]]:
+    """A :class:`ProcessPool` whose processes are terminated when the block exits, however it exits."""
+    pool: ProcessPool[Label] = ProcessPool(cwd)
+    try:
+        yield pool
+    finally:
+        pool.stop()

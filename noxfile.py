@@ -233,6 +233,15 @@ def report(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON, default=False)
+def converged(session: nox.Session) -> None:
+    """The converged report (``benchmarks/converged.py``; pass its arguments after ``--``): each method at its
+    own tuned learning rate, runs long enough to flatten, five paired seeds; reruns only what its committed
+    cache lacks (``-- --render-only`` runs nothing, ``-- --plan`` says what is due)."""
+    _install_bench(session)
+    session.run("python", "benchmarks/converged.py", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
 def demo(session: nox.Session) -> None:
     """The main job: EVA-initialize MiniLM on real SST-2 sentences and print what it did."""
     _install_torch(session)

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eva_bench.converged import cli, runner, selection
+from eva_bench.converged import cli, protocol, runner, selection
 from eva_bench.converged.cache import RunKey, cached_runs, run_path, save_run
 from eva_bench.converged.protocol import PROTOCOLS, TaskProtocol, get_protocol
 from eva_bench.splits import carve
@@ -80,7 +80,7 @@ def test_every_protocol_is_well_formed() -> None:
 
 def test_the_cache_writes_once_and_sets_stale_settings_apart(tmp_path: Path) -> None:
     key = RunKey.of("toy", "eva", 0.0015, 0, {"rho": 1.0})
-    assert key.label() == "eva_lr0.0015_rho1.0_seed0"
+    assert key.label() == "eva_lr0.0015_rho1_seed0" == RunKey.of("toy", "eva", 0.0015, 0, {"rho": 1}).label()
     path = save_run(tmp_path, key, TOY, _run(TOY, 0.9))
     assert path == run_path(tmp_path, key) and [p.name for p in path.parent.iterdir()] == [path.name]
     with pytest.raises(FileExistsError, match="delete it"):
@@ -152,10 +152,10 @@ def test_the_pool_runs_every_stage_and_reports_failures(tmp_path: Path, monkeypa
 
 
 def test_a_launched_run_parses_back_to_its_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    key = RunKey.of("digits", "eva_dora", 0.0015, 3, {"rho": 1.0})
+    key = RunKey.of("digits", "eva_dora", 0.0015, 3, protocol.KEY_SETTINGS["eva_dora"][0])  # as the pool makes it
     command = runner.single_run_command(tmp_path, key)
     assert command[1] == str(runner.SCRIPT) and runner.SCRIPT.is_file()
     seen: list[RunKey] = []
     monkeypatch.setattr(cli, "run_one", lambda cache, parsed: seen.append(parsed) or cache)
     assert cli.main(command[2:]) == 0
-    assert seen == [key]
+    assert seen == [key] and seen[0].label() == key.label()

@@ -41,8 +41,8 @@ class RunKey:
         return self.method, self.lr, self.setting
 
     def label(self) -> str:
-        """``eva_lr0.0015_rho1_seed0``: the file stem."""
-        setting = "".join(f"_{name}{value}" for name, value in self.setting)
+        """``eva_lr0.0015_rho1_seed0``: the file stem (setting values are numbers)."""
+        setting = "".join(f"_{name}{value:g}" for name, value in self.setting)  # 1 and 1.0 name one file
         return f"{self.method}_lr{self.lr:g}{setting}_seed{self.seed}"
 
     def to_json(self) -> dict[str, Any]:

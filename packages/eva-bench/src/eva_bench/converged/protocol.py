@@ -76,12 +76,12 @@ class TaskProtocol:
 PROTOCOLS: tuple[TaskProtocol, ...] = (
     TaskProtocol(
         "fmnist59", "F-MNIST 5-9", "vision", "dinov2-local", "accuracy", True, steps=400, eval_every=50,
-        lr_grid=(1.5e-3, 4e-3, 1e-2), flat_threshold=0.01, cpu_minutes=1.6,
+        lr_grid=(1.5e-3, 4e-3, 1e-2), flat_threshold=0.01, cpu_minutes=1.5,
         finetune={"task": "fmnist-5-9", "batch_size": 32, "train_limit": 4000, "validation": 400, "dev_limit": 2000},
     ),
     TaskProtocol(
-        "digits", "Digits", "vision", "dinov2-local", "accuracy", True, steps=400, eval_every=50,
-        lr_grid=(1.5e-3, 4e-3, 1e-2), flat_threshold=0.01, cpu_minutes=1.4,
+        "digits", "Digits", "vision", "dinov2-local", "accuracy", True, steps=300, eval_every=50,
+        lr_grid=(1.5e-3, 4e-3, 1e-2), flat_threshold=0.01, cpu_minutes=1.1,
         finetune={"task": "digits", "batch_size": 32, "validation": 258},
     ),
     TaskProtocol(
@@ -94,13 +94,13 @@ PROTOCOLS: tuple[TaskProtocol, ...] = (
     ),
     TaskProtocol(
         "sst2", "SST-2", "nlu", "minilm", "accuracy", True, steps=160, eval_every=20,
-        lr_grid=(5e-4, 1.5e-3, 4e-3), flat_threshold=0.01, cpu_minutes=1.6,
+        lr_grid=(5e-4, 1.5e-3, 4e-3), flat_threshold=0.01, cpu_minutes=2.3,
         finetune={"task": "sst2", "batch_size": 16, "max_length": 64, "train_limit": 4000, "validation": 256},
     ),
     TaskProtocol(
-        "mrpc", "MRPC", "nlu", "minilm", "f1", True, steps=160, eval_every=20,
-        lr_grid=(5e-4, 1.5e-3, 4e-3), flat_threshold=0.01, cpu_minutes=2.6,
-        finetune={"task": "mrpc", "batch_size": 16, "max_length": 80, "validation": 256, "dev_limit": 800},
+        "mrpc", "MRPC", "nlu", "minilm", "f1", True, steps=160, eval_every=40,
+        lr_grid=(1e-3, 3e-3, 8e-3), flat_threshold=0.01, cpu_minutes=2.7,
+        finetune={"task": "mrpc", "batch_size": 16, "max_length": 64, "validation": 200, "dev_limit": 600},
     ),
     TaskProtocol(
         "gsm8k", "GSM8K", "llm", "smollm2", "loss", False, steps=80, eval_every=20,

@@ -1,0 +1,235 @@
+"""The converged page from a hand-made cache (real protocols, fabricated run files): the numbers it prints equal
+hand-computed ones, an incomplete task renders as in progress without a verdict, an empty cache renders, and two
+renders give the same bytes."""
+
+# ruff: noqa: RUF001 - the page prints true minus and multiplication signs
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eva_bench.converged.cache import RunKey, save_run
+from eva_bench.converged.page import render
+from eva_bench.converged.protocol import METHODS, SEEDS, get_protocol
+
+LOW, MID, HIGH = get_protocol("digits").lr_grid  # 5e-4, 1.5e-3, 4e-3
+CPU_SECONDS = 36.0  # per run: 51 Digits runs = 0.51 CPU-hours, 7 SST-2 runs = 0.07
+
+# Digits: the chosen configuration per method (LoRA at the grid's low edge, PiSSA at its high edge, EVA+DoRA
+# with rho=1), its final validation value (mean over seeds; seed offsets below average to 0), the step where
+# its ramp ends, a rise at the very last evaluation, and the held-out accuracy per seed.
+EVA_HELD = [0.83, 0.84, 0.85, 0.86, 0.87]
+DIGITS: dict[str, dict[str, Any]] = {
+    "lora": {"lr": LOW, "val": 0.80, "ramp": 100, "held": [0.80, 0.81, 0.82, 0.83, 0.84]},  # EVA - 0.03: win
+    "dora": {"lr": MID, "val": 0.81, "ramp": 100, "held": [0.82, 0.85, 0.83, 0.88, 0.87]},  # +-0.01, +-0.02, 0: tie
+    "pissa": {"lr": HIGH, "val": 0.86, "ramp": 100, "late": 0.02, "held": [v + 0.01 for v in EVA_HELD]},  # loss
+    "olora": {"lr": MID, "val": 0.78, "ramp": 100, "held": [0.82, 0.82, 0.82, 0.82, 0.82]},  # EVA - 0.01..0.05
+    "loraga": {"lr": MID, "val": 0.74, "ramp": 100, "held": [v - 0.05 for v in EVA_HELD], "diverged": 2},
+    "eva": {"lr": MID, "val": 0.84, "ramp": 50, "held": EVA_HELD},
+    "eva_dora": {"lr": MID, "setting": {"rho": 1}, "val": 0.83, "ramp": 75, "held": [0.84, 0.82, 0.85, 0.87, 0.86]},
+}
+OFFSETS = [-0.01, 0.01, 0.0, -0.02, 0.02]  # validation offset per seed: mean 0, and 0 without seed 2
+PARAMETERS = {"eva": [990, 1000, 990, 1000, 1000]}  # mean 996; every other run trains 1,000
+BASELINES = {"digits": 0.835}  # seeds above: LoRA 0.84 only, EVA all but 0.83
+
+
+def _curve(task: str, final: float, ramp: int, late: float) -> list[dict[str, Any]]:
+    """A validation curve rising linearly to ``final`` at step ``ramp``, flat after, ``+ late`` at the last step."""
+    protocol = get_protocol(task)
+    points = []
+    for step in protocol.eval_at:
+        value = final * min(1.0, step / ramp) + (late if step == protocol.steps else 0.0)
+        points.append({"step": step, "metrics": {protocol.metric: value, "loss": 1.0 - value}})
+    return points
+
+
+def _run(task: str, method: str, seed: int, curve: list[dict[str, Any]], held: float, params: int) -> dict[str, Any]:
+    record = {
+        "method": method,
+        "seed": seed,
+        "metric": get_protocol(task).metric,
+        "init_seconds": 0.1,
+        "train_seconds": 30.0,
+        "trainable_parameters": params,
+        "curve": curve,
+        "extra": {},
+        "init_peak_bytes": None,
+        "held_out": {get_protocol(task).metric: held},
+    }
+    return _costs({"record": record})
+
+
+def _costs(run: dict[str, Any]) -> dict[str, Any]:
+    extra = {"threads": 1, "python": "3.11.7", "torch": "2.14.1", "date": "2026-12-01"}
+    return {**run, "cpu_seconds": CPU_SECONDS, "wall_seconds": 2 * CPU_SECONDS, **extra}
+
+
+def _save(cache: Path, task: str, method: str, lr: float, seed: int, run: Mapping[str, Any], **setting: Any) -> None:
+    save_run(cache, RunKey.of(task, method, lr, seed, setting), get_protocol(task), run)
+
+
+def _tuning_runs(cache: Path, method: str, spec: Mapping[str, Any]) -> None:
+    """Seed 0 over the grid (and rho=1 for EVA's variants): the chosen configuration scores best; the others
+    reach 0.9 x its final value (0.95 x for the default setting of a method that chooses rho=1); LoRA diverges
+    at the grid's top."""
+    chosen_setting = spec.get("setting", {})
+    final = spec["val"] + OFFSETS[0]
+    configs = [(lr, {}) for lr in get_protocol("digits").lr_grid]
+    configs += [(spec["lr"], {"rho": 1})] if method in ("eva", "eva_dora") else []
+    for lr, setting in configs:
+        chosen = (lr, setting) == (spec["lr"], chosen_setting)
+        scale = 1.0 if chosen else 0.95 if (lr == spec["lr"] and chosen_setting) else 0.9
+        if method == "lora" and lr == HIGH:
+            _save(cache, "digits", method, lr, 0, _costs({"diverged": "loss is nan at step 40"}), **setting)
+            continue
+        curve = _curve("digits", scale * final, spec["ramp"], spec.get("late", 0.0))
+        params = PARAMETERS.get(method, [1000] * 5)[0]
+        _save(cache, "digits", method, lr, 0, _run("digits", method, 0, curve, spec["held"][0], params), **setting)
+
+
+def _digits(cache: Path) -> None:
+    """Every Digits run: 7 x 3 grid runs, 2 rho=1 runs and 7 x 4 final seeds (LoRA-GA's seed 2 diverged)."""
+    for method, spec in DIGITS.items():
+        _tuning_runs(cache, method, spec)
+        for seed in SEEDS[1:]:
+            if spec.get("diverged") == seed:
+                run = _costs({"diverged": "loss is nan at step 120"})
+            else:
+                curve = _curve("digits", spec["val"] + OFFSETS[seed], spec["ramp"], spec.get("late", 0.0))
+                params = PARAMETERS.get(method, [1000] * 5)[seed]
+                run = _run("digits", method, seed, curve, spec["held"][seed], params)
+            _save(cache, "digits", method, spec["lr"], seed, run, **spec.get("setting", {}))
+
+
+def _sst2_lora_only(cache: Path) -> None:
+    """SST-2: LoRA tuned (best at the middle rate) and its five final runs; no other method has run."""
+    for lr in get_protocol("sst2").lr_grid:
+        _save(
+            cache,
+            "sst2",
+            "lora",
+            lr,
+            0,
+            _run("sst2", "lora", 0, _curve("sst2", 0.9 if lr == MID else 0.8, 40, 0), 0.9, 500),
+        )
+    for seed in SEEDS[1:]:
+        _save(cache, "sst2", "lora", MID, seed, _run("sst2", "lora", seed, _curve("sst2", 0.9, 40, 0), 0.9, 500))
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The cache and the README rendered from it."""
+    root = tmp_path_factory.mktemp("converged")
+    cache = root / "runs"
+    _digits(cache)
+    _sst2_lora_only(cache)
+    render(cache, root / "out", BASELINES)
+    return cache, (root / "out" / "README.md").read_text()
+
+
+def _row(text: str, first_cell: str, after: str) -> str:
+    """The first table row starting with ``| first_cell |`` after the line containing ``after``."""
+    tail = text[text.index(after) :]
+    return next(line for line in tail.splitlines() if line.startswith(f"| {first_cell} |"))
+
+
+def test_the_held_out_table_has_hand_computed_cells(page: tuple[Path, str]) -> None:
+    _, text = page
+    # LoRA: mean 0.82, half-width t(0.975, 4) x sqrt(0.00025) / sqrt(5) = 0.0196; F-MNIST has no runs
+    assert _row(text, "LoRA", "### Vision") == "| LoRA | — | — | 0.820 ± 0.020 | 5 | — / 1,000 |"
+    assert _row(text, "PiSSA", "### Vision") == "| PiSSA | — | — | **0.860 ± 0.020** | 5 | — / 1,000 |"
+    assert _row(text, "EVA", "### Vision") == "| EVA | — | — | 0.850 ± 0.020 | 5 | — / 996 |"
+    assert "| LoRA-GA | — | — | 0.800 ± 0.029 | 4 (1 diverged) | — / 1,000 |" in text  # 0.78, 0.79, 0.81, 0.82
+    assert "- F-MNIST 5-9: in progress: 0 of 35 final runs cached; no numbers until it is complete." in text
+
+
+def test_eva_vs_each_method_sentences(page: tuple[Path, str]) -> None:
+    _, text = page
+    assert "EVA vs LoRA on Digits: +0.030 [+0.030, +0.030], Wilcoxon p = 0.0625: win." in text
+    assert "EVA vs PiSSA on Digits: −0.010 [−0.010, −0.010], Wilcoxon p = 0.0625: loss." in text
+    assert "EVA vs LoRA-GA on Digits: +0.050 [+0.050, +0.050], Wilcoxon p = 0.125 (4 paired seeds): win." in text
+    dora = next(line for line in text.splitlines() if "EVA vs DoRA on Digits" in line)
+    assert dora.startswith("- EVA vs DoRA on Digits: +0.000 [−0.0") and dora.endswith("Wilcoxon p = 1: tie.")
+    olora = next(line for line in text.splitlines() if "EVA vs OLoRA on Digits" in line)  # EVA + 0.01 .. 0.05
+    assert olora.startswith("- EVA vs OLoRA on Digits: +0.030 [+0.0") and olora.endswith("p = 0.0625: win.")
+
+
+def test_the_domain_verdict_is_counted(page: tuple[Path, str]) -> None:
+    _, text = page
+    vision = next(line for line in text.splitlines() if line.startswith("**Vision**"))
+    assert "of 6 paired comparisons EVA wins 3, ties 2 and loses 1" in vision
+    assert "on Digits EVA wins against LoRA, OLoRA, LoRA-GA, ties with DoRA, EVA+DoRA and loses to PiSSA" in vision
+    assert "(best held-out mean: PiSSA)" in vision and "EVA does not win 3 of the 6 comparisons" in vision
+    assert "EVA vs LoRA: 996 vs 1,000 (100 %) on Digits" in vision
+    assert "Not yet decided: F-MNIST 5-9 in progress: 0 of 35 final runs cached." in vision
+    assert "- Vision (Digits): EVA wins 3, ties 2, loses 1 of 6 comparisons." in text
+    assert "**NLU**: no verdict yet (SST-2 in progress: 5 of 35 final runs cached;" in text
+
+
+def test_the_tuning_table_and_the_chosen_configurations(page: tuple[Path, str]) -> None:
+    _, text = page
+    # LoRA seed 0: 0.80 - 0.01 at the low rate (chosen), 0.9 x 0.79 at the middle one, diverged at the top
+    lora = _row(text, "LoRA", "### Digits")
+    assert lora == "| LoRA | **0.790** | 0.711 | diverged | — | lr 0.0005 **(lowest of the grid)**, default setting |"
+    assert _row(text, "PiSSA", "### Digits").endswith("| lr 0.004 **(highest of the grid)**, default setting |")
+    # EVA+DoRA: 0.95 x 0.82 with the default rho, 0.82 with rho=1 (chosen); PiSSA's last-step rise counts 1/3
+    assert _row(text, "EVA+DoRA", "### Digits") == "| EVA+DoRA | 0.738 | 0.779 | 0.738 | **0.820** | lr 0.0015, rho=1 |"
+    assert _row(text, "PiSSA", "### Digits").startswith("| PiSSA | 0.772 | 0.772 | **0.857** | — |")
+
+
+def test_final_runs_steps_to_95_percent_baseline_and_flattening(page: tuple[Path, str]) -> None:
+    _, text = page
+    final = text.index("Final runs")
+    # target 0.95 x 0.80 = 0.76: EVA's ramp (0.84 at step 50) gets there first, LoRA's (0.80 at 100) at 100
+    assert _row(text, "EVA", "Final runs") == "| EVA | 0.850 ± 0.020 | 4 of 5 | 0.840 | 50 | +0.000 |"
+    assert _row(text, "LoRA", "Final runs") == "| LoRA | 0.820 ± 0.020 | 1 of 5 | 0.800 | 100 | +0.000 |"
+    assert _row(text, "EVA+DoRA", "Final runs").endswith(
+        "| 0.830 | 75 | +0.000 |"
+    )  # 0.83 x 75/75 >= 0.76 > 0.83/75 x 50
+    assert _row(text, "LoRA-GA", "Final runs").endswith("| 0.740 | not reached | +0.000 |")
+    assert "reaches 0.95 × LoRA's final mean (0.800) = 0.760." in text[final:]
+    flat = "PiSSA, changed by +0.020 from step 150 to step 200; threshold ±0.010: FAIL (still moving)."
+    assert flat in text[final:]
+    assert "CPU time: 0.51 CPU-hours over 51 cached runs (1.02 h wall)." in text
+
+
+def test_an_incomplete_task_is_in_progress_with_its_tuning(page: tuple[Path, str]) -> None:
+    _, text = page
+    sst2 = text[text.index("### SST-2\n\n") : text.index("### MRPC\n\n")]
+    assert "Status: in progress: 5 of 35 final runs cached." in sst2
+    assert "| LoRA | 0.800 | **0.900** | 0.800 | — | lr 0.0015, default setting |" in sst2
+    assert "| DoRA | — | — | — | — | tuning (0 of 3 learning rates run) |" in sst2
+    assert "Final runs" not in sst2 and "EVA vs LoRA on SST-2" not in text
+    assert "- SST-2: in progress: 5 of 35 final runs cached; no verdict yet." in text
+    assert "| **Total** | 58 | 0.58 | 1.16 |" in text and "CPU-hours spent on the cached runs: 0.58." in text
+    assert "python benchmarks/converged.py --tasks fmnist59 walker2d sst2 mrpc gsm8k" in text
+
+
+def test_rendering_twice_gives_the_same_bytes(page: tuple[Path, str], tmp_path: Path) -> None:
+    cache, text = page
+    first = render(cache, tmp_path / "a", BASELINES)
+    second = render(cache, tmp_path / "b", BASELINES)
+    assert [p.name for p in first] == ["README.md", "curves_digits.png", "curves_sst2.png"]
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(first, second, strict=True))
+    assert first[0].read_text() == text
+    assert first[1].read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_without_a_baseline_the_column_reads_a_dash(page: tuple[Path, str], tmp_path: Path) -> None:
+    cache, _ = page
+    text = render(cache, tmp_path, {})[0].read_text()
+    assert _row(text, "EVA", "Final runs") == "| EVA | 0.850 ± 0.020 | — | 0.840 | 50 | +0.000 |"
+    assert "Majority-class baseline" not in text
+
+
+def test_an_empty_cache_renders_every_task_in_progress(tmp_path: Path) -> None:
+    written = render(tmp_path / "no-runs", tmp_path / "out")
+    text = written[0].read_text()
+    assert [p.name for p in written] == ["README.md"]
+    assert text.count("in progress: 0 of 35 final runs cached; no verdict yet.") == 6
+    assert "No runs cached yet." in text and "| **Total** | 0 | 0.00 | 0.00 |" in text
+    assert len(METHODS) * 6 == text.count("tuning (0 of 3 learning rates run)")

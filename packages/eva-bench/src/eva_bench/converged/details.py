@@ -101,10 +101,10 @@ def _baseline_cell(task: TaskResults, method: str, baseline: float | None) -> st
 def final_table(task: TaskResults, baseline: float | None) -> str:
     """Markdown: per method the held-out cell, seeds beating ``baseline`` (the majority class's held-out metric,
     ``—`` without one), the final mean validation value, the steps to reach 95 % of LoRA's and the change over
-    the last quarter of the steps."""
+    the last quarter of the steps, and the means of the other held-out metrics the runs recorded."""
     places, target = decimals(task.protocol), lora_target(task)
     head = ["Method", "held-out (mean ± 95 % CI)", "seeds > majority class", "final validation (mean)"]
-    head += ["steps to 95 % of LoRA", "last-quarter change"]
+    head += ["steps to 95 % of LoRA", "last-quarter change", "other held-out metrics (mean)"]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for method in METHODS:
         summary, (steps, values) = held_out_summary(task, method), task.mean_curve(method)
@@ -120,6 +120,7 @@ def final_table(task: TaskResults, baseline: float | None) -> str:
             number(values[-1], places) if values else MISSING,
             MISSING if not steps else (f"{reached}" if reached is not None else "not reached"),
             MISSING if check is None else number(check.change, places, signed=True),
+            "; ".join(f"{name} {value:.3f}" for name, value in task.other_held_out(method).items()) or MISSING,
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

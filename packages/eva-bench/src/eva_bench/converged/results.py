@@ -60,6 +60,16 @@ class TaskResults:
         """The held-out headline metric of each of ``method``'s final records, by seed."""
         return {seed: float(r["held_out"][self.protocol.metric]) for seed, r in self.records(method).items()}
 
+    def other_held_out(self, method: str) -> dict[str, float]:
+        """The mean over ``method``'s final records of each held-out metric besides the headline one (GSM8K's
+        ``exact_match`` beside its ``loss``), by name in sorted order."""
+        values: dict[str, list[float]] = {}
+        for record in self.records(method).values():
+            for name, value in record["held_out"].items():
+                if name != self.protocol.metric:
+                    values.setdefault(name, []).append(float(value))
+        return {name: statistics.fmean(values[name]) for name in sorted(values)}
+
     def mean_curve(self, method: str) -> tuple[list[int], list[float]]:
         """The evaluated steps (E,) and the validation headline metric at each, mean over ``method``'s final
         records (E,); both empty without records.

@@ -43,7 +43,7 @@ def _curve(task: str, final: float, ramp: int, late: float) -> list[dict[str, An
     points = []
     for step in protocol.eval_at:
         value = final * min(1.0, step / ramp) + (late if step == protocol.steps else 0.0)
-        points.append({"step": step, "metrics": {protocol.metric: value, "loss": 1.0 - value}})
+        points.append({"step": step, "metrics": {"loss": 1.0 - value, protocol.metric: value}})
     return points
 
 
@@ -58,7 +58,7 @@ def _run(task: str, method: str, seed: int, curve: list[dict[str, Any]], held: f
         "curve": curve,
         "extra": {},
         "init_peak_bytes": None,
-        "held_out": {get_protocol(task).metric: held, "loss": 2 * held},
+        "held_out": {"loss": 2 * held, get_protocol(task).metric: held},
     }
     return _costs({"record": record})
 
@@ -119,6 +119,41 @@ def _sst2_lora_only(cache: Path) -> None:
         )
     for seed in SEEDS[1:]:
         _save(cache, "sst2", "lora", MID, seed, _run("sst2", "lora", seed, _curve("sst2", 0.9, 40, 0), 0.9, 500))
+
+
+# GSM8K (loss, lower is better): per method its final validation loss (reached by a linear fall from 3.0 at step
+# `ramp`) and its held-out loss minus EVA's on every seed; every method is best at the middle rate, default setting.
+EVA_LOSS = [1.0, 1.1, 1.2, 1.3, 1.4]
+GSM8K = {
+    "lora": (1.60, 60, 0.1),
+    "dora": (1.55, 60, 0.1),
+    "pissa": (1.50, 40, -0.05),
+    "olora": (1.70, 80, 0.2),
+    "loraga": (1.65, 80, 0.15),
+    "eva": (1.52, 20, 0.0),
+    "eva_dora": (1.53, 40, 0.05),
+}
+
+
+def _falling(final: float, ramp: int) -> list[dict[str, Any]]:
+    return [
+        {"step": step, "metrics": {"loss": final + (3.0 - final) * max(0.0, 1 - step / ramp)}}
+        for step in get_protocol("gsm8k").eval_at
+    ]
+
+
+def _loss_task(cache: Path) -> None:
+    """Every GSM8K run: seed 0 at the grid's outer rates and with rho=1 ends 0.3 higher than at the middle rate."""
+    low, mid, high = get_protocol("gsm8k").lr_grid
+    for method, (final, ramp, gap) in GSM8K.items():
+        configs = [(low, {}), (high, {}), *([(mid, {"rho": 1})] if method in ("eva", "eva_dora") else [])]
+        for lr, setting in configs:
+            _save(
+                cache, "gsm8k", method, lr, 0, _run("gsm8k", method, 0, _falling(final + 0.3, ramp), 9.0, 10), **setting
+            )
+        for seed in SEEDS:
+            run = _run("gsm8k", method, seed, _falling(final, ramp), EVA_LOSS[seed] + gap, 10)
+            _save(cache, "gsm8k", method, mid, seed, run)
 
 
 @pytest.fixture(scope="module")
@@ -237,6 +272,25 @@ def test_two_complete_tasks_of_a_domain_get_an_average_and_pooled_verdicts(tmp_p
     assert _row(text, "PiSSA", "### Vision").endswith("| **0.870** | 1,000 / 1,000 |")  # (0.88 + 0.86) / 2
     assert "**Vision**: of 12 paired comparisons EVA wins 6, ties 4 and loses 2" in text
     assert "- Vision (F-MNIST 5-9, Digits): EVA wins 6, ties 4, loses 2 of 12 comparisons." in text
+
+
+def test_a_lower_is_better_task_is_oriented(tmp_path: Path) -> None:
+    _loss_task(tmp_path / "runs")
+    text = render(tmp_path / "runs", tmp_path / "out")[0].read_text()
+    # EVA: mean 1.2, s = sqrt(0.025), half-width 2.776445 x 0.158114 / sqrt(5) = 0.196; PiSSA 0.05 lower: best
+    assert _row(text, "EVA", "### LLM") == "| EVA | 1.200 ± 0.196 | 5 | 10 |"
+    assert _row(text, "PiSSA", "### LLM") == "| PiSSA | **1.150 ± 0.196** | 5 | 10 |"
+    assert "EVA vs LoRA on GSM8K: +0.100 [+0.100, +0.100], Wilcoxon p = 0.0625: win." in text
+    assert "EVA vs PiSSA on GSM8K: −0.050 [−0.050, −0.050], Wilcoxon p = 0.0625: loss." in text
+    assert "**LLM**: of 6 paired comparisons EVA wins 5, ties 0 and loses 1" in text
+    # target 1.60 / 0.95 = 1.684: EVA is at 1.52 by step 20, LoRA at 1.60 by 60 (2.07 at 40), OLoRA ends at 1.70
+    assert "reaches 1 / 0.95 × LoRA's final mean (1.600) = 1.684." in text
+    assert _row(text, "EVA", "Final runs").startswith("| EVA | 1.200 ± 0.196 | — | 1.520 | 20 | +0.000 |")
+    assert _row(text, "LoRA", "Final runs").startswith("| LoRA | 1.300 ± 0.196 | — | 1.600 | 60 | +0.000 |")
+    assert "| 1.700 | not reached |" in _row(text, "OLoRA", "Final runs")
+    assert "PiSSA, changed by +0.000 from step 60 to step 80; threshold ±0.010: pass (flattened)." in text
+    # seed 0's validation loss: 1.52 at the middle rate (chosen), 1.52 + 0.3 at the outer rates and with rho=1
+    assert _row(text, "EVA", "### GSM8K") == "| EVA | 1.820 | **1.520** | 1.820 | 1.820 | lr 0.0006, default setting |"
 
 
 def test_an_empty_cache_renders_every_task_in_progress(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from .protocol import KEY_SETTINGS, METHODS, SEEDS, TaskProtocol
 from .results import TaskResults
 from .selection import validation_score
 from .statistics import Flattening, flattening, reach_target, steps_to_reach
-from .tables import MISSING, decimals, held_out_summary, number, progress
+from .tables import MISSING, decimals, held_out_summary, number, progress, summary_cell
 
 __all__ = ["best_method", "flattening_check", "lora_target", "task_section"]
 
@@ -112,10 +112,7 @@ def final_table(task: TaskResults, baseline: float | None) -> str:
         reached = steps_to_reach(steps, values, target[1], task.protocol.higher_is_better) if target else None
         cells = [
             display_name(method),
-            MISSING
-            if summary is None
-            else number(summary.mean, places)
-            + ("" if summary.half_width is None else f" ± {number(summary.half_width, places)}"),
+            summary_cell(summary, places),
             _baseline_cell(task, method, baseline),
             number(values[-1], places) if values else MISSING,
             MISSING if not steps else (f"{reached}" if reached is not None else "not reached"),

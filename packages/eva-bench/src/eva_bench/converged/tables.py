@@ -25,6 +25,7 @@ __all__ = [
     "held_out_summary",
     "number",
     "progress",
+    "summary_cell",
     "task_sentences",
     "verdict_counts",
 ]
@@ -59,7 +60,8 @@ def held_out_summary(task: TaskResults, method: str) -> Summary | None:
     return mean_interval(values) if task.complete and values else None
 
 
-def _cell(summary: Summary | None, places: int) -> str:
+def summary_cell(summary: Summary | None, places: int) -> str:
+    """``mean ± half-width`` (``mean`` alone for one seed, ``—`` for none) with ``places`` decimals."""
     if summary is None:
         return MISSING
     half = summary.half_width
@@ -119,7 +121,10 @@ def domain_table(tasks: Sequence[TaskResults]) -> str:
     for method in METHODS:
         cells = [display_name(method)]
         for task, column, best in zip(tasks, summaries, bests, strict=True):
-            cells += [_bold(_cell(column[method], decimals(task.protocol)), method in best), _seeds_cell(task, method)]
+            cells += [
+                _bold(summary_cell(column[method], decimals(task.protocol)), method in best),
+                _seeds_cell(task, method),
+            ]
         if averages:
             best_average = method in _best(averages, tasks[0].protocol.higher_is_better)
             text = number(averages[method], decimals(tasks[0].protocol)) if method in averages else MISSING

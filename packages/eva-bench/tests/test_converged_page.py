@@ -1,6 +1,6 @@
-"""The converged page from a hand-made cache (real protocols, fabricated run files): the numbers it prints equal
-hand-computed ones, an incomplete task renders as in progress without a verdict, an empty cache renders, and two
-renders give the same bytes."""
+"""The converged page from a hand-made cache (the report's tasks with their settings frozen here, fabricated run
+files): the numbers it prints equal hand-computed ones, an incomplete task renders as in progress without a verdict,
+an empty cache renders every task of the report, and two renders give the same bytes."""
 
 # ruff: noqa: RUF001 - the page prints true minus and multiplication signs
 
@@ -14,9 +14,29 @@ import pytest
 
 from eva_bench.converged.cache import RunKey, save_run
 from eva_bench.converged.page import render
-from eva_bench.converged.protocol import METHODS, SEEDS, get_protocol
+from eva_bench.converged.protocol import METHODS, PROTOCOLS, SEEDS, TaskProtocol
 
-LOW, MID, HIGH = get_protocol("digits").lr_grid  # 5e-4, 1.5e-3, 4e-3
+LOW, MID, HIGH = 5e-4, 1.5e-3, 4e-3
+
+
+def _task(name: str, label: str, domain: str, metric: str, steps: int, every: int, **more: Any) -> TaskProtocol:
+    more = {"lr_grid": (LOW, MID, HIGH), "flat_threshold": 0.01, **more}
+    return TaskProtocol(name, label, domain, "model", metric, metric != "loss", steps=steps, eval_every=every, **more)
+
+
+# The report's tasks with their settings frozen here, so retuning the real protocols leaves this test alone.
+TASKS = {
+    protocol.name: protocol
+    for protocol in (
+        _task("fmnist59", "F-MNIST 5-9", "vision", "accuracy", 200, 25),
+        _task("digits", "Digits", "vision", "accuracy", 200, 25),
+        _task("walker2d", "Walker2d", "rl", "normalized_return", 200, 50, flat_threshold=3.0),
+        _task("sst2", "SST-2", "nlu", "accuracy", 160, 20),
+        _task("mrpc", "MRPC", "nlu", "f1", 160, 20),
+        _task("gsm8k", "GSM8K", "llm", "loss", 80, 20, lr_grid=(2e-4, 6e-4, 2e-3)),
+    )
+}
+PAGE_TASKS = tuple(TASKS.values())
 CPU_SECONDS = 36.0  # per run: 51 Digits runs = 0.51 CPU-hours, 7 SST-2 runs = 0.07
 
 # Digits: the chosen configuration per method (LoRA at the grid's low edge, PiSSA at its high edge, EVA+DoRA
@@ -39,7 +59,7 @@ BASELINES = {"digits": 0.835}  # seeds above: LoRA 0.84 only, EVA all but 0.83
 
 def _curve(task: str, final: float, ramp: int, late: float) -> list[dict[str, Any]]:
     """A validation curve rising linearly to ``final`` at step ``ramp``, flat after, ``+ late`` at the last step."""
-    protocol = get_protocol(task)
+    protocol = TASKS[task]
     points = []
     for step in protocol.eval_at:
         value = final * min(1.0, step / ramp) + (late if step == protocol.steps else 0.0)
@@ -51,14 +71,14 @@ def _run(task: str, method: str, seed: int, curve: list[dict[str, Any]], held: f
     record = {
         "method": method,
         "seed": seed,
-        "metric": get_protocol(task).metric,
+        "metric": TASKS[task].metric,
         "init_seconds": 0.1,
         "train_seconds": 30.0,
         "trainable_parameters": params,
         "curve": curve,
         "extra": {},
         "init_peak_bytes": None,
-        "held_out": {"loss": 2 * held, get_protocol(task).metric: held},
+        "held_out": {"loss": 2 * held, TASKS[task].metric: held},
     }
     return _costs({"record": record})
 
@@ -69,7 +89,7 @@ def _costs(run: dict[str, Any]) -> dict[str, Any]:
 
 
 def _save(cache: Path, task: str, method: str, lr: float, seed: int, run: Mapping[str, Any], **setting: Any) -> None:
-    save_run(cache, RunKey.of(task, method, lr, seed, setting), get_protocol(task), run)
+    save_run(cache, RunKey.of(task, method, lr, seed, setting), TASKS[task], run)
 
 
 def _tuning_runs(cache: Path, task: str, method: str, spec: Mapping[str, Any], shift: float) -> None:
@@ -78,7 +98,7 @@ def _tuning_runs(cache: Path, task: str, method: str, spec: Mapping[str, Any], s
     at the grid's top."""
     chosen_setting = spec.get("setting", {})
     final = spec["val"] + OFFSETS[0]
-    configs = [(lr, {}) for lr in get_protocol(task).lr_grid]
+    configs = [(lr, {}) for lr in TASKS[task].lr_grid]
     configs += [(spec["lr"], {"rho": 1})] if method in ("eva", "eva_dora") else []
     for lr, setting in configs:
         chosen = (lr, setting) == (spec["lr"], chosen_setting)
@@ -108,7 +128,7 @@ def _vision_task(cache: Path, task: str = "digits", shift: float = 0.0) -> None:
 
 def _sst2_lora_only(cache: Path) -> None:
     """SST-2: LoRA tuned (best at the middle rate) and its five final runs; no other method has run."""
-    for lr in get_protocol("sst2").lr_grid:
+    for lr in TASKS["sst2"].lr_grid:
         _save(
             cache,
             "sst2",
@@ -138,13 +158,13 @@ GSM8K = {
 def _falling(final: float, ramp: int) -> list[dict[str, Any]]:
     return [
         {"step": step, "metrics": {"loss": final + (3.0 - final) * max(0.0, 1 - step / ramp)}}
-        for step in get_protocol("gsm8k").eval_at
+        for step in TASKS["gsm8k"].eval_at
     ]
 
 
 def _loss_task(cache: Path) -> None:
     """Every GSM8K run: seed 0 at the grid's outer rates and with rho=1 ends 0.3 higher than at the middle rate."""
-    low, mid, high = get_protocol("gsm8k").lr_grid
+    low, mid, high = TASKS["gsm8k"].lr_grid
     for method, (final, ramp, gap) in GSM8K.items():
         configs = [(low, {}), (high, {}), *([(mid, {"rho": 1})] if method in ("eva", "eva_dora") else [])]
         for lr, setting in configs:
@@ -163,7 +183,7 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     cache = root / "runs"
     _vision_task(cache)
     _sst2_lora_only(cache)
-    render(cache, root / "out", BASELINES)
+    render(cache, root / "out", BASELINES, protocols=PAGE_TASKS)
     return cache, (root / "out" / "README.md").read_text()
 
 
@@ -247,8 +267,8 @@ def test_an_incomplete_task_is_in_progress_with_its_tuning(page: tuple[Path, str
 
 def test_rendering_twice_gives_the_same_bytes(page: tuple[Path, str], tmp_path: Path) -> None:
     cache, text = page
-    first = render(cache, tmp_path / "a", BASELINES)
-    second = render(cache, tmp_path / "b", BASELINES)
+    first = render(cache, tmp_path / "a", BASELINES, protocols=PAGE_TASKS)
+    second = render(cache, tmp_path / "b", BASELINES, protocols=PAGE_TASKS)
     assert [p.name for p in first] == ["README.md", "curves_digits.png", "curves_sst2.png"]
     assert all(a.read_bytes() == b.read_bytes() for a, b in zip(first, second, strict=True))
     assert first[0].read_text() == text
@@ -257,7 +277,7 @@ def test_rendering_twice_gives_the_same_bytes(page: tuple[Path, str], tmp_path: 
 
 def test_without_a_baseline_the_column_reads_a_dash(page: tuple[Path, str], tmp_path: Path) -> None:
     cache, _ = page
-    text = render(cache, tmp_path, {})[0].read_text()
+    text = render(cache, tmp_path, {}, protocols=PAGE_TASKS)[0].read_text()
     assert _row(text, "EVA", "Final runs") == "| EVA | 0.850 ± 0.020 | — | 0.840 | 50 | +0.000 | loss 1.700 |"
     assert "Majority-class baseline" not in text
 
@@ -265,7 +285,7 @@ def test_without_a_baseline_the_column_reads_a_dash(page: tuple[Path, str], tmp_
 def test_two_complete_tasks_of_a_domain_get_an_average_and_pooled_verdicts(tmp_path: Path) -> None:
     _vision_task(tmp_path / "runs")
     _vision_task(tmp_path / "runs", "fmnist59", shift=0.02)  # every held-out value 0.02 higher than on Digits
-    text = render(tmp_path / "runs", tmp_path / "out")[0].read_text()
+    text = render(tmp_path / "runs", tmp_path / "out", protocols=PAGE_TASKS)[0].read_text()
     head = "| Method | F-MNIST 5-9 accuracy ↑ | n | Digits accuracy ↑ | n | Avg ↑ | Trainable params"
     assert f"{head} (F-MNIST 5-9 / Digits) |" in text
     assert _row(text, "EVA", "### Vision") == "| EVA | 0.870 ± 0.020 | 5 | 0.850 ± 0.020 | 5 | 0.860 | 996 / 996 |"
@@ -276,7 +296,7 @@ def test_two_complete_tasks_of_a_domain_get_an_average_and_pooled_verdicts(tmp_p
 
 def test_a_lower_is_better_task_is_oriented(tmp_path: Path) -> None:
     _loss_task(tmp_path / "runs")
-    text = render(tmp_path / "runs", tmp_path / "out")[0].read_text()
+    text = render(tmp_path / "runs", tmp_path / "out", protocols=PAGE_TASKS)[0].read_text()
     # EVA: mean 1.2, s = sqrt(0.025), half-width 2.776445 x 0.158114 / sqrt(5) = 0.196; PiSSA 0.05 lower: best
     assert _row(text, "EVA", "### LLM") == "| EVA | 1.200 ± 0.196 | 5 | 10 |"
     assert _row(text, "PiSSA", "### LLM") == "| PiSSA | **1.150 ± 0.196** | 5 | 10 |"
@@ -293,10 +313,12 @@ def test_a_lower_is_better_task_is_oriented(tmp_path: Path) -> None:
     assert _row(text, "EVA", "### GSM8K") == "| EVA | 1.820 | **1.520** | 1.820 | 1.820 | lr 0.0006, default setting |"
 
 
-def test_an_empty_cache_renders_every_task_in_progress(tmp_path: Path) -> None:
-    written = render(tmp_path / "no-runs", tmp_path / "out")
+def test_an_empty_cache_renders_every_task_of_the_report_in_progress(tmp_path: Path) -> None:
+    written = render(tmp_path / "no-runs", tmp_path / "out")  # the report's own protocols
     text = written[0].read_text()
     assert [p.name for p in written] == ["README.md"]
-    assert text.count("in progress: 0 of 35 final runs cached; no verdict yet.") == 6
+    assert text.count("in progress: 0 of 35 final runs cached; no verdict yet.") == len(PROTOCOLS)
     assert "No runs cached yet." in text and "| **Total** | 0 | 0.00 | 0.00 |" in text
-    assert len(METHODS) * 6 == text.count("tuning (0 of 3 learning rates run)")
+    assert text.count("| tuning (0 of ") == len(METHODS) * len(PROTOCOLS)
+    names = " ".join(p.name for p in PROTOCOLS)
+    assert f"python benchmarks/converged.py --tasks {names}   # run what these tasks still need" in text

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..paper.tables import display_name
 from .details import lora_target, task_section
 from .plots import curves_png
-from .protocol import KEY_SETTINGS, METHODS, PROTOCOLS, SEEDS
+from .protocol import KEY_SETTINGS, METHODS, PROTOCOLS, SEEDS, TaskProtocol
 from .results import TaskResults, load_results
 from .statistics import BOOTSTRAP_SEED, RESAMPLES
 from .tables import domain_table, domain_verdict, task_sentences, verdict_counts
@@ -141,7 +141,12 @@ def _markdown(tasks: Sequence[TaskResults], baselines: Mapping[str, float], figu
     return "\n".join([*lines, *_cost(tasks), *_regenerate(tasks), *_closing(tasks)]).rstrip("\n") + "\n"
 
 
-def render(cache: Path, out: Path, baselines: Mapping[str, float] | None = None) -> list[Path]:
+def render(
+    cache: Path,
+    out: Path,
+    baselines: Mapping[str, float] | None = None,
+    protocols: Sequence[TaskProtocol] = PROTOCOLS,
+) -> list[Path]:
     """Write ``<out>/README.md`` and a ``curves_<task>.png`` per task with final runs, from the run files under
     ``cache``; returns the paths written.
 
@@ -150,9 +155,10 @@ def render(cache: Path, out: Path, baselines: Mapping[str, float] | None = None)
         out: the report's folder (created when absent).
         baselines: per task name, the held-out headline metric of always predicting the majority class (the
             page counts the seeds above it; ``—`` for tasks without one).
+        protocols: the tasks, in page order (default: the converged report's).
     """
     out.mkdir(parents=True, exist_ok=True)
-    tasks = [load_results(cache, protocol) for protocol in PROTOCOLS]
+    tasks = [load_results(cache, protocol) for protocol in protocols]
     figures: dict[str, str] = {}
     written: list[Path] = []
     for task in tasks:

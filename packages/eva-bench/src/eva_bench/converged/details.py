@@ -13,7 +13,7 @@ from .protocol import KEY_SETTINGS, METHODS, SEEDS, TaskProtocol
 from .results import TaskResults
 from .selection import validation_score
 from .statistics import Flattening, flattening, reach_target, steps_to_reach
-from .tables import MISSING, decimals, held_out_summary, number, progress, summary_cell
+from .tables import MISSING, baseline_cell, decimals, held_out_summary, number, progress, summary_cell
 
 __all__ = ["best_method", "flattening_check", "lora_target", "task_section"]
 
@@ -90,14 +90,6 @@ def flattening_check(task: TaskResults, method: str) -> Flattening | None:
     return flattening(steps, values, task.protocol.steps, task.protocol.flat_threshold) if steps else None
 
 
-def _baseline_cell(task: TaskResults, method: str, baseline: float | None) -> str:
-    values = task.held_out(method).values()
-    if baseline is None:
-        return MISSING
-    beat = sum((v > baseline) if task.protocol.higher_is_better else (v < baseline) for v in values)
-    return f"{beat} of {len(values)}"
-
-
 def final_table(task: TaskResults, baseline: float | None) -> str:
     """Markdown: per method the held-out cell, seeds beating ``baseline`` (the majority class's held-out metric,
     ``—`` without one), the final mean validation value, the steps to reach 95 % of LoRA's and the change over
@@ -113,7 +105,7 @@ def final_table(task: TaskResults, baseline: float | None) -> str:
         cells = [
             display_name(method),
             summary_cell(summary, places),
-            _baseline_cell(task, method, baseline),
+            baseline_cell(task, method, baseline),
             number(values[-1], places) if values else MISSING,
             MISSING if not steps else (f"{reached}" if reached is not None else "not reached"),
             MISSING if check is None else number(check.change, places, signed=True),

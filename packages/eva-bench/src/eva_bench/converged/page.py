@@ -128,10 +128,12 @@ def _markdown(tasks: Sequence[TaskResults], baselines: Mapping[str, float], figu
         "## Held-out results\n",
         "Held-out headline metric of the final runs: mean ± half-width of the 95 % Student-t interval over the "
         "seeds; n: seeds that did not diverge; ↑ higher / ↓ lower is better; bold: the best mean of a column; "
-        "Avg: the mean of a domain's task means; trainable parameters: mean over the final runs, per task.\n",
+        "> majority class: seeds whose held-out score beats always predicting the majority class (tasks with a "
+        "baseline); Avg: the mean of a domain's task means; trainable parameters: mean over the final runs, per "
+        "task.\n",
     ]
     for domain, members in domains.items():
-        lines += [f"### {domain}\n", domain_table(members)]
+        lines += [f"### {domain}\n", domain_table(members, baselines)]
     lines += ["## EVA vs each method\n", _statistics_note()]
     lines += [f"- {sentence}" for task in tasks for sentence in task_sentences(task)]
     lines += ["", "## Verdict per domain\n"]

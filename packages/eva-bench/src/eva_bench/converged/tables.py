@@ -18,6 +18,7 @@ from .statistics import Comparison, Summary, mean_interval, paired_comparison
 __all__ = [
     "FOCUS",
     "MISSING",
+    "baseline_cell",
     "comparisons",
     "decimals",
     "domain_table",
@@ -100,14 +101,27 @@ def _bold(text: str, on: bool) -> str:
     return f"**{text}**" if on else text
 
 
-def domain_table(tasks: Sequence[TaskResults]) -> str:
+def baseline_cell(task: TaskResults, method: str, baseline: float | None) -> str:
+    """``k of n``: how many of ``method``'s final seeds score better than ``baseline`` on the held-out split (the
+    majority class's score); ``—`` without a baseline or before the task is complete."""
+    values = task.held_out(method).values()
+    if baseline is None or not task.complete:
+        return MISSING
+    beat = sum((v > baseline) if task.protocol.higher_is_better else (v < baseline) for v in values)
+    return f"{beat} of {len(values)}"
+
+
+def domain_table(tasks: Sequence[TaskResults], baselines: Mapping[str, float] | None = None) -> str:
     """Markdown: a row per method (``METHODS`` order); per task the held-out headline ``mean ± half-width`` of the
-    95 % t interval and the seeds behind it, then ``Avg`` (mean of the task means; only for several complete tasks
+    95 % t interval, the seeds behind it and, for a task in ``baselines`` (task name -> the majority class's
+    held-out score), how many seeds beat it; then ``Avg`` (mean of the task means; only for several complete tasks
     of one direction) and the mean trainable parameters per task. Bold: the best mean of a column."""
+    baselines = baselines or {}
     arrows = [" ↑" if t.protocol.higher_is_better else " ↓" for t in tasks]
     head = ["Method"]
     for task, arrow in zip(tasks, arrows, strict=True):
         head += [f"{task.protocol.label} {task.protocol.metric}{arrow}", "n"]
+        head += ["> majority class"] if task.protocol.name in baselines else []
     averages = _averages(tasks)
     if averages:
         head.append(f"Avg{arrows[0]}")
@@ -125,6 +139,8 @@ def domain_table(tasks: Sequence[TaskResults]) -> str:
                 _bold(summary_cell(column[method], decimals(task.protocol)), method in best),
                 _seeds_cell(task, method),
             ]
+            if task.protocol.name in baselines:
+                cells.append(baseline_cell(task, method, baselines[task.protocol.name]))
         if averages:
             best_average = method in _best(averages, tasks[0].protocol.higher_is_better)
             text = number(averages[method], decimals(tasks[0].protocol)) if method in averages else MISSING

@@ -107,7 +107,7 @@ def final_table(task: TaskResults, baseline: float | None) -> str:
             summary_cell(summary, places),
             baseline_cell(task, method, baseline),
             number(values[-1], places) if values else MISSING,
-            MISSING if not steps else (f"{reached}" if reached is not None else "not reached"),
+            MISSING if not steps or target is None else (f"{reached}" if reached is not None else "not reached"),
             MISSING if check is None else number(check.change, places, signed=True),
             "; ".join(f"{name} {value:.3f}" for name, value in task.other_held_out(method).items()) or MISSING,
         ]

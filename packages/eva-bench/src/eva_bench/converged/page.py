@@ -75,7 +75,7 @@ def _statistics_note() -> str:
 
 
 def _cost(tasks: Sequence[TaskResults]) -> list[str]:
-    lines = ["## Cost\n", "| Task | cached runs | CPU-hours | wall hours |", "|---|---|---|---|"]
+    lines = ["## Cost\n", "| Task | cached runs | CPU-hours | wall-hours (summed over runs) |", "|---|---|---|---|"]
     for task in tasks:
         lines.append(
             f"| {task.protocol.label} | {len(task.runs)} | {task.cpu_seconds() / 3600:.2f} | "

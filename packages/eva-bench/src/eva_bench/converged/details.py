@@ -15,7 +15,7 @@ from .selection import validation_score
 from .statistics import Flattening, flattening, reach_target, steps_to_reach
 from .tables import MISSING, baseline_cell, decimals, held_out_summary, number, progress, summary_cell
 
-__all__ = ["best_method", "flattening_check", "lora_target", "task_section"]
+__all__ = ["best_method", "final_table", "flattening_check", "lora_target", "task_section", "tuning_table"]
 
 
 def _setting(setting: Mapping[str, Any] | Sequence[tuple[str, Any]]) -> str:
@@ -34,8 +34,8 @@ def _score(protocol: TaskProtocol, run: Mapping[str, Any]) -> str:
 def _chosen(task: TaskResults, method: str) -> str:
     keys = task.final.get(method)
     if not keys:
-        tried = sum(1 for key in task.tuning_runs(method) if not key.setting)
-        return f"tuning ({tried} of {len(task.protocol.lr_grid)} learning rates run)"
+        tried, grid = sum(1 for key in task.tuning_runs(method) if not key.setting), len(task.protocol.lr_grid)
+        return f"tuning ({tried} of {grid} learning rates run{', key setting next' if tried == grid else ''})"
     key, grid = keys[0], task.protocol.lr_grid
     edge = {min(grid): " **(lowest of the grid)**", max(grid): " **(highest of the grid)**"}.get(key.lr, "")
     return f"lr {key.lr:g}{edge}, {_setting(key.setting) or 'default setting'}"

@@ -70,7 +70,11 @@ def _statistics_note() -> str:
         "it excludes 0 on EVA's side, **loss** when it excludes 0 on the other side, **tie** when it contains "
         "0. With 5 pairs the bootstrap interval is narrow (it ignores the uncertainty of the spread), so the "
         "exact two-sided Wilcoxon signed-rank p stands beside it: with 5 pairs it cannot go below 0.0625 "
-        "(2/32), so no single task is significant at the 5 % level by Wilcoxon.\n"
+        "(2/32), so no single task is significant at the 5 % level by Wilcoxon.\n\n"
+        "Steps to 95 % of LoRA: the first evaluated step at which a method's validation metric, averaged over its "
+        "final seeds, reaches 0.95 \u00d7 LoRA's final mean (for a loss: falls to LoRA's final mean / 0.95). "
+        "Flattening check: it passes when the best method by final mean validation metric changes by less than the task's "
+        "threshold between the last evaluation at or before 3/4 of the steps and the last one.\n"
     )
 
 

@@ -73,8 +73,8 @@ def _statistics_note() -> str:
         "(2/32), so no single task is significant at the 5 % level by Wilcoxon.\n\n"
         "Steps to 95 % of LoRA: the first evaluated step at which a method's validation metric, averaged over its "
         "final seeds, reaches 0.95 \u00d7 LoRA's final mean (for a loss: falls to LoRA's final mean / 0.95). "
-        "Flattening check: it passes when the best method by final mean validation metric changes by less than the task's "
-        "threshold between the last evaluation at or before 3/4 of the steps and the last one.\n"
+        "Flattening check: it passes when the best method by final mean validation metric changes by less than "
+        "the task's threshold between the last evaluation at or before 3/4 of the steps and the last one.\n"
     )
 
 

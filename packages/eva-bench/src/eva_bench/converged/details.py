@@ -146,13 +146,13 @@ def _notes(task: TaskResults, baseline: float | None) -> list[str]:
 def task_section(task: TaskResults, baseline: float | None, figure: str | None) -> str:
     """The markdown section of one task (``figure``: the file name of its curves, when drawn)."""
     protocol = task.protocol
-    settings = ", ".join(f"{name}={value}" for name, value in sorted(protocol.finetune.items()))
+    settings = "".join(f", {name}={value}" for name, value in sorted(protocol.finetune.items()))
     direction = "higher" if protocol.higher_is_better else "lower"
     lines = [
         f"### {protocol.label}\n",
         f"{protocol.domain}, model `{protocol.model}`, held-out {protocol.metric} ({direction} is better); "
         f"{protocol.steps} steps, validation every {protocol.eval_every}; learning rates "
-        f"{', '.join(f'{lr:g}' for lr in protocol.lr_grid)}; {len(SEEDS)} seeds; {settings}.\n",
+        f"{', '.join(f'{lr:g}' for lr in protocol.lr_grid)}; {len(SEEDS)} seeds{settings}.\n",
         f"Status: {progress(task)}.\n",
         "Tuning (seed 0; validation score = mean validation metric over the last quarter of the steps):\n",
         tuning_table(task),

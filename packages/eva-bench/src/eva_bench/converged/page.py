@@ -55,9 +55,10 @@ def _intro(tasks: Sequence[TaskResults]) -> list[str]:
         f"{methods} on {len(tasks)} tasks. Each method is tuned on a validation split carved from the task's "
         "training data: seed 0 runs at every learning rate of the task's grid, the best by validation score "
         f"(the mean validation metric over the last quarter of the steps) is kept, then the method's key setting "
-        f"is tried at that rate ({settings}); seeds {', '.join(map(str, SEEDS))} then run the chosen configuration, "
-        "paired (seed s draws the same data order for every method). The held-out split is scored once, after "
-        "the last step, and only for the tables below.\n",
+        f"is tried at that rate ({settings}); seeds {', '.join(map(str, SEEDS[1:]))} then run the chosen "
+        f"configuration, and with seed {SEEDS[0]}'s run of it make the {len(SEEDS)} final runs, paired (seed s "
+        "draws the same data order for every method). The held-out split is scored once, after the last step, and "
+        "only for the tables below.\n",
         made + "\n",
     ]
 

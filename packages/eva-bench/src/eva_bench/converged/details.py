@@ -32,11 +32,11 @@ def _score(protocol: TaskProtocol, run: Mapping[str, Any]) -> str:
 
 
 def _chosen(task: TaskResults, method: str) -> str:
-    keys = task.final.get(method)
+    keys, grid = task.final.get(method), task.protocol.lr_grid
     if not keys:
-        tried, grid = sum(1 for key in task.tuning_runs(method) if not key.setting), len(task.protocol.lr_grid)
-        return f"tuning ({tried} of {grid} learning rates run{', key setting next' if tried == grid else ''})"
-    key, grid = keys[0], task.protocol.lr_grid
+        tried = sum(1 for key in task.tuning_runs(method) if not key.setting)
+        return f"tuning ({tried} of {len(grid)} learning rates run{', key setting next' if tried == len(grid) else ''})"
+    key = keys[0]
     edge = {min(grid): " **(lowest of the grid)**", max(grid): " **(highest of the grid)**"}.get(key.lr, "")
     return f"lr {key.lr:g}{edge}, {_setting(key.setting) or 'default setting'}"
 

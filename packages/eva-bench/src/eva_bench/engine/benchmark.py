@@ -13,7 +13,8 @@ A last subprocess measures the exact answer: per layer, the float64 eigendecompo
 scatter matrix of the rows (attention-masked tokens) of exactly the batches that layer measured in that
 method, and the distance ``1 - |cos|`` between each allocated component and the exact one.
 
-Usage: ``python benchmarks/bench_core.py`` (full, ~15 min on 2 CPU cores) or ``--quick`` (smoke test).
+Usage: ``python benchmarks/bench_core.py --out docs/results/engine`` (full, ~20 CPU-minutes) or ``--quick``
+(a smoke test).
 """
 
 from __future__ import annotations
@@ -283,21 +284,22 @@ def main() -> None:
         return
     keys = ["minilm"] if args.quick else args.models.split(",")
     data.data_dir()  # fail early, naming EVA_DATA_DIR, when the data is missing
-    started = time.perf_counter()
+    started, commit = time.perf_counter(), _commit()  # the commit measured, before any later one
     rows = []
     with tempfile.TemporaryDirectory(prefix="eva-bench-") as folder:
         for key in keys:
             cap = 3 if args.quick else args.max_batches or data.BENCHES[key].max_batches
             rows += bench_model(key, cap, Path(folder))
-    record = {"meta": _meta(time.perf_counter() - started), "rows": rows}
+    record = {"meta": _meta(time.perf_counter() - started, commit), "rows": rows}
     text = page(record)
     print(text)
     if args.out:
         _write(args.out, record, text)
 
 
-def _meta(seconds: float) -> dict[str, Any]:
-    """What the record keeps of this run: the command, the software, the date and the total wall time."""
+def _meta(seconds: float, commit: str) -> dict[str, Any]:
+    """What the record keeps of this run: the command, the commit, the software, the date and the total wall
+    time."""
     import peft
     import transformers
 
@@ -308,7 +310,7 @@ def _meta(seconds: float) -> dict[str, Any]:
         "transformers": transformers.__version__,
         "peft": peft.__version__,
         "threads": 1,
-        "commit": _commit(),
+        "commit": commit,
         "date": datetime.date.today().isoformat(),
         "seconds": round(seconds),
     }

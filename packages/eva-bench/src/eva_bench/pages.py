@@ -1,10 +1,13 @@
 """Which renderer makes which results page from which committed records.
 
 Every markdown page under ``docs/results/`` is made by a renderer registered here from the records committed
-beside it, and nothing else (no clock, no machine state), so a test can re-render every page and fail on any
-difference or on a page nobody renders. A renderer takes the repository root and returns
-``{page path relative to the root: its text}``; a value of ``None`` names a binary figure whose existence is
-checked but whose bytes are not compared (matplotlib's PNGs are not byte-stable across versions).
+beside it, so a test can re-render every page and fail on any difference or on a page nobody renders. A
+renderer takes the repository root and returns ``{page path relative to the root: its text}``; a value of
+``None`` names a binary figure whose existence is checked but whose bytes are not compared (matplotlib's PNGs
+need not be byte-stable across its versions). Renderers read no clock and no machine state; two read more
+than the record: the paper's nlu table counts seeds above the majority class of the dev rows the runs were
+scored on (read from the shared data folder, as the runs read them), and the scale pages set today's
+``eva_core.plan`` against the recorded measurements (a planner change shows up as a stale page).
 
 Prose pages (:data:`PROSE`) are written by hand, but each of their tables sits between marker comments and is
 re-rendered from a record by a :data:`TABLES` renderer::
@@ -14,9 +17,10 @@ re-rendered from a record by a :data:`TABLES` renderer::
     <!-- /table -->
 
 A hand-written table of settings (no measured number in it) says so with ``<!-- settings -->`` ...
-``<!-- /settings -->`` around it. The converged report registers its pages with one line::
+``<!-- /settings -->`` around it. A new report registers with one entry in :data:`PAGES` (and one in
+:data:`TABLES` per table it embeds in a prose page), e.g. the converged report's::
 
-    pages.register("converged", render_converged)  # root -> {"docs/results/converged/<x>.md": text}
+    "converged": converged_pages,  # root -> {"docs/results/converged/<x>.md": text}
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from .engine import benchmark, calibration, plan_table, scale, sketch_accuracy, 
 from .llm import scale as llm_scale
 from .paper import report
 
-__all__ = ["PAGES", "PROSE", "TABLES", "embedded_tables", "problems", "register", "render_pages", "results_pages"]
+__all__ = ["PAGES", "PROSE", "TABLES", "embedded_tables", "problems", "render_pages", "results_pages"]
 
 Renderer = Callable[[Path], Mapping[str, "str | None"]]
 TableRenderer = Callable[[Path], str]
@@ -42,6 +46,7 @@ TableRenderer = Callable[[Path], str]
 RESULTS = Path("docs") / "results"
 PROSE: tuple[str, ...] = ("docs/results/README.md", "docs/benchmarks.md")
 """Hand-written pages whose tables are embedded from records (checked block by block)."""
+_COMPARE = "benchmarks/compare.py"
 _BLOCK = re.compile(r"<!-- (table|settings)(?:: ([\w-]+))? -->\n(.*?)\n<!-- /\1 -->", re.DOTALL)
 
 
@@ -50,11 +55,12 @@ def _json(root: Path, name: str) -> Any:
 
 
 def _comparison_pages(root: Path) -> dict[str, str | None]:
-    """Every ``compare.py`` store under ``docs/results`` (``{"meta", "runs"}``) -> its ``<stem>.md``."""
+    """Every ``compare.py`` store under ``docs/results`` (``{"meta", "runs"}``, its meta's command that script)
+    -> its ``<stem>.md``."""
     pages: dict[str, str | None] = {}
     for store in sorted((root / RESULTS).rglob("*.json")):
         loaded = json.loads(store.read_text())
-        if isinstance(loaded, dict) and {"meta", "runs"} <= loaded.keys() and loaded["meta"]:
+        if isinstance(loaded, dict) and _COMPARE in str(loaded.get("meta", {}).get("command", "")).split(" ")[:2]:
             pages[store.with_suffix(".md").relative_to(root).as_posix()] = comparison.page(loaded)
     return pages
 
@@ -92,11 +98,6 @@ PAGES: dict[str, Renderer] = {
     "benchmarks": _engine_pages,
 }
 """Renderer name -> renderer (root -> {page path: text, or ``None`` for a figure})."""
-
-
-def register(name: str, renderer: Renderer) -> None:
-    """Add ``renderer`` to :data:`PAGES` under ``name`` (e.g. the converged report's)."""
-    PAGES[name] = renderer
 
 
 @functools.lru_cache(maxsize=8)

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from eva_bench.nlu.data import labelled_rows, shared_glue_path
 from eva_bench.nlu.metrics import (
     SCORING,
     MetricInputError,
@@ -14,6 +15,7 @@ from eva_bench.nlu.metrics import (
     accuracy,
     f1,
     glue_metrics,
+    majority_baseline,
     matthews_corrcoef,
     pearson,
     scoring,
@@ -127,3 +129,25 @@ def test_invalid_scoring_is_refused() -> None:
         TaskScoring(TASKS["stsb"], ("accuracy",), "accuracy")
     with pytest.raises(InvalidConfigError, match="metrics=\\('bleu',\\)"):
         TaskScoring(TASKS["sst2"], ("bleu",), "bleu")
+
+
+def test_majority_baseline_by_hand() -> None:
+    """Labels 1, 1, 0, 1, 0: always 1 gets 3 of 5 right; F1 = 2 TP / (2 TP + FP + FN) = 6 / (6 + 2 + 0)."""
+    rows = [{"label": label} for label in (1, 1, 0, 1, 0)]
+    assert majority_baseline("mrpc", rows) == pytest.approx({"accuracy": 0.6, "f1": 0.75})
+    assert majority_baseline("sst2", [{"label": 0}, {"label": 1}]) == {"accuracy": 0.5}  # a tie: class 0
+
+
+def test_majority_baseline_of_the_mrpc_dev_pairs_the_report_scores_on() -> None:
+    """The first 256 MRPC dev pairs hold 179 paraphrases (counted in the file): always "paraphrase" gets
+    F1 = 2 * 179 / (2 * 179 + 77) = 0.8230, the value 18 of the paper report's 36 MRPC runs end at."""
+    rows = labelled_rows(shared_glue_path("mrpc", "dev"), "mrpc", limit=256)
+    assert sum(int(row["label"]) for row in rows) == 179
+    assert majority_baseline("mrpc", rows) == pytest.approx({"accuracy": 179 / 256, "f1": 358 / 435})
+
+
+def test_majority_baseline_refuses_regression_and_empty_rows() -> None:
+    with pytest.raises(InvalidConfigError, match="task"):
+        majority_baseline("stsb", [{"label": 1.0}])
+    with pytest.raises(InvalidConfigError, match="rows"):
+        majority_baseline("mrpc", [])

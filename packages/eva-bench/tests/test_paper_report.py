@@ -212,3 +212,14 @@ def test_missing_runs_launch_compare_and_a_failure_is_reported(
     out = capsys.readouterr().out
     assert f"[FAILED] nlu_b: see {out_dir / 'logs' / 'nlu_b.log'}" in out
     assert "| PiSSA | **0.8800 ± 0.0283** |" in (out_dir / "nlu.md").read_text()
+
+
+def test_cells_count_the_seeds_beating_the_majority_baseline() -> None:
+    """A seed at the baseline (0.823) or below it does not count; a task without a baseline shows nothing."""
+    from eva_bench.paper.tables import TaskRuns, beating_majority
+
+    finals = {0: 0.823, 1: 0.85, 2: 0.80}
+    runs = {f"lora/seed{s}": {"metric": "f1", "curve": [{"step": 50, "metrics": {"f1": v}}]} for s, v in finals.items()}
+    assert beating_majority(TaskRuns("MRPC", "m", {}, runs, majority=0.823), "lora", [0, 1, 2]) == " (1/3 > majority)"
+    assert beating_majority(TaskRuns("MRPC", "m", {}, runs), "lora", [0, 1, 2]) == ""
+    assert beating_majority(TaskRuns("MRPC", "m", {}, runs, majority=0.823), "eva", [0, 1, 2]) == ""

@@ -31,7 +31,7 @@ import shlex
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ import torch
 from .initializations import ALL_METHODS, INIT_METHODS
 from .records import RunRecord
 
-__all__ = ["DOMAINS", "main", "parse", "run_all", "run_arguments", "runner", "table"]
+__all__ = ["DOMAINS", "main", "page", "parse", "run_all", "run_arguments", "runner", "table"]
 
 Runner = Callable[[argparse.Namespace, str, int], RunRecord]
 
@@ -189,18 +189,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     store = args.out.with_suffix(".json")
     runs = run_all(args, runner(args.domain), store)
-    meta = _meta(args)
-    if store.is_file():
-        meta = json.loads(store.read_text())["meta"]
-    chosen = [runs[_key(m, s)] for m in args.methods for s in args.seeds if _key(m, s) in runs]
+    text = page(json.loads(store.read_text()) if store.is_file() else {"meta": _meta(args), "runs": runs})
+    args.out.with_suffix(".md").write_text(text)
+    print(text)
+
+
+def page(store: Mapping[str, Any]) -> str:
+    """The markdown page of a comparison store (``{"meta", "runs"}``, as :func:`run_all` saves it): the
+    command, the software, the total time and :func:`table` of the methods and seeds in ``meta["settings"]``.
+    A pure function of ``store``."""
+    meta, runs = store["meta"], store["runs"]
+    settings = argparse.Namespace(**meta["settings"])
+    chosen = [runs[_key(m, s)] for m in settings.methods for s in settings.seeds if _key(m, s) in runs]
     wall = sum(r["run_wall_seconds"] for r in chosen)
     cpu = sum(r["run_cpu_seconds"] for r in chosen)
     report = [
-        f"# {args.domain}: {args.model} on {args.task}\n",
+        f"# {settings.domain}: {settings.model} on {settings.task}\n",
         f"Command: `{meta['command']}`\n",
         f"Python {meta['python']}, torch {meta['torch']}, {meta['threads']} thread(s), {meta['date']}. "
         f"{len(chosen)} runs, {wall / 60:.1f} min wall, {cpu / 60:.1f} min CPU in total.\n",
-        table(args, runs),
+        table(settings, runs),
     ]
-    args.out.with_suffix(".md").write_text("\n".join(report))
-    print("\n".join(report))
+    return "\n".join(report)

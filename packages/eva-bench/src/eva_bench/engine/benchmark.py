@@ -13,13 +13,16 @@ A last subprocess measures the exact answer: per layer, the float64 eigendecompo
 scatter matrix of the rows (attention-masked tokens) of exactly the batches that layer measured in that
 method, and the distance ``1 - |cos|`` between each allocated component and the exact one.
 
-Usage: ``python benchmarks/bench_core.py`` (full, ~15 min on 2 CPU cores) or ``--quick`` (smoke test).
+Usage: ``python benchmarks/bench_core.py --out docs/results/engine`` (full, ~20 CPU-minutes) or ``--quick``
+(a smoke test).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import platform
 import resource
 import subprocess
 import sys
@@ -27,6 +30,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -268,7 +272,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 batches of MiniLM only (a smoke test)")
     parser.add_argument("--models", default="minilm,smollm2", help="comma-separated: minilm, smollm2")
     parser.add_argument("--max-batches", type=int, help="override every model's batch cap")
-    parser.add_argument("--out", type=Path, help="also write the table (.md) and the rows (.json) here")
+    parser.add_argument(
+        "--out", type=Path, help="also write the record (.json) and its page (.md) here, e.g. docs/results/engine"
+    )
     parser.add_argument("--child", choices=("eva_core", "peft", "forward", "exact"), help=argparse.SUPPRESS)
     parser.add_argument("--job", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -278,22 +284,66 @@ def main() -> None:
         return
     keys = ["minilm"] if args.quick else args.models.split(",")
     data.data_dir()  # fail early, naming EVA_DATA_DIR, when the data is missing
-    started = time.perf_counter()
+    started, commit = time.perf_counter(), _commit()  # the commit measured, before any later one
     rows = []
     with tempfile.TemporaryDirectory(prefix="eva-bench-") as folder:
         for key in keys:
             cap = 3 if args.quick else args.max_batches or data.BENCHES[key].max_batches
             rows += bench_model(key, cap, Path(folder))
+    record = {"meta": _meta(time.perf_counter() - started, commit), "rows": rows}
+    text = page(record)
+    print(text)
+    if args.out:
+        _write(args.out, record, text)
+
+
+def _meta(seconds: float, commit: str) -> dict[str, Any]:
+    """What the record keeps of this run: the command, the commit, the software, the date and the total wall
+    time."""
+    import peft
+    import transformers
+
+    return {
+        "command": "python benchmarks/bench_core.py " + " ".join(sys.argv[1:]),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "threads": 1,
+        "commit": commit,
+        "date": datetime.date.today().isoformat(),
+        "seconds": round(seconds),
+    }
+
+
+def _commit() -> str:
+    """The repository's short commit hash (``"unknown"`` outside a git checkout)."""
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=data.REPO_ROOT)
+    return done.stdout.strip() or "unknown"
+
+
+def page(record: dict[str, Any]) -> str:
+    """The markdown page of a record (``{"meta", "rows"}``): the table, a warning where a method's rows do
+    not match the batches it recorded, and the run's software and duration. A pure function of ``record``."""
+    rows, meta = record["rows"], record["meta"]
     text = table(rows)
     mismatched = [f"{row['model']} {row['method']}" for row in rows if row.get("rows_ok") is False]
     if mismatched:  # the exact reference would then be built from other rows than the method saw
         text += f"\n\nWARNING: rows seen do not match the batches recorded for: {', '.join(mismatched)}"
-    print(text)
-    print(f"\n(total {time.perf_counter() - started:.0f} s)")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".md").write_text(text + "\n")
-        args.out.with_suffix(".json").write_text(json.dumps(rows, indent=2) + "\n")
+    run = f"`{meta['command']}` at commit `{meta['commit']}`: {meta['seconds']} s in all on {meta['date']}"
+    software = (
+        f"Python {meta['python']}, torch {meta['torch']}, transformers {meta['transformers']}, peft {meta['peft']}"
+    )
+    return f"{text}\n\n({run}; {software}, one torch thread)\n"
+
+
+def _write(out: Path, record: dict[str, Any], text: str) -> None:
+    """``out``.json (the record) and ``out``.md (its page), each written atomically (a temporary file renamed)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for suffix, content in ((".json", json.dumps(record, indent=2) + "\n"), (".md", text)):
+        temporary = out.with_suffix(suffix + ".tmp")
+        temporary.write_text(content)
+        temporary.replace(out.with_suffix(suffix))
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from . import plan_table
 from . import scale_subjects as subjects
 from .scale_runs import RANK, RHO, run_method, statistics_fields
 
-__all__ = ["bench_block", "bench_model", "execute", "main", "overlaps", "report"]
+__all__ = ["bench_block", "bench_model", "execute", "main", "overlaps", "page", "report"]
 
 Run = Callable[[dict[str, Any]], dict[str, Any]]
 GAP = 0.02  # the r-th relative eigengap above which the issue asks for overlap >= 0.99
@@ -243,27 +243,34 @@ def main(argv: Sequence[str] | None = None) -> None:
         with tempfile.TemporaryDirectory(prefix="eva-scale-") as folder:
             records = bench(args, functools.partial(spawn, folder=Path(folder)))
     memory = "max_memory_allocated" if args.device.startswith("cuda") else "peak RSS"
-    parts = [report(records, memory)] if records else []
-    planned: dict[str, Any] = {}
-    if plan_table.plan_available():  # the planner's predictions: against these runs, and at 7B-70B
-        parts += [plan_table.check_report(records)] if records else []
-        planned = {name: plan_table.ours_rows(name) for name in plan_table.LLAMAS}
-        parts.append(plan_table.plan_report(planned))
+    planned = {name: plan_table.ours_rows(name) for name in plan_table.LLAMAS} if plan_table.plan_available() else {}
     if footer is None:
         every = args.block_check_every or args.block_batches
         footer = (
             f"(total {time.perf_counter() - started:.0f} s, torch {torch.__version__}, {args.device}, {args.dtype}, "
         )
         footer += f"check_every {args.check_every} (block: {every}), rank {RANK}, rho {RHO:g})"
-    text = "\n\n".join([*parts, footer])
-    print(text)
+    settings = {"batch": plan_table.BATCH, "tokens": plan_table.TOKENS, "rank": plan_table.RANK,
+                "rho": plan_table.RHO, "budgets": plan_table.BUDGETS}  # fmt: skip
+    dump = {"records": records, "footer": footer, "plan": planned, "plan_settings": settings}
+    text = page(dump, memory)
+    print(text, end="")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".md").write_text(text + "\n")
-        settings = {"batch": plan_table.BATCH, "tokens": plan_table.TOKENS, "rank": plan_table.RANK,
-                    "rho": plan_table.RHO, "budgets": plan_table.BUDGETS}  # fmt: skip
-        dump = {"records": records, "footer": footer, "plan": planned, "plan_settings": settings}
+        args.out.with_suffix(".md").write_text(text)
         args.out.with_suffix(".json").write_text(json.dumps(dump, indent=1, default=_plain) + "\n")
+
+
+def page(dump: dict[str, Any], memory: str = "peak RSS") -> str:
+    """The page of an ``--out`` record (``{"records", "footer", "plan", ...}``): the measured tables, the
+    planner's predictions for the same subjects against them, its 7B-70B table (the record's ``plan``) and the
+    run's footer line. The predictions are ``eva_core.plan`` of today's code on the recorded settings."""
+    records = dump["records"]
+    parts = [report(records, memory)] if records else []
+    if dump["plan"]:
+        parts += [plan_table.check_report(records)] if records else []
+        parts.append(plan_table.plan_report(dump["plan"]))
+    return "\n\n".join([*parts, dump["footer"]]) + "\n"
 
 
 def _plain(value: Any) -> Any:

@@ -40,7 +40,7 @@ from .data import RANK, RHO
 from .peft_eva import peft_fit
 from .reference import PoolReference, count_rows, pool_reference
 
-__all__ = ["METHODS", "bench_model", "main", "new_rule_available"]
+__all__ = ["METHODS", "bench_model", "main", "new_rule_available", "page"]
 
 METHODS: dict[str, dict[str, Any]] = {
     "ours": {"label": "ours (target 0.3)", "kind": "ours", "tau": None},
@@ -277,12 +277,19 @@ def main() -> None:
             batches = suite.make_batches(key, cap + pool)
             run = functools.partial(spawn, folder=Path(folder))
             records.append(bench_model(key, methods, batches[:cap], batches[cap:], run, cache=args.cache))
-    text = report(records) + f"\n\n(total {time.perf_counter() - started:.0f} s, torch {torch.__version__})"
-    print(text)
+    footer = f"(total {time.perf_counter() - started:.0f} s, torch {torch.__version__})"
+    record = {"records": records, "footer": footer}
+    text = page(record)
+    print(text, end="")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".md").write_text(text + "\n")
-        args.out.with_suffix(".json").write_text(json.dumps(records, indent=1, default=float) + "\n")
+        args.out.with_suffix(".md").write_text(text)
+        args.out.with_suffix(".json").write_text(json.dumps(record, indent=1, default=float) + "\n")
+
+
+def page(record: dict[str, Any]) -> str:
+    """The page of an ``--out`` record (``{"records", "footer"}``): the three tables and the run's footer line."""
+    return f"{report(record['records'])}\n\n{record['footer']}\n"
 
 
 if __name__ == "__main__":

@@ -12,9 +12,15 @@ large as the input's spread along them; whitening brings each component to unit 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import math
+import shlex
+import sys
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -26,7 +32,7 @@ from eva_llm.cli import MODEL_ALIASES
 
 from .data import read_gsm8k
 
-__all__ = ["main", "mean_scales", "table"]
+__all__ = ["combined_table", "main", "mean_scales", "table"]
 
 MODELS: tuple[str, ...] = ("gemma3-270m", "smollm2")
 
@@ -74,11 +80,41 @@ def table(scales: Mapping[str, Mapping[str, float]]) -> str:
     return "\n".join(lines)
 
 
+NAMES: dict[str, str] = {"gemma3-270m": "Gemma-3-270M", "smollm2": "SmolLM2-135M"}
+
+
+def combined_table(record: Mapping[str, Any]) -> str:
+    """Markdown of an ``--out`` record: one row per (model, layer kind), the models in the record's order."""
+    lines = [
+        "| model | layer | mean ‖x‖ | ‖A x‖ lora | ‖A x‖ eva | ‖A x‖ eva_whiten | eva / lora |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for model, run in record["models"].items():
+        for kind, mean in run["scales"].items():
+            lines.append(
+                f"| {NAMES.get(model, model)} | {kind} | {mean['|x|']:.1f} | {mean['lora']:.2f} | {mean['eva']:.2f} "
+                f"| {mean['eva_whiten']:.2f} | {mean['eva'] / mean['lora']:.1f} |"
+            )
+    return "\n".join(lines)
+
+
+def _save(out: Path, model: str, run: dict[str, Any]) -> None:
+    """Add (or replace) ``model``'s run in the record ``out`` (JSON, written atomically) and write its page
+    ``out.md`` (:func:`combined_table`)."""
+    record = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").is_file() else {}
+    record = {"models": {**record.get("models", {}), model: run}}
+    for suffix, text in ((".json", json.dumps(record, indent=1) + "\n"), (".md", combined_table(record) + "\n")):
+        temporary = out.with_suffix(suffix + ".tmp")
+        temporary.write_text(text)
+        temporary.replace(out.with_suffix(suffix))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=sorted(MODELS), default="gemma3-270m")
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--batches", type=int, default=4, help="batches of 4 problems EVA measures")
+    parser.add_argument("--out", type=Path, help="add this model's figures to the record <out>.json (and <out>.md)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -89,3 +125,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     scales = mean_scales(model, state, batches[-1], args.rank)
     print(f"{args.model}: mean norm of A x over answer tokens, r = {args.rank}, averaged over the blocks\n")
     print(table(scales))
+    if args.out:
+        command = "python benchmarks/adapter_scale.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+        meta = {"command": command, "torch": torch.__version__, "date": datetime.date.today().isoformat()}
+        _save(args.out, args.model, {"meta": {**meta, "rank": args.rank, "batches": args.batches}, "scales": scales})

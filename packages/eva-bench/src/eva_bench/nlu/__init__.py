@@ -12,7 +12,7 @@ import argparse
 from ..comparison import run_arguments
 from ..records import RunRecord
 from .data import labelled_rows, shared_glue_path
-from .metrics import SCORING, glue_metrics, scoring
+from .metrics import SCORING, glue_metrics, majority_baseline, scoring
 from .recipe import evaluate, finetune
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "finetune",
     "glue_metrics",
     "labelled_rows",
+    "majority_baseline",
     "run_from_args",
     "scoring",
     "shared_glue_path",

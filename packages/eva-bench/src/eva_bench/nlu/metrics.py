@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,6 +37,7 @@ __all__ = [
     "accuracy",
     "f1",
     "glue_metrics",
+    "majority_baseline",
     "matthews_corrcoef",
     "pearson",
     "scoring",
@@ -176,6 +178,22 @@ def glue_metrics(task: str | GlueTask, predictions: Values, labels: Values) -> d
         elif not scored.task.is_regression:
             values = values.argmax(dim=-1)  # (N, K) -> (N,)
     return {name: _METRICS[name](values, labels) for name in scored.metrics}
+
+
+def majority_baseline(task: str | GlueTask, rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Every metric of ``task`` for always predicting the most common label of ``rows`` (the held-out rows a
+    run is scored on): the score a classifier that learned nothing about the inputs gets. On a tie the
+    smaller class id wins.
+
+    Raises:
+        InvalidConfigError: ``task`` is a regression task (no majority class) or ``rows`` is empty.
+    """
+    scored = scoring(task)
+    _require(not scored.task.is_regression, "task", scored.task.name, "a classification task (not STS-B)")
+    labels = [int(row["label"]) for row in rows]
+    _require(bool(labels), "rows", rows, "the non-empty held-out rows the runs were scored on")
+    majority = max(sorted(set(labels)), key=labels.count)
+    return glue_metrics(task, [majority] * len(labels), labels)
 
 
 def _as_vector(name: str, values: Values) -> torch.Tensor:

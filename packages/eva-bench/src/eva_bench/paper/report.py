@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..paths import repository_root
+from .baselines import majority
 from .plots import curves_png, eva_ranks_png, focus_run, spectra_png
 from .runs import (
     Suite,
@@ -37,7 +38,7 @@ from .runs import (
 )
 from .tables import TaskRuns, domain_page, index_line
 
-__all__ = ["LARGE_SUITES", "METHODS", "SEEDS", "SUITES", "Suite", "main", "parse", "render_domain"]
+__all__ = ["LARGE_SUITES", "METHODS", "SEEDS", "SUITES", "Suite", "main", "parse", "render", "render_domain"]
 
 ROOT = repository_root()
 METHODS: tuple[str, ...] = (
@@ -141,7 +142,11 @@ def _mismatches(suite: Suite, store: dict[str, Any]) -> list[str]:
 def _cached_tasks(suites: Sequence[Suite], out_dir: Path) -> list[TaskRuns]:
     """The cached runs of each suite whose store fits its settings, in suite order."""
     stores = [(s, load_store(out_dir / f"{s.stem}.json")) for s in suites]
-    return [TaskRuns(s.task, s.stem, store["meta"], store["runs"]) for s, store in stores if not _mismatches(s, store)]
+    return [
+        TaskRuns(s.task, s.stem, store["meta"], store["runs"], majority(store))
+        for s, store in stores
+        if not _mismatches(s, store)
+    ]
 
 
 def _command(args: argparse.Namespace, domains: Sequence[str] = ()) -> str:
@@ -221,32 +226,46 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
         failed = run_suites(work, args.jobs, out_dir)
-    for domain in domains:
-        tasks = _cached_tasks(all_suites[domain], out_dir)
-        if not any(task.runs for task in tasks):
-            print(f"[skipped] {domain}: no runs cached in {_shown(out_dir)}")
-            continue
-        notes = [
-            f"{s.task} left out: {s.stem}.json was made with other settings."
-            for s in all_suites[domain]
-            if s.stem in refused
-        ]
-        page = render_domain(domain, tasks, args.methods, args.seeds, out_dir, _command(args, [domain]), notes)
+    for page in render(args, out_dir, out_dir):
         print(f"[rendered] {_shown(page)}")
-    _write_index(all_suites, args, out_dir)
     for suite, log in failed:
         print(f"[FAILED] {suite.stem}: see {_shown(log)}")
     return 1 if failed or refused else 0
 
 
-def _write_index(all_suites: dict[str, list[Suite]], args: argparse.Namespace, out_dir: Path) -> None:
-    """``<out-dir>/README.md``: a line per domain page present, with EVA's and the best method's Avg."""
+def render(args: argparse.Namespace, source: Path, target: Path) -> list[Path]:
+    """Render every chosen domain's page and figures, and the index, from the stores in ``source`` into
+    ``target`` (the same folder for the report; another one to check the committed pages). Runs nothing.
+
+    Returns:
+        The domain pages written (a domain with no cached run is skipped).
+    """
+    all_suites = LARGE_SUITES if args.large else SUITES
+    pages = []
+    for domain in args.domains or list(all_suites):
+        tasks = _cached_tasks(all_suites[domain], source)
+        if not any(task.runs for task in tasks):
+            print(f"[skipped] {domain}: no runs cached in {_shown(source)}")
+            continue
+        notes = [
+            f"{s.task} left out: {s.stem}.json was made with other settings."
+            for s in all_suites[domain]
+            if _mismatches(s, load_store(source / f"{s.stem}.json"))
+        ]
+        command = _command(args, [domain])
+        pages.append(render_domain(domain, tasks, args.methods, args.seeds, target, command, notes))
+    _write_index(all_suites, args, source, target)
+    return pages
+
+
+def _write_index(all_suites: dict[str, list[Suite]], args: argparse.Namespace, source: Path, target: Path) -> None:
+    """``<target>/README.md``: a line per domain page present, with EVA's and the best method's Avg."""
     lines = [
         "# LoRA initializations compared: the paper-style report\n",
         f"Regenerate: `{_command(args)}` (or its arguments after `nox -s report --`); it reruns only what is "
         "missing, and `--render-only` runs nothing.\n",
     ]
     for domain, suites in all_suites.items():
-        if (out_dir / f"{domain}.md").is_file():
-            lines.append(index_line(domain, _cached_tasks(suites, out_dir), args.methods, args.seeds))
-    (out_dir / "README.md").write_text("\n".join(lines) + "\n")
+        if (target / f"{domain}.md").is_file():
+            lines.append(index_line(domain, _cached_tasks(suites, source), args.methods, args.seeds))
+    (target / "README.md").write_text("\n".join(lines) + "\n")

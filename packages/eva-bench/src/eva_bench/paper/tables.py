@@ -17,6 +17,7 @@ __all__ = [
     "FOCUS",
     "TaskRuns",
     "average_means",
+    "beating_majority",
     "best_methods",
     "display_name",
     "domain_page",
@@ -52,12 +53,15 @@ _MISSING = "—"
 @dataclass(frozen=True)
 class TaskRuns:
     """One task's cached runs: ``label`` (its column), ``stem`` (its file stem), the store's ``meta`` and
-    ``runs`` (``"<method>/seed<N>" -> run``); both empty when nothing is cached."""
+    ``runs`` (``"<method>/seed<N>" -> run``); both empty when nothing is cached. ``majority``: the headline
+    metric of always predicting the majority class of the held-out rows the runs were scored on
+    (classification tasks; ``None`` elsewhere)."""
 
     label: str
     stem: str
     meta: Mapping[str, Any] = field(default_factory=dict)
     runs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    majority: float | None = None
 
     def chosen(self, methods: Sequence[str], seeds: Sequence[int]) -> list[Mapping[str, Any]]:
         """The runs of ``methods`` x ``seeds`` that are cached, method-major."""
@@ -124,6 +128,17 @@ def format_cell(values: Sequence[float], requested: int) -> str:
     return text + (f" (n={len(values)})" if len(values) < requested else "")
 
 
+def beating_majority(task: TaskRuns, method: str, seeds: Sequence[int]) -> str:
+    """`` (k/n > majority)``: how many of ``method``'s cached seeds end strictly better than the task's
+    majority-class baseline (empty when the task has none, or the method no runs)."""
+    values = final_values(task, method, seeds)
+    if task.majority is None or not values:
+        return ""
+    lower, baseline = lower_is_better(task.metric or ""), task.majority
+    beats = sum(v < baseline - 1e-9 if lower else v > baseline + 1e-9 for v in values)
+    return f" ({beats}/{len(values)} > majority)"
+
+
 def _bold(text: str, on: bool) -> str:
     return f"**{text}**" if on and text != _MISSING else text
 
@@ -162,7 +177,8 @@ def domain_table(tasks: Sequence[TaskRuns], methods: Sequence[str], seeds: Seque
     for method in methods:
         cells = [display_name(method)]
         for task, best in zip(tasks, bests, strict=True):
-            cells.append(_bold(format_cell(final_values(task, method, seeds), len(seeds)), method in best))
+            cell = _bold(format_cell(final_values(task, method, seeds), len(seeds)), method in best)
+            cells.append(cell + beating_majority(task, method, seeds))
         cells.append(_bold(f"{average[method]:.4f}", method in best_average) if method in average else "")
         lines.append("| " + " | ".join(cells + _method_costs(tasks, method, seeds)) + " |")
     return "\n".join(lines) + "\n"
@@ -248,6 +264,7 @@ def domain_page(
         f"Final held-out metric, mean ± std over seeds {', '.join(map(str, seeds))} (n = seeds that ran, when fewer); "
         "↑ higher / ↓ lower is better; bold: best mean of the column. Avg: mean of the per-task means.\n"
     )
+    lines += _majority_note(tasks)
     for task in tasks:
         metric = task.metric
         means = task_means(task, methods, seeds)
@@ -263,6 +280,18 @@ def domain_page(
         links = [f"[{caption}]({name})" if name else caption for caption, name in figures.get(task.stem, [])]
         lines.append(f"- {task.label} ([runs]({task.stem}.json)): " + "; ".join(links))
     return "\n".join(lines) + "\n"
+
+
+def _majority_note(tasks: Sequence[TaskRuns]) -> list[str]:
+    """The sentence defining "k/n > majority" and each task's baseline, when a task has one."""
+    known = [f"{t.label} {t.metric} {t.majority:.4f}" for t in tasks if t.majority is not None]
+    if not known:
+        return []
+    return [
+        "k/n > majority: of the n seeds, the k whose final metric beats always predicting the majority class of "
+        f"the held-out rows the runs were scored on ({'; '.join(known)}); a seed at the baseline learned nothing "
+        "usable about the inputs.\n"
+    ]
 
 
 def index_line(domain: str, tasks: Sequence[TaskRuns], methods: Sequence[str], seeds: Sequence[int]) -> str:

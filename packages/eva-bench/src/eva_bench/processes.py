@@ -6,13 +6,12 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Hashable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Generic, TypeVar
 
-__all__ = ["Finished", "ProcessPool", "process_pool"]
+__all__ = ["Finished", "ProcessPool"]
 
 Label = TypeVar("Label", bound=Hashable)
 
@@ -27,7 +26,8 @@ class Finished(Generic[Label]):
 
 
 class ProcessPool(Generic[Label]):
-    """Child processes by label, with one torch thread each (``OMP_NUM_THREADS=1``)."""
+    """Child processes by label, with one torch thread each (``OMP_NUM_THREADS=1``); as a context manager,
+    every process still running when the block exits (however it exits) is terminated."""
 
     def __init__(self, cwd: Path | None = None) -> None:
         self.cwd = cwd
@@ -52,6 +52,12 @@ class ProcessPool(Generic[Label]):
                 done.append(Finished(label, process.returncode, (time.perf_counter() - started) / 60))
         return done
 
+    def __enter__(self) -> ProcessPool[Label]:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         """Terminate every process still running (an interrupted parent leaves none behind)."""
         for process, log, _ in self.running.values():
@@ -59,13 +65,3 @@ class ProcessPool(Generic[Label]):
             process.wait()
             log.close()
         self.running.clear()
-
-
-@contextmanager
-def process_pool(cwd: Path | None = None) -> Iterator[ProcessPool[Label]]:
-    """A :class:`ProcessPool` whose processes are terminated when the block exits, however it exits."""
-    pool: ProcessPool[Label] = ProcessPool(cwd)
-    try:
-        yield pool
-    finally:
-        pool.stop()

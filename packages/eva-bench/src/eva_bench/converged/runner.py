@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..paths import repository_root
-from ..processes import ProcessPool, process_pool
+from ..processes import ProcessPool
 from ..records import RunRecord
 from .cache import RunKey, cached_runs, run_path, save_run
 from .protocol import TaskProtocol, get_protocol
@@ -108,8 +108,7 @@ def run_needed(cache: Path, protocols: Sequence[TaskProtocol], jobs: int, logs: 
     terminated (their runs were not cached, so they rerun next time).
     """
     failed: list[RunKey] = []
-    pool: ProcessPool[RunKey]
-    with process_pool() as pool:
+    with ProcessPool[RunKey]() as pool:
         while True:
             pending = [key for key in _pending(cache, protocols, set(pool.running)) if key not in failed]
             for key in pending[: max(0, jobs - len(pool.running))]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..paths import repository_root
-from ..processes import ProcessPool, process_pool
+from ..processes import ProcessPool
 
 __all__ = [
     "COMPARE",
@@ -144,8 +144,7 @@ def run_suites(work: Sequence[tuple[Suite, list[str], float]], jobs: int, out_di
     """
     queue = [(suite, command) for suite, command, _ in sorted(work, key=lambda item: -item[2])]
     failed: list[tuple[Suite, Path]] = []
-    pool: ProcessPool[Suite]
-    with process_pool(cwd=ROOT) as pool:
+    with ProcessPool[Suite](cwd=ROOT) as pool:
         while queue or pool.running:
             while queue and len(pool.running) < jobs:
                 suite, command = queue.pop(0)

@@ -69,9 +69,9 @@ def test_carve_refuses_a_split_that_leaves_nothing_to_train_on(validation: int) 
 
 def test_every_protocol_is_well_formed() -> None:
     assert [get_protocol(p.name) for p in PROTOCOLS] == list(PROTOCOLS)
-    for protocol in PROTOCOLS:
-        assert len(protocol.lr_grid) >= 3 and protocol.eval_at[0] == 0 and protocol.eval_at[-1] == protocol.steps
-        assert protocol.finetune.get("validation", 0) > 0  # the curve is never the held-out split
+    for task in PROTOCOLS:
+        assert len(task.lr_grid) >= 3 and task.eval_at[0] == 0 and task.eval_at[-1] == task.steps
+        assert task.finetune.get("validation", 0) > 0  # the curve is never the held-out split
     with pytest.raises(KeyError, match="pick one of"):
         get_protocol("imagenet")
     with pytest.raises(ValueError, match="3 learning rates"):
@@ -159,3 +159,22 @@ def test_a_launched_run_parses_back_to_its_key(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setattr(cli, "run_one", lambda cache, parsed: seen.append(parsed) or cache)
     assert cli.main(command[2:]) == 0
     assert seen == [key] and seen[0].label() == key.label()
+
+
+def test_majority_baselines_are_written_once_and_read_back(tmp_path: Path) -> None:
+    """Digits' held-out labels counted by hand; MRPC's all-"paraphrase" F1 on its first 600 dev pairs; none
+    for the rl and llm tasks."""
+    from collections import Counter
+
+    from eva_bench.converged.baselines import majority_score, read_baselines, write_baselines
+    from eva_bench.nlu import labelled_rows, shared_glue_path
+    from eva_bench.vision.tasks import get_task
+
+    labels = get_task("digits").load("dev", None)[1].tolist()
+    assert majority_score(get_protocol("digits")) == Counter(labels).most_common(1)[0][1] / len(labels)
+    positives = sum(int(row["label"]) for row in labelled_rows(shared_glue_path("mrpc", "dev"), "mrpc", limit=600))
+    assert majority_score(get_protocol("mrpc")) == pytest.approx(2 * positives / (2 * positives + (600 - positives)))
+    assert majority_score(get_protocol("walker2d")) is None and majority_score(get_protocol("gsm8k")) is None
+    assert read_baselines(tmp_path) == {}
+    write_baselines(tmp_path, [get_protocol("digits"), get_protocol("gsm8k")])
+    assert read_baselines(tmp_path) == {"digits": majority_score(get_protocol("digits"))}

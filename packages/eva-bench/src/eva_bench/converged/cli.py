@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ..paths import repository_root
+from .baselines import read_baselines, write_baselines
 from .cache import RunKey, cached_runs
 from .protocol import PROTOCOLS, get_protocol
 from .runner import run_needed, run_one
@@ -36,7 +37,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--tasks", nargs="+", default=[p.name for p in PROTOCOLS], help="default: all, cheapest first")
     parser.add_argument("--jobs", type=int, default=2, help="runs at once, one torch thread each")
     parser.add_argument("--plan", action="store_true", help="print what is cached and due; run nothing")
-    parser.add_argument("--render-only", action="store_true", help="render the pages from the cache; run nothing")
+    parser.add_argument(
+        "--render-only", action="store_true", help="render the pages from the cache and baselines.json; run nothing"
+    )
     parser.add_argument(
         "--one", nargs="+", metavar="ARG", help="run one: TASK METHOD LR SEED [NAME=VALUE ...] (what the pool launches)"
     )
@@ -72,9 +75,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.plan:
         _plan(cache, args.tasks)
         return 0
+    protocols = [get_protocol(t) for t in args.tasks]
     if not args.render_only:
+        write_baselines(args.out, protocols)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-        failed = run_needed(cache, [get_protocol(t) for t in args.tasks], args.jobs, args.out / "logs")
+        failed = run_needed(cache, protocols, args.jobs, args.out / "logs")
         if failed:
             print(
                 f"{len(failed)} runs failed: {[key.label() for key in failed]}; see {args.out / 'logs'}",
@@ -82,5 +87,5 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     from .page import render
 
-    render(cache, args.out)
+    render(cache, args.out, read_baselines(args.out))
     return 0

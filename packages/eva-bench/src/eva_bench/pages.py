@@ -18,9 +18,7 @@ re-rendered from a record by a :data:`TABLES` renderer::
 
 A hand-written table of settings (no measured number in it) says so with ``<!-- settings -->`` ...
 ``<!-- /settings -->`` around it. A new report registers with one entry in :data:`PAGES` (and one in
-:data:`TABLES` per table it embeds in a prose page), e.g. the converged report's::
-
-    "converged": converged_pages,  # root -> {"docs/results/converged/<x>.md": text}
+:data:`TABLES` per table it embeds in a prose page), as the converged report does.
 """
 
 from __future__ import annotations
@@ -92,10 +90,32 @@ def _engine_pages(root: Path) -> dict[str, str | None]:
     return {f"docs/results/{name}.md": render(_json(root, f"{name}.json")) for name, render in _ENGINE.items()}
 
 
+def _converged_pages(root: Path) -> dict[str, str | None]:
+    """``benchmarks/converged.py --render-only``: the page from the committed run files and baselines (the
+    figures: existence only)."""
+    from .converged import baselines, page
+
+    folder = root / RESULTS / "converged"
+    with tempfile.TemporaryDirectory(prefix="eva-pages-") as temporary:
+        written = page.render(folder / "runs", Path(temporary), baselines.read_baselines(folder))
+        return {
+            (RESULTS / "converged" / file.name).as_posix(): file.read_text() if file.suffix == ".md" else None
+            for file in written
+        }
+
+
+def _converged_summary(root: Path) -> str:
+    from .converged import baselines, page
+
+    folder = root / RESULTS / "converged"
+    return page.summary(folder / "runs", baselines.read_baselines(folder))
+
+
 PAGES: dict[str, Renderer] = {
     "comparison": _comparison_pages,
     "paper": _paper_pages,
     "benchmarks": _engine_pages,
+    "converged": _converged_pages,
 }
 """Renderer name -> renderer (root -> {page path: text, or ``None`` for a figure})."""
 
@@ -124,6 +144,7 @@ TABLES: dict[str, TableRenderer] = {
     "scale_models_plan_check": lambda root: _plan_check(root / RESULTS / "scale_models.json"),
     "planner": _table("scale_block.json", lambda record: plan_table.plan_report(record["plan"])),
     "adapter_scale": _table("adapter_scale.json", llm_scale.combined_table),
+    "converged": _converged_summary,
 }
 """Table name (the marker's) -> renderer (root -> the markdown table, from a committed record)."""
 

@@ -20,7 +20,7 @@ from .results import TaskResults, load_results
 from .statistics import BOOTSTRAP_SEED, RESAMPLES
 from .tables import domain_table, domain_verdict, task_sentences, verdict_counts
 
-__all__ = ["render"]
+__all__ = ["render", "summary"]
 
 _DOMAINS = {"vision": "Vision", "rl": "RL", "nlu": "NLU", "llm": "LLM"}
 _SCRIPT = "python benchmarks/converged.py"
@@ -126,10 +126,8 @@ def _closing(tasks: Sequence[TaskResults]) -> list[str]:
     return [*lines, ""]
 
 
-def _markdown(tasks: Sequence[TaskResults], baselines: Mapping[str, float], figures: Mapping[str, str]) -> str:
-    domains = _by_domain(tasks)
-    lines = _intro(tasks)
-    lines += [
+def _held_out(tasks: Sequence[TaskResults], baselines: Mapping[str, float]) -> list[str]:
+    lines = [
         "## Held-out results\n",
         "Held-out headline metric of the final runs: mean ± half-width of the 95 % Student-t interval over the "
         "seeds; n: seeds that did not diverge; ↑ higher / ↓ lower is better; bold: the best mean of a column; "
@@ -137,13 +135,22 @@ def _markdown(tasks: Sequence[TaskResults], baselines: Mapping[str, float], figu
         "baseline); Avg: the mean of a domain's task means; trainable parameters: mean over the final runs, per "
         "task.\n",
     ]
-    for domain, members in domains.items():
+    for domain, members in _by_domain(tasks).items():
         lines += [f"### {domain}\n", domain_table(members, baselines)]
+    return lines
+
+
+def _verdicts(tasks: Sequence[TaskResults]) -> list[str]:
+    return ["## Verdict per domain\n"] + [
+        domain_verdict(domain, members) + "\n" for domain, members in _by_domain(tasks).items()
+    ]
+
+
+def _markdown(tasks: Sequence[TaskResults], baselines: Mapping[str, float], figures: Mapping[str, str]) -> str:
+    lines = [*_intro(tasks), *_held_out(tasks, baselines)]
     lines += ["## EVA vs each method\n", _statistics_note()]
     lines += [f"- {sentence}" for task in tasks for sentence in task_sentences(task)]
-    lines += ["", "## Verdict per domain\n"]
-    lines += [domain_verdict(domain, members) + "\n" for domain, members in domains.items()]
-    lines.append("## Tasks\n")
+    lines += ["", *_verdicts(tasks), "## Tasks\n"]
     lines += [task_section(t, baselines.get(t.protocol.name), figures.get(t.protocol.name)) for t in tasks]
     return "\n".join([*lines, *_cost(tasks), *_regenerate(tasks), *_closing(tasks)]).rstrip("\n") + "\n"
 
@@ -177,3 +184,11 @@ def render(
     readme = out / "README.md"
     readme.write_text(_markdown(tasks, baselines or {}, figures), encoding="utf-8")
     return [readme, *written]
+
+
+def summary(cache: Path, baselines: Mapping[str, float], protocols: Sequence[TaskProtocol] = PROTOCOLS) -> str:
+    """The held-out tables and the verdict per domain of the page, one heading level down: what the results
+    index leads with."""
+    tasks = [load_results(cache, protocol) for protocol in protocols]
+    lines = [f"#{line}" if line.startswith("#") else line for line in [*_held_out(tasks, baselines), *_verdicts(tasks)]]
+    return "\n".join(lines).rstrip("\n")

@@ -4,7 +4,9 @@ what the reports use to run one (method, seed) or one suite per process with one
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import threading
 import time
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
@@ -27,7 +29,8 @@ class Finished(Generic[Label]):
 
 class ProcessPool(Generic[Label]):
     """Child processes by label, with one torch thread each (``OMP_NUM_THREADS=1``); as a context manager,
-    every process still running when the block exits (however it exits) is terminated."""
+    every process still running when the block exits is terminated, on an exception, Ctrl-C or a SIGTERM
+    to this process alike (a SIGTERM is turned into ``SystemExit`` while the block runs)."""
 
     def __init__(self, cwd: Path | None = None) -> None:
         self.cwd = cwd
@@ -53,10 +56,14 @@ class ProcessPool(Generic[Label]):
         return done
 
     def __enter__(self) -> ProcessPool[Label]:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+        if hasattr(self, "_previous"):
+            signal.signal(signal.SIGTERM, self._previous)
 
     def stop(self) -> None:
         """Terminate every process still running (an interrupted parent leaves none behind)."""
@@ -65,3 +72,7 @@ class ProcessPool(Generic[Label]):
             process.wait()
             log.close()
         self.running.clear()
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)

@@ -112,52 +112,42 @@ def test_the_comparison_runs_a_model_folder(smollm2_tokenizer: Any, tmp_path: Pa
     assert record.extra["eva_batches"] <= 2
 
 
-def test_a_validation_split_takes_the_curve_and_the_held_out_split_is_scored_once(
+@pytest.mark.filterwarnings("ignore::eva_core.errors.NotConvergedWarning")
+def test_validation_split_held_out_once_and_training_paired_across_methods(
     smollm2_tokenizer: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The problems just before the held-out ones are the validation curve's; the held-out ones are scored
-    (loss and exact match) once, after the last step, and never trained on."""
+    (loss and exact match) once, after the last step, and never trained on. Paired seeds: EVA's pass over
+    the training data must not move the training order away from LoRA's."""
     from eva_bench.llm import recipe
     from eva_bench.llm.data import read_gsm8k
 
     loaded: list[list[str]] = []
-    original = recipe.qa_loader
-    monkeypatch.setattr(
-        recipe,
-        "qa_loader",
-        lambda tok, problems, *a, **k: (
-            loaded.append([p.question for p in problems]) or original(tok, problems, *a, **k)
-        ),
-    )
-    model = _tiny_llama(len(smollm2_tokenizer))
-    record = finetune(
-        model, tokenizer=smollm2_tokenizer, method="lora", metric="loss", eval_at=(0, 2), validation=3, **SMALL
-    )
-    questions = [p.question for p in read_gsm8k()]
-    assert record.extra["validation_problems"] == 3 and record.extra["eval_problems"] == 4
-    assert questions[:8] in loaded and questions[-7:-4] in loaded and questions[-4:] in loaded
-    assert [set(point.metrics) for point in record.curve] == [{"loss"}, {"loss"}]
-    assert record.held_out is not None and set(record.held_out) == {"loss", "exact_match"}
+    original_loader, original_loss = recipe.qa_loader, recipe.answer_loss
 
+    def loader_spy(tokenizer: Any, problems: Any, *args: Any, **kwargs: Any) -> Any:
+        loaded.append([problem.question for problem in problems])
+        return original_loader(tokenizer, problems, *args, **kwargs)
 
-@pytest.mark.filterwarnings("ignore::eva_core.errors.NotConvergedWarning")
-def test_training_reads_the_same_batches_whether_or_not_eva_read_them_first(
-    smollm2_tokenizer: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Paired seeds: EVA's pass over the training data must not move the training order away from LoRA's."""
-    from eva_bench.llm import recipe
-
-    seen: dict[str, list[list[int]]] = {}
-    original = recipe.answer_loss
-
-    def spy(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def loss_spy(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if model.training:
             seen[method].append(batch["input_ids"][:, 0:48].sum(dim=1).tolist())
-        return original(model, batch)
+        return original_loss(model, batch)
 
-    monkeypatch.setattr(recipe, "answer_loss", spy)
+    monkeypatch.setattr(recipe, "qa_loader", loader_spy)
+    monkeypatch.setattr(recipe, "answer_loss", loss_spy)
+    seen: dict[str, list[list[int]]] = {}
+    records = {}
     for method in ("lora", "eva"):
         seen[method] = []
         model = _tiny_llama(len(smollm2_tokenizer))
-        finetune(model, tokenizer=smollm2_tokenizer, method=method, metric="loss", **{**SMALL, "steps": 3})
-    assert len(seen["lora"]) == 3 and seen["eva"] == seen["lora"]
+        records[method] = finetune(
+            model, tokenizer=smollm2_tokenizer, method=method, metric="loss", eval_at=(0, 2), validation=3, **SMALL
+        )
+    questions = [p.question for p in read_gsm8k()]
+    assert questions[:8] in loaded and questions[-7:-4] in loaded and questions[-4:] in loaded
+    lora = records["lora"]
+    assert lora.extra["validation_problems"] == 3 and lora.extra["eval_problems"] == 4
+    assert [set(point.metrics) for point in lora.curve] == [{"loss"}, {"loss"}]
+    assert lora.held_out is not None and set(lora.held_out) == {"loss", "exact_match"}
+    assert len(seen["lora"]) == 2 and seen["eva"] == seen["lora"]

@@ -104,10 +104,10 @@ PROTOCOLS: tuple[TaskProtocol, ...] = (
     ),
     TaskProtocol(
         "gsm8k", "GSM8K", "llm", "smollm2", "loss", False, steps=80, eval_every=20,
-        lr_grid=(2e-4, 6e-4, 2e-3), flat_threshold=0.01, cpu_minutes=3.0,
+        lr_grid=(2e-4, 6e-4, 2e-3), flat_threshold=0.01, cpu_minutes=3.5,
         finetune={
-            "batch_size": 2, "max_length": 128, "train_problems": 1024, "validation": 24, "eval_problems": 64,
-            "generate_problems": 16, "max_new_tokens": 160, "metric": "loss",
+            "batch_size": 1, "max_length": 160, "train_problems": 1024, "validation": 16, "eval_problems": 64,
+            "generate_problems": 16, "max_new_tokens": 128, "metric": "loss",
         },
     ),
 )  # fmt: skip

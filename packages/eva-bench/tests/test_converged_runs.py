@@ -143,6 +143,7 @@ def test_the_pool_runs_every_stage_and_reports_failures(tmp_path: Path, monkeypa
         return [sys.executable, "-c", _FAKE_RUN, str(run_path(cache, key)), json.dumps(body)]
 
     monkeypatch.setattr(runner, "single_run_command", command)
+    monkeypatch.setattr(runner, "POLL_SECONDS", 0.02)
     failed = runner.run_needed(tmp_path / "runs", [TOY], jobs=2, logs=tmp_path / "logs")
     assert sorted(k.lr for k in failed) == list(TOY.lr_grid) and {k.method for k in failed} == {"broken"}
     runs, _ = cached_runs(tmp_path / "runs", TOY)

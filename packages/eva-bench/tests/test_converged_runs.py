@@ -3,6 +3,7 @@ stale settings set aside), the tuning stages and the pool that re-plans after ev
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -31,18 +32,7 @@ TOY = TaskProtocol(
     lr_grid=(1e-3, 2e-3, 4e-3),
     flat_threshold=0.01,
 )
-LOSS = TaskProtocol(
-    "toyloss",
-    "Toy loss",
-    "llm",
-    "m",
-    "loss",
-    False,
-    steps=8,
-    eval_every=4,
-    lr_grid=(1e-3, 2e-3, 4e-3),
-    flat_threshold=0.01,
-)
+LOSS = dataclasses.replace(TOY, name="toyloss", domain="llm", metric="loss", higher_is_better=False, eval_every=4)
 
 
 def _run(protocol: TaskProtocol, late: float, early: float = 0.0) -> dict[str, Any]:

@@ -85,3 +85,18 @@ def test_a_prose_table_outside_a_block_or_unlike_its_record_is_caught(
     assert pages.problems(root) == ["docs/results/README.md: table 'sketch' differs from what its record renders"]
     readme.write_text(f"# prose\n\n{table}\n")
     assert pages.problems(root)[0].startswith("docs/results/README.md: a table outside")
+
+
+def test_refresh_table_rewrites_only_its_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What ``benchmarks/converged.py --render-only`` does to the results index: the named block is re-rendered
+    in place, the prose and other blocks around it are kept."""
+    readme = tmp_path / "docs" / "results" / "README.md"
+    readme.parent.mkdir(parents=True)
+    other = "\n\ntext\n\n<!-- table: b -->\n| b |\n<!-- /table -->\n"
+    readme.write_text("# prose\n\n<!-- table: a -->\n| old |\n<!-- /table -->" + other)
+    monkeypatch.setattr(pages, "TABLES", {"a": lambda root: "| new |\n|---|\n", "b": lambda root: "| b |"})
+    assert pages.refresh_table(tmp_path, "docs/results/README.md", "a")
+    assert readme.read_text() == "# prose\n\n<!-- table: a -->\n| new |\n|---|\n<!-- /table -->" + other
+    assert not pages.refresh_table(tmp_path, "docs/results/README.md", "a")
+    with pytest.raises(KeyError, match="no <!-- table: c --> block"):
+        pages.refresh_table(tmp_path, "docs/results/README.md", "c")

@@ -36,7 +36,16 @@ from .engine import benchmark, calibration, plan_table, scale, sketch_accuracy, 
 from .llm import scale as llm_scale
 from .paper import report
 
-__all__ = ["PAGES", "PROSE", "TABLES", "embedded_tables", "problems", "render_pages", "results_pages"]
+__all__ = [
+    "PAGES",
+    "PROSE",
+    "TABLES",
+    "embedded_tables",
+    "problems",
+    "refresh_table",
+    "render_pages",
+    "results_pages",
+]
 
 Renderer = Callable[[Path], Mapping[str, "str | None"]]
 TableRenderer = Callable[[Path], str]
@@ -168,6 +177,25 @@ def embedded_tables(text: str) -> tuple[list[tuple[str, str]], str]:
     blocks too) removed (where no table may remain)."""
     blocks = [(match[2], match[3]) for match in _BLOCK.finditer(text) if match[1] == "table"]
     return blocks, _BLOCK.sub("", text)
+
+
+def refresh_table(root: Path, page: str, name: str) -> bool:
+    """Re-render the table block ``name`` of the prose page ``page`` (relative to ``root``) from its record, in
+    place; returns whether the page changed.
+
+    Raises:
+        KeyError: the page has no such block, or no renderer is registered under ``name``.
+    """
+    path = root / page
+    text = path.read_text()
+    bodies = dict(embedded_tables(text)[0])
+    if name not in bodies:
+        raise KeyError(f"{page} has no <!-- table: {name} --> block.")
+    marker = f"<!-- table: {name} -->\n"
+    updated = text.replace(f"{marker}{bodies[name]}\n", f"{marker}{TABLES[name](root).strip(chr(10))}\n", 1)
+    if updated != text:
+        path.write_text(updated)
+    return updated != text
 
 
 def _table_lines(text: str) -> list[str]:

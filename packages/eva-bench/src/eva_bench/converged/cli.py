@@ -5,7 +5,8 @@ Examples (from the repository root)::
     python benchmarks/converged.py                       # every missing run, 2 at a time, then the pages
     python benchmarks/converged.py --tasks fmnist59 digits
     python benchmarks/converged.py --plan                # what is cached, what is due, the CPU it will take
-    python benchmarks/converged.py --render-only         # the pages from the cache, running nothing
+    python benchmarks/converged.py --render-only         # the pages (and the results index's summary) from the
+                                                         # cache, running nothing
 """
 
 from __future__ import annotations
@@ -88,4 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .page import render
 
     render(cache, args.out, read_baselines(args.out))
+    if args.out == DEFAULT_OUT:  # the results index leads with this report's summary
+        from ..pages import refresh_table
+
+        refresh_table(repository_root(), "docs/results/README.md", "converged")
     return 0

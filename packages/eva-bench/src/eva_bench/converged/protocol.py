@@ -93,8 +93,8 @@ PROTOCOLS: tuple[TaskProtocol, ...] = (
         },
     ),
     TaskProtocol(
-        "sst2", "SST-2", "nlu", "minilm", "accuracy", True, steps=160, eval_every=20,
-        lr_grid=(5e-4, 1.5e-3, 4e-3), flat_threshold=0.01, cpu_minutes=2.3,
+        "sst2", "SST-2", "nlu", "minilm", "accuracy", True, steps=120, eval_every=20,
+        lr_grid=(5e-4, 1.5e-3, 4e-3), flat_threshold=0.01, cpu_minutes=1.8,
         finetune={"task": "sst2", "batch_size": 16, "max_length": 64, "train_limit": 4000, "validation": 256},
     ),
     TaskProtocol(

@@ -151,3 +151,17 @@ def test_validation_split_held_out_once_and_training_paired_across_methods(
     assert [set(point.metrics) for point in lora.curve] == [{"loss"}, {"loss"}]
     assert lora.held_out is not None and set(lora.held_out) == {"loss", "exact_match"}
     assert len(seen["lora"]) == 2 and seen["eva"] == seen["lora"]
+
+
+def test_problems_whose_prompt_does_not_fit_are_skipped_not_batched() -> None:
+    """With one problem a step, a prompt longer than ``max_length`` would make an empty batch: such problems
+    are skipped when the splits are drawn, and the counts still hold."""
+    from eva_bench.llm.data import read_gsm8k
+    from eva_bench.llm.recipe import _split
+
+    problems = read_gsm8k()
+    too_long = {problems[1].question, problems[-2].question}
+    train, held_out = _split(None, 3, 2, lambda problem: problem.question not in too_long)
+    assert train == [problems[0], problems[2], problems[3]] and held_out == [problems[-3], problems[-1]]
+    with pytest.raises(InvalidConfigError, match="too few problems fit max_length"):
+        _split(None, 3, 2, lambda problem: False)

@@ -3,7 +3,7 @@
 The llm part of :func:`eva_bench.recipe.run`: it builds the :class:`eva_bench.recipe.Task` and the shared
 recipe initializes, trains and records. The training problems are the first ``train_problems`` of the file;
 the held-out ones are its last ``eval_problems`` (disjoint, since the shared GSM8K copy has only a training
-split). The run:
+split), both among the problems whose prompt leaves room for an answer token within ``max_length``. The run:
 
 1. builds the answer-masked training batches (order drawn from ``seed``);
 2. wraps the model in LoRA adapters initialized by ``method`` (EVA measures the training batches,
@@ -15,14 +15,16 @@ split). The run:
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from eva_core.errors import InvalidConfigError
 from eva_llm import QAProblem, load_causal_lm, plugin, qa_loader
+from eva_llm.batches import encode
 
 from ..recipe import Task, run
 from ..records import RunRecord
@@ -105,7 +107,12 @@ def finetune(
             "raise generate_problems or use metric='loss'."
         )
     model, tokenizer = _model_and_tokenizer(model, tokenizer)
-    train_set, held_out = _split(data_path, train_problems, eval_problems + validation)
+    train_set, held_out = _split(
+        data_path,
+        train_problems,
+        eval_problems + validation,
+        lambda problem: encode(tokenizer, problem, template, max_length) is not None,
+    )
     validation_set, held_out = carve(held_out, eval_problems) if validation else ([], held_out)
     schedule = tuple(eval_at) if eval_at is not None else (0, steps)
     generated = held_out[: max(0, generate_problems)]
@@ -212,12 +219,26 @@ def _model_and_tokenizer(model: str | os.PathLike[str] | nn.Module, tokenizer: A
 
 
 def _split(
-    path: str | os.PathLike[str] | None, train_count: int, eval_count: int
+    path: str | os.PathLike[str] | None, train_count: int, eval_count: int, fits: Callable[[QAProblem], bool]
 ) -> tuple[list[QAProblem], list[QAProblem]]:
+    """The first ``train_count`` and the last ``eval_count`` problems of the file among those that ``fits``
+    (a problem whose prompt leaves no room for an answer token is skipped: a batch of it alone has nothing
+    to score)."""
     problems = read_gsm8k(path)
     if train_count < 1 or eval_count < 1 or train_count + eval_count > len(problems):
         raise InvalidConfigError(
             f"train_problems={train_count} and eval_problems={eval_count} must each be >= 1 and together at most "
             f"the {len(problems)} problems of the file; lower them."
         )
-    return problems[:train_count], problems[-eval_count:]
+    train = list(itertools.islice(filter(fits, problems), train_count))
+    held_out = list(itertools.islice(filter(fits, reversed(problems)), eval_count))[::-1]
+    if (
+        len(train) < train_count
+        or len(held_out) < eval_count
+        or problems.index(held_out[0]) <= problems.index(train[-1])
+    ):
+        raise InvalidConfigError(
+            f"train_problems={train_count} and eval_problems={eval_count}: too few problems fit max_length; raise "
+            "max_length or lower them."
+        )
+    return train, held_out

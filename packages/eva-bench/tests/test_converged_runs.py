@@ -169,3 +169,12 @@ def test_majority_baselines_are_written_once_and_read_back(tmp_path: Path) -> No
     assert read_baselines(tmp_path) == {}
     write_baselines(tmp_path, [get_protocol("digits"), get_protocol("gsm8k")])
     assert read_baselines(tmp_path) == {"digits": majority_score(get_protocol("digits"))}
+
+
+def test_plan_counts_every_run_a_task_needs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """7 methods x (3 rates + 4 more seeds) + rho=1 for EVA and EVA+DoRA = 51 runs a task."""
+    save_run(
+        tmp_path, RunKey.of("digits", "lora", 1.5e-3, 0), get_protocol("digits"), _run(get_protocol("digits"), 0.9)
+    )
+    assert cli.main(["--plan", "--cache", str(tmp_path), "--tasks", "digits"]) == 0
+    assert capsys.readouterr().out.startswith("digits: 1 of 51 runs cached (0 CPU-min), 0 stale, 20 due now;")

@@ -22,7 +22,7 @@ import torch
 from ..paths import repository_root
 from .baselines import read_baselines, write_baselines
 from .cache import RunKey, cached_runs
-from .protocol import PROTOCOLS, get_protocol
+from .protocol import KEY_SETTINGS, METHODS, PROTOCOLS, SEEDS, get_protocol
 from .runner import run_needed, run_one
 from .selection import needed_runs
 
@@ -59,10 +59,12 @@ def _plan(cache: Path, tasks: Sequence[str]) -> None:
         protocol = get_protocol(name)
         runs, stale = cached_runs(cache, protocol)
         due = needed_runs(protocol, runs)
+        total = len(METHODS) * (len(protocol.lr_grid) + len(SEEDS) - 1) + sum(map(len, KEY_SETTINGS.values()))
+        left = max(0, total - len(runs))
         cpu = sum(run.get("cpu_seconds", 0.0) for run in runs.values()) / 60
         print(
-            f"{name}: {len(runs)} cached ({cpu:.0f} CPU-min), {len(stale)} stale, {len(due)} due now "
-            f"(~{len(due) * protocol.cpu_minutes:.0f} CPU-min)",
+            f"{name}: {len(runs)} of {total} runs cached ({cpu:.0f} CPU-min), {len(stale)} stale, {len(due)} due now; "
+            f"~{left * protocol.cpu_minutes:.0f} CPU-min to finish",
             flush=True,
         )
 

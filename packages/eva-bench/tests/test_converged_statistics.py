@@ -84,9 +84,10 @@ def test_bootstrap_matches_the_exact_resampling_distribution() -> None:
     differences = np.array([0.03, -0.01, 0.02, 0.05, 0.00])
     means = np.sort([differences[list(i)].mean() for i in itertools.product(range(5), repeat=5)])  # all 3125
     low, high = bootstrap_interval(differences)
-    assert low == pytest.approx(np.percentile(means, 2.5), abs=0.002)
-    assert high == pytest.approx(np.percentile(means, 97.5), abs=0.002)
-    assert bootstrap_interval(differences) == (low, high)  # a fixed generator: the same interval every time
+    assert low == pytest.approx(means[int(np.ceil(0.025 * 3125)) - 1], abs=1e-12)  # every resample: exact
+    assert high == pytest.approx(means[int(np.ceil(0.975 * 3125)) - 1], abs=1e-12)
+    many = np.linspace(-0.02, 0.05, 8)  # beyond EXACT_UP_TO: a fixed generator, the same interval every time
+    assert bootstrap_interval(many) == bootstrap_interval(many) != bootstrap_interval(many, seed=1)
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from .details import lora_target, task_section
 from .plots import curves_png
 from .protocol import KEY_SETTINGS, METHODS, PROTOCOLS, SEEDS, TaskProtocol
 from .results import TaskResults, load_results
-from .statistics import BOOTSTRAP_SEED, RESAMPLES
+from .statistics import BOOTSTRAP_SEED, EXACT_UP_TO, RESAMPLES
 from .tables import domain_table, domain_verdict, task_sentences, verdict_counts
 
 __all__ = ["render", "summary"]
@@ -67,9 +67,10 @@ def _statistics_note() -> str:
     return (
         "Per task, the mean over seeds of (EVA \u2212 method) on the held-out headline metric, negated where lower is "
         "better, so **positive = EVA better**; the 95 % interval is a paired-bootstrap percentile interval "
-        f"({RESAMPLES:,} resamples of the seeds, generator seed {BOOTSTRAP_SEED}); the verdict is **win** when "
-        "it excludes 0 on EVA's side, **loss** when it excludes 0 on the other side, **tie** when it contains "
-        "0. With 5 pairs the bootstrap interval is narrow (it ignores the uncertainty of the spread), so the "
+        f"(up to {EXACT_UP_TO} pairs every resample of the seeds with replacement, 5^5 = 3,125 for 5 seeds, so the "
+        f"interval is exact; beyond, {RESAMPLES:,} resamples from generator seed {BOOTSTRAP_SEED}); the verdict is "
+        "**win** when it excludes 0 on EVA's side, **loss** when it excludes 0 on the other side, **tie** when it "
+        "contains 0. With 5 pairs the bootstrap interval is narrow (it ignores the uncertainty of the spread), so the "
         "exact two-sided Wilcoxon signed-rank p stands beside it: with 5 pairs it cannot go below 0.0625 "
         "(2/32), so no single task is significant at the 5 % level by Wilcoxon.\n\n"
         "Steps to 95 % of LoRA: the first evaluated step at which a method's validation metric, averaged over its "

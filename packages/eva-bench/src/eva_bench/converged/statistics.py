@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from scipy import stats
 
 __all__ = [
     "CONFIDENCE",
+    "EXACT_UP_TO",
     "RESAMPLES",
     "REACH_FRACTION",
     "Comparison",
@@ -38,6 +40,8 @@ CONFIDENCE = 0.95
 RESAMPLES = 10_000
 """Bootstrap resamples of the paired differences (drawn by ``numpy.random.default_rng(BOOTSTRAP_SEED)``)."""
 BOOTSTRAP_SEED = 0
+EXACT_UP_TO = 6
+"""Up to this many pairs the bootstrap takes every resample (6^6 = 46,656), so its interval is exact."""
 REACH_FRACTION = 0.95
 _TIE_DECIMALS = 12  # paired differences are rounded so that float noise (0.83-0.82 vs 0.82-0.81) keeps ties
 
@@ -128,17 +132,23 @@ def oriented_differences(eva: Sequence[float], other: Sequence[float], higher_is
 def bootstrap_interval(
     differences: np.ndarray, resamples: int = RESAMPLES, confidence: float = CONFIDENCE, seed: int = BOOTSTRAP_SEED
 ) -> tuple[float, float]:
-    """The percentile interval of the mean of ``differences`` (n,) over ``resamples`` resamples of the seeds
-    with replacement (``numpy.random.default_rng(seed)``; numpy's linear-interpolated percentiles).
-
+    """The percentile interval of the mean of ``differences`` (n,) over resamples of the seeds with replacement:
+    quantiles of the resampled means (numpy's ``inverted_cdf``: values they take, no interpolation). Up to
+    :data:`EXACT_UP_TO` pairs every one of the n^n resamples is taken (the exact bootstrap distribution: no
+    randomness, the same interval on any numpy); beyond it, ``resamples`` drawn by
+    ``numpy.random.default_rng(seed)``.
     With 5 pairs this interval is narrow: it ignores the uncertainty of the spread itself (a t interval would
     multiply by 2.78 where the bootstrap effectively uses about 1.96 · sqrt(4/5) = 1.75), so it excludes 0 more
     readily than a t interval would. The Wilcoxon p beside it is the conservative check.
     """
-    indices = np.random.default_rng(seed).integers(0, len(differences), size=(resamples, len(differences)))
-    means = differences[indices].mean(axis=1)  # (resamples,)
+    n = len(differences)
+    if n <= EXACT_UP_TO:
+        indices = np.array(list(itertools.product(range(n), repeat=n)))  # (n^n, n)
+    else:
+        indices = np.random.default_rng(seed).integers(0, n, size=(resamples, n))  # (resamples, n)
+    means = differences[indices].mean(axis=1)
     tail = 100 * (1 - confidence) / 2
-    low, high = np.percentile(means, [tail, 100 - tail])
+    low, high = np.percentile(means, [tail, 100 - tail], method="inverted_cdf")
     return float(low), float(high)
 
 

@@ -157,10 +157,11 @@ def _planned_subject(job: dict[str, Any]) -> tuple[nn.Module, Any]:
         return model, torch.empty(job["size"], job["tokens"], width, device="meta")
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from .scale_subjects import _checkpoint
+    from .scale_subjects import model_config
 
+    config = job["config"] if "config" in job else model_config(job["subject"])  # records before it kept one
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(_checkpoint(job["subject"]))))
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config))
     return model, {"input_ids": torch.zeros(job["size"], job["tokens"], dtype=torch.long, device="meta")}
 
 

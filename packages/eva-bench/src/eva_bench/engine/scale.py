@@ -112,7 +112,7 @@ def bench_block(shape: str, methods: Sequence[str], settings: dict[str, Any], ru
 
 def bench_model(key: str, methods: Sequence[str], settings: dict[str, Any], run: Run) -> dict[str, Any]:
     """Forward, the exact and the sketch fit of model ``key`` over the same batches, and the sketch's overlap."""
-    job = {"subject": key, **settings}
+    job = {"subject": key, **settings, "config": subjects.model_config(key)}
     runs = {method: run({**job, "method": method}) for method in ("forward", *methods)}
     first = next(iter(runs["exact"]["layers"].values()))
     tokens = round(first["rows"] / settings["batches"])  # real (unpadded) tokens per batch

@@ -19,7 +19,16 @@ from torch import nn
 
 from . import data
 
-__all__ = ["BLOCK_SHAPES", "MODELS", "DecoderBlock", "build_block", "block_batches", "load_lm", "lm_batches"]
+__all__ = [
+    "BLOCK_SHAPES",
+    "MODELS",
+    "DecoderBlock",
+    "block_batches",
+    "build_block",
+    "lm_batches",
+    "load_lm",
+    "model_config",
+]
 
 BLOCK_SHAPES: dict[str, dict[str, int]] = {
     "7b": {"hidden_size": 4096, "intermediate_size": 11008, "num_attention_heads": 32, "num_key_value_heads": 32},
@@ -72,6 +81,14 @@ def _checkpoint(key: str) -> Any:
     from eva_llm import gemma3_270m_checkpoint, smollm2_checkpoint
 
     return smollm2_checkpoint() if key == "smollm2" else gemma3_270m_checkpoint()
+
+
+def model_config(key: str) -> dict[str, Any]:
+    """The transformers config of model ``key`` as a dict (``AutoConfig.for_model(**it)`` rebuilds it): what a
+    scale record keeps, so the planner can be checked against it without the model's package."""
+    from transformers import AutoConfig
+
+    return dict(AutoConfig.from_pretrained(str(_checkpoint(key))).to_diff_dict())
 
 
 def load_lm(key: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> nn.Module:

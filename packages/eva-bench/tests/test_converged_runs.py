@@ -178,3 +178,11 @@ def test_plan_counts_every_run_a_task_needs(tmp_path: Path, capsys: pytest.Captu
     )
     assert cli.main(["--plan", "--cache", str(tmp_path), "--tasks", "digits"]) == 0
     assert capsys.readouterr().out.startswith("digits: 1 of 51 runs cached (0 CPU-min), 0 stale, 20 due now;")
+
+
+def test_running_some_tasks_keeps_every_tasks_baseline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--tasks digits`` runs only digits, but the baselines file the page reads keeps every task's."""
+    monkeypatch.setattr(cli, "run_needed", lambda *args: [])
+    monkeypatch.setattr("eva_bench.converged.page.render", lambda *args: [])
+    assert cli.main(["--out", str(tmp_path), "--tasks", "digits"]) == 0
+    assert set(json.loads((tmp_path / "baselines.json").read_text())) == {"fmnist59", "digits", "sst2", "mrpc"}

@@ -5,10 +5,10 @@ held-out labels and committed with the cache, so the page that reads them stays 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+
+from eva_core.durable_files import replace_atomically
 
 from .protocol import TaskProtocol
 
@@ -42,10 +42,12 @@ def write_baselines(out: Path, protocols: Sequence[TaskProtocol]) -> Path:
     scores = {p.name: score for p in protocols if (score := majority_score(p)) is not None}
     path = out / BASELINES_FILE
     out.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=out, prefix=".baselines.", suffix=".tmp")
-    with os.fdopen(handle, "w") as stream:
-        stream.write(json.dumps(scores, indent=1, sort_keys=True) + "\n")
-    os.replace(temporary, path)
+    text = json.dumps(scores, indent=1, sort_keys=True) + "\n"
+
+    def write(temporary: Path) -> None:
+        temporary.write_text(text)
+
+    replace_atomically(path, write)
     return path
 
 

@@ -35,11 +35,6 @@ class RunKey:
     def of(cls, task: str, method: str, lr: float, seed: int, setting: Mapping[str, Any] | None = None) -> RunKey:
         return cls(task, method, float(lr), int(seed), tuple(sorted((setting or {}).items())))
 
-    @property
-    def config(self) -> tuple[str, float, tuple[tuple[str, Any], ...]]:
-        """What a seed varies over: (method, lr, setting)."""
-        return self.method, self.lr, self.setting
-
     def label(self) -> str:
         """``eva_lr0.0015_rho1_seed0``: the file stem (setting values are numbers)."""
         setting = "".join(f"_{name}{value:g}" for name, value in self.setting)  # 1 and 1.0 name one file
@@ -79,9 +74,10 @@ def cached_runs(cache: Path, protocol: TaskProtocol) -> tuple[dict[RunKey, dict[
     """The task's cached runs made under ``protocol``, by key, and the files made under other settings."""
     runs: dict[RunKey, dict[str, Any]] = {}
     stale: list[Path] = []
+    settings = json.loads(json.dumps(protocol.settings()))  # as a file holds them (tuples become lists)
     for path in sorted((cache / protocol.name).glob("*.json")):
         stored = json.loads(path.read_text())
-        if stored["protocol"] != json.loads(json.dumps(protocol.settings())):
+        if stored["protocol"] != settings:
             stale.append(path)
             continue
         key = stored["key"]

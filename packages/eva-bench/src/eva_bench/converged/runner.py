@@ -109,15 +109,18 @@ def run_needed(cache: Path, protocols: Sequence[TaskProtocol], jobs: int, logs: 
     """
     failed: list[RunKey] = []
     with ProcessPool[RunKey]() as pool:
+        finished = True  # the cache is read again only when a run has ended, not at every poll
         while True:
-            pending = [key for key in _pending(cache, protocols, set(pool.running)) if key not in failed]
+            pending = [k for k in _pending(cache, protocols, set(pool.running)) if k not in failed] if finished else []
             for key in pending[: max(0, jobs - len(pool.running))]:
                 log_path = logs / key.task / f"{key.label()}.log"
                 pool.start(key, single_run_command(cache, key), log_path)
                 _log.info("[start] %s/%s (log %s)", key.task, key.label(), log_path)
             if not pool.running:
                 return failed
-            for done in pool.finished(POLL_SECONDS):
+            ended = pool.finished(POLL_SECONDS)
+            finished = bool(ended)
+            for done in ended:
                 if done.returncode == 0 and run_path(cache, done.label).is_file():
                     _log.info("[done] %s/%s in %.1f min", done.label.task, done.label.label(), done.minutes)
                 else:

@@ -72,16 +72,24 @@ def _comparison_pages(root: Path) -> dict[str, str | None]:
     return pages
 
 
+def _rendered_into(folder: str, render: Callable[[Path], object]) -> dict[str, str | None]:
+    """``render(target)`` into a temporary folder, read back as the pages of ``docs/results/<folder>``: each
+    markdown page's text, each figure ``None`` (existence only)."""
+    with tempfile.TemporaryDirectory(prefix="eva-pages-") as temporary:
+        target = Path(temporary)
+        render(target)
+        return {
+            (RESULTS / folder / file.name).as_posix(): file.read_text() if file.suffix == ".md" else None
+            for file in sorted(target.iterdir())
+        }
+
+
 def _paper_pages(root: Path) -> dict[str, str | None]:
     """``benchmarks/report.py --render-only`` of the stores in ``docs/results/paper``: the domain pages and
     the index (compared), the figures (existence only)."""
-    with tempfile.TemporaryDirectory(prefix="eva-pages-") as folder:
-        target = Path(folder)
-        report.render(report.parse(["--render-only"]), root / RESULTS / "paper", target)
-        return {
-            (RESULTS / "paper" / file.name).as_posix(): file.read_text() if file.suffix == ".md" else None
-            for file in sorted(target.iterdir())
-        }
+    return _rendered_into(
+        "paper", lambda target: report.render(report.parse(["--render-only"]), root / RESULTS / "paper", target)
+    )
 
 
 _ENGINE: dict[str, Callable[[Any], str]] = {
@@ -105,12 +113,9 @@ def _converged_pages(root: Path) -> dict[str, str | None]:
     from .converged import baselines, page
 
     folder = root / RESULTS / "converged"
-    with tempfile.TemporaryDirectory(prefix="eva-pages-") as temporary:
-        written = page.render(folder / "runs", Path(temporary), baselines.read_baselines(folder))
-        return {
-            (RESULTS / "converged" / file.name).as_posix(): file.read_text() if file.suffix == ".md" else None
-            for file in written
-        }
+    return _rendered_into(
+        "converged", lambda target: page.render(folder / "runs", target, baselines.read_baselines(folder))
+    )
 
 
 def _converged_summary(root: Path) -> str:

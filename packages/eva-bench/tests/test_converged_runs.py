@@ -81,6 +81,9 @@ def test_the_cache_writes_once_and_sets_stale_settings_apart(tmp_path: Path) -> 
     longer = TaskProtocol("toy", "Toy", "vision", "m", "accuracy", True, steps=10, eval_every=2,
                           lr_grid=TOY.lr_grid, flat_threshold=0.01)  # fmt: skip
     assert cached_runs(tmp_path, longer) == ({}, [path])
+    path.write_text(path.read_text()[:40])  # a copy cut short
+    with pytest.raises(ValueError, match=f"{path.name} is not a run record.*delete it"):
+        cached_runs(tmp_path, TOY)
 
 
 def _fill(runs: dict[RunKey, Any], protocol: TaskProtocol, scores: dict[tuple[str, float, int], float]) -> None:
@@ -119,7 +122,9 @@ path, body = pathlib.Path(sys.argv[1]), json.loads(sys.argv[2])
 if body["key"]["method"] == "broken":
     sys.exit(3)
 path.parent.mkdir(parents=True, exist_ok=True)
-path.write_text(json.dumps(body))
+partial = path.with_suffix(".partial")  # written whole, then renamed, as save_run does: the pool may read meanwhile
+partial.write_text(json.dumps(body))
+partial.replace(path)
 """
 
 

@@ -71,12 +71,19 @@ def save_run(cache: Path, key: RunKey, protocol: TaskProtocol, run: Mapping[str,
 
 
 def cached_runs(cache: Path, protocol: TaskProtocol) -> tuple[dict[RunKey, dict[str, Any]], list[Path]]:
-    """The task's cached runs made under ``protocol``, by key, and the files made under other settings."""
+    """The task's cached runs made under ``protocol``, by key, and the files made under other settings.
+
+    Raises:
+        ValueError: a cache file is not a run record (a hand edit or a copy cut short); names the file.
+    """
     runs: dict[RunKey, dict[str, Any]] = {}
     stale: list[Path] = []
     settings = json.loads(json.dumps(protocol.settings()))  # as a file holds them (tuples become lists)
     for path in sorted((cache / protocol.name).glob("*.json")):
-        stored = json.loads(path.read_text())
+        try:
+            stored = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not a run record ({error}); delete it and the run is redone.") from error
         if stored["protocol"] != settings:
             stale.append(path)
             continue

@@ -15,6 +15,7 @@ import pytest
 from eva_bench.converged.cache import RunKey, save_run
 from eva_bench.converged.page import render
 from eva_bench.converged.protocol import METHODS, PROTOCOLS, SEEDS, TaskProtocol
+from eva_bench.converged.tables import bound
 
 LOW, MID, HIGH = 5e-4, 1.5e-3, 4e-3
 
@@ -321,3 +322,9 @@ def test_an_empty_cache_renders_every_task_of_the_report_in_progress(tmp_path: P
     assert text.count("| tuning (0 of ") == len(METHODS) * len(PROTOCOLS)
     names = " ".join(p.name for p in PROTOCOLS)
     assert f"python benchmarks/converged.py --tasks {names}   # run what these tasks still need" in text
+
+
+def test_an_interval_end_never_rounds_a_nonzero_value_to_zero() -> None:
+    """A win whose interval starts at 0.0004 must not read ``[+0.000, ...]``, which looks like touching zero."""
+    assert [bound(v, 3) for v in (0.0004, -0.00004, 0.02, 0.0)] == ["+0.0004", "\u22120.00004", "+0.020", "+0.000"]
+    assert bound(1e-9, 3) == "+0.000000"  # three more decimals at most

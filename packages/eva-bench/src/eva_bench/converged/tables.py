@@ -19,6 +19,7 @@ __all__ = [
     "FOCUS",
     "MISSING",
     "baseline_cell",
+    "bound",
     "comparisons",
     "decimals",
     "domain_table",
@@ -45,6 +46,16 @@ def number(value: float, places: int, signed: bool = False) -> str:
     """``value`` with ``places`` decimals, a true minus sign, and ``+`` for positives when ``signed``."""
     text = f"{value:+.{places}f}" if signed else f"{value:.{places}f}"
     return text.replace("-", _MINUS)
+
+
+def bound(value: float, places: int) -> str:
+    """An interval end, signed, with more decimals than ``places`` where ``places`` would round a nonzero end to
+    zero (a win whose interval starts at ``+0.000`` would read as touching zero); up to 3 more."""
+    for extra in range(4):
+        text = number(value, places + extra, True)
+        if value == 0 or text.strip("+" + _MINUS).strip("0.") != "":
+            return text
+    return text
 
 
 def progress(task: TaskResults) -> str:
@@ -170,7 +181,7 @@ def comparisons(task: TaskResults) -> dict[str, Comparison]:
 
 def _sentence(task: TaskResults, method: str, comparison: Comparison) -> str:
     places = decimals(task.protocol)
-    low, high = number(comparison.low, places, True), number(comparison.high, places, True)
+    low, high = bound(comparison.low, places), bound(comparison.high, places)
     pairs = "" if comparison.n == 5 else f" ({comparison.n} paired seeds)"
     verdict = comparison.verdict or "too few pairs for a verdict"
     return (

@@ -15,9 +15,11 @@ import pytest
 from eva_bench.converged.cache import RunKey, save_run
 from eva_bench.converged.page import render
 from eva_bench.converged.protocol import METHODS, PROTOCOLS, SEEDS, TaskProtocol
+from eva_bench.converged.selection import beyond_edge
 from eva_bench.converged.tables import bound
 
 LOW, MID, HIGH = 5e-4, 1.5e-3, 4e-3
+BELOW = 1.7e-4  # one step beyond LOW (5e-4 x 5e-4 / 1.5e-3, to 2 significant digits)
 
 
 def _task(name: str, label: str, domain: str, metric: str, steps: int, every: int, **more: Any) -> TaskProtocol:
@@ -38,17 +40,18 @@ TASKS = {
     )
 }
 PAGE_TASKS = tuple(TASKS.values())
-CPU_SECONDS = 36.0  # per run: 51 Digits runs = 0.51 CPU-hours, 10 SST-2 runs = 0.10
+CPU_SECONDS = 36.0  # per run: 54 Digits runs (3 beyond an edge) = 0.54 CPU-hours, 10 SST-2 runs = 0.10
 
-# Digits: the chosen configuration per method (LoRA at the grid's low edge, PiSSA at its high edge, EVA+DoRA
-# with rho=1), its final validation value (mean over seeds; seed offsets below average to 0), the step where
-# its ramp ends, a rise at the very last evaluation, and the held-out accuracy per seed.
+# Digits: the chosen configuration per method (LoRA at the grid's low edge, PiSSA at its high edge, both beating
+# the rate beyond it; OLoRA beyond the low edge; EVA+DoRA with rho=1), its final validation value (mean over
+# seeds; seed offsets below average to 0), the step where its ramp ends, a rise at the very last evaluation, and
+# the held-out accuracy per seed.
 EVA_HELD = [0.83, 0.84, 0.85, 0.86, 0.87]
 DIGITS: dict[str, dict[str, Any]] = {
     "lora": {"lr": LOW, "val": 0.80, "ramp": 100, "held": [0.80, 0.81, 0.82, 0.83, 0.84]},  # EVA - 0.03: win
     "dora": {"lr": MID, "val": 0.81, "ramp": 100, "held": [0.82, 0.85, 0.83, 0.88, 0.87]},  # +-0.01, +-0.02, 0: tie
     "pissa": {"lr": HIGH, "val": 0.86, "ramp": 100, "late": 0.02, "held": [v + 0.01 for v in EVA_HELD]},  # loss
-    "olora": {"lr": MID, "val": 0.78, "ramp": 100, "held": [0.82, 0.82, 0.82, 0.82, 0.82]},  # EVA - 0.01..0.05
+    "olora": {"lr": BELOW, "val": 0.78, "ramp": 100, "held": [0.82, 0.82, 0.82, 0.82, 0.82]},  # EVA - 0.01..0.05
     "loraga": {"lr": MID, "val": 0.74, "ramp": 100, "held": [v - 0.05 for v in EVA_HELD], "diverged": 2},
     "eva": {"lr": MID, "val": 0.84, "ramp": 50, "held": EVA_HELD},
     "eva_dora": {"lr": MID, "setting": {"rho": 1}, "val": 0.83, "ramp": 75, "held": [0.84, 0.82, 0.85, 0.87, 0.86]},
@@ -94,12 +97,16 @@ def _save(cache: Path, task: str, method: str, lr: float, seed: int, run: Mappin
 
 
 def _tuning_runs(cache: Path, task: str, method: str, spec: Mapping[str, Any], shift: float) -> None:
-    """Seed 0 over the grid (and rho=1 for EVA's variants): the chosen configuration scores best; the others
-    reach 0.9 x its final value (0.95 x for the default setting of a method that chooses rho=1); LoRA diverges
-    at the grid's top."""
+    """Seed 0 over the grid, one rate beyond its edge when the grid's best is an edge (a tie of the grid goes to
+    its first rate), and rho=1 for EVA's variants: the chosen configuration scores best; the others reach 0.9 x
+    its final value (0.95 x for the default setting of a method that chooses rho=1); LoRA diverges at the grid's
+    top."""
     chosen_setting = spec.get("setting", {})
     final = spec["val"] + OFFSETS[0]
-    configs = [(lr, {}) for lr in TASKS[task].lr_grid]
+    grid = TASKS[task].lr_grid
+    configs = [(lr, {}) for lr in grid]
+    beyond = beyond_edge(TASKS[task], spec["lr"] if spec["lr"] in grid else grid[0])
+    configs += [(beyond, {})] if beyond is not None else []
     configs += [(spec["lr"], {"rho": 1})] if method in ("eva", "eva_dora") else []
     for lr, setting in configs:
         chosen = (lr, setting) == (spec["lr"], chosen_setting)
@@ -229,11 +236,14 @@ def test_the_tuning_table_and_the_chosen_configurations(page: tuple[Path, str]) 
     _, text = page
     # LoRA seed 0: 0.80 - 0.01 at the low rate (chosen), 0.9 x 0.79 at the middle one, diverged at the top
     lora = _row(text, "LoRA", "### Digits")
-    assert lora == "| LoRA | **0.790** | 0.711 | diverged | — | lr 0.0005 **(lowest of the grid)**, default setting |"
-    assert _row(text, "PiSSA", "### Digits").endswith("| lr 0.004 **(highest of the grid)**, default setting |")
+    assert lora == "| LoRA | **0.790** | 0.711 | diverged | lr 0.00017: 0.711 | — | lr 0.0005, default setting |"
+    olora = "| OLoRA | 0.693 | 0.693 | 0.693 | lr 0.00017: **0.770** | — | lr 0.00017 **(lowest rate tried)**, default"
+    assert _row(text, "OLoRA", "### Digits") == olora + " setting |"
+    assert _row(text, "PiSSA", "### Digits").endswith("| lr 0.004, default setting |")  # 0.011 tried and lost
     # EVA+DoRA: 0.95 x 0.82 with the default rho, 0.82 with rho=1 (chosen); PiSSA's last-step rise counts 1/3
-    assert _row(text, "EVA+DoRA", "### Digits") == "| EVA+DoRA | 0.738 | 0.779 | 0.738 | **0.820** | lr 0.0015, rho=1 |"
-    assert _row(text, "PiSSA", "### Digits").startswith("| PiSSA | 0.772 | 0.772 | **0.857** | — |")
+    eva_dora = "| EVA+DoRA | 0.738 | 0.779 | 0.738 | — | **0.820** | lr 0.0015, rho=1 |"
+    assert _row(text, "EVA+DoRA", "### Digits") == eva_dora
+    assert _row(text, "PiSSA", "### Digits").startswith("| PiSSA | 0.772 | 0.772 | **0.857** | lr 0.011: 0.772 | — |")
 
 
 def test_final_runs_steps_to_95_percent_baseline_and_flattening(page: tuple[Path, str]) -> None:
@@ -249,19 +259,20 @@ def test_final_runs_steps_to_95_percent_baseline_and_flattening(page: tuple[Path
     assert "reaches 0.95 × LoRA's final mean (0.800) = 0.760." in text[final:]
     flat = "PiSSA, changed by +0.020 from step 150 to step 200; threshold ±0.010: FAIL (still moving)."
     assert flat in text[final:]
-    assert "CPU time: 0.51 CPU-hours over 51 cached runs (1.02 h wall)." in text
+    assert "CPU time: 0.54 CPU-hours over 54 cached runs (1.08 h wall)." in text
 
 
 def test_an_incomplete_task_is_in_progress_with_its_tuning(page: tuple[Path, str]) -> None:
     _, text = page
     sst2 = text[text.index("### SST-2\n\n") : text.index("### MRPC\n\n")]
     assert "Status: in progress: 5 of 35 final runs cached." in sst2
-    assert "| LoRA | 0.800 | **0.900** | 0.800 | — | lr 0.0015, default setting |" in sst2
-    assert "| DoRA | — | — | — | — | tuning (0 of 3 learning rates run) |" in sst2
-    assert "| EVA | 0.800 | 0.900 | 0.800 | — | tuning (3 of 3 learning rates run, key setting next) |" in sst2
+    assert "| LoRA | 0.800 | **0.900** | 0.800 | — | — | lr 0.0015, default setting |" in sst2
+    assert "| DoRA | — | — | — | — | — | tuning (0 of 3 learning rates of the grid run) |" in sst2
+    due = "tuning (3 of 3 learning rates of the grid run, a rate beyond its edge or the key setting next)"
+    assert f"| EVA | 0.800 | 0.900 | 0.800 | — | — | {due} |" in sst2
     assert "Final runs" not in sst2 and "EVA vs LoRA on SST-2" not in text
     assert "- SST-2: in progress: 5 of 35 final runs cached; no verdict yet." in text
-    assert "| **Total** | 61 | 0.61 | 1.22 |" in text and "CPU-hours spent on the cached runs: 0.61." in text
+    assert "| **Total** | 64 | 0.64 | 1.28 |" in text and "CPU-hours spent on the cached runs: 0.64." in text
     assert "python benchmarks/converged.py --tasks fmnist59 walker2d sst2 mrpc gsm8k" in text
 
 
@@ -310,7 +321,8 @@ def test_a_lower_is_better_task_is_oriented(tmp_path: Path) -> None:
     assert "| 1.700 | not reached |" in _row(text, "OLoRA", "Final runs")
     assert "PiSSA, changed by +0.000 from step 60 to step 80; threshold ±0.010: pass (flattened)." in text
     # seed 0's validation loss: 1.52 at the middle rate (chosen), 1.52 + 0.3 at the outer rates and with rho=1
-    assert _row(text, "EVA", "### GSM8K") == "| EVA | 1.820 | **1.520** | 1.820 | 1.820 | lr 0.0006, default setting |"
+    eva = "| EVA | 1.820 | **1.520** | 1.820 | — | 1.820 | lr 0.0006, default setting |"
+    assert _row(text, "EVA", "### GSM8K") == eva
 
 
 def test_an_empty_cache_renders_every_task_of_the_report_in_progress(tmp_path: Path) -> None:

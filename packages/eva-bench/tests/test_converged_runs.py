@@ -101,11 +101,39 @@ def test_stages_tune_the_rate_then_the_key_setting_then_run_the_seeds(monkeypatc
     runs[RunKey.of("toy", "eva", 4e-3, 0)] = {"diverged": "training loss became nan at step 3"}
     due = selection.needed_runs(TOY, runs)
     assert [k for k in due if k.method == "lora"] == [RunKey.of("toy", "lora", 2e-3, s) for s in (1, 2, 3, 4)]
-    assert [k for k in due if k.method == "eva"] == [RunKey.of("toy", "eva", 1e-3, 0, {"rho": 1})]  # tie: lower lr
+    assert [k for k in due if k.method == "eva"] == [RunKey.of("toy", "eva", 5e-4, 0)]  # tie: the lower lr, an edge
+    _fill(runs, TOY, {("eva", 5e-4, 0): 0.8})  # a tie again: the grid's rate stays
+    due = selection.needed_runs(TOY, runs)
+    assert [k for k in due if k.method == "eva"] == [RunKey.of("toy", "eva", 1e-3, 0, {"rho": 1})]
     runs[RunKey.of("toy", "eva", 1e-3, 0, {"rho": 1})] = _run(TOY, 0.85)
     chosen = selection.chosen(TOY, runs)
     assert chosen["eva"] == [RunKey.of("toy", "eva", 1e-3, s, {"rho": 1}) for s in range(5)]
     assert selection.validation_score(TOY, runs[RunKey.of("toy", "eva", 4e-3, 0)]) == -math.inf
+
+
+@pytest.mark.parametrize("task", PROTOCOLS, ids=lambda p: p.name)
+def test_the_rate_beyond_an_edge_steps_out_as_far_as_the_grid_steps_in(task: TaskProtocol) -> None:
+    low, *inner, high = sorted(task.lr_grid)
+    below, above = selection.beyond_edge(task, low), selection.beyond_edge(task, high)
+    assert below is not None and above is not None and below < low and above > high
+    assert below / low == pytest.approx(low / sorted(task.lr_grid)[1], rel=0.05)  # 2 significant digits
+    assert above / high == pytest.approx(high / inner[-1], rel=0.05)
+    assert [selection.beyond_edge(task, lr) for lr in inner] == [None] * len(inner)
+
+
+def test_a_rate_beyond_the_edge_that_wins_takes_the_key_setting_and_the_seeds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LoRA's grid peaks at its top (4e-3): 8e-3 is tried and wins; EVA's at its bottom, and 5e-4 loses."""
+    monkeypatch.setattr(selection, "METHODS", ("lora", "eva"))
+    runs: dict[RunKey, Any] = {}
+    _fill(runs, TOY, {("lora", 1e-3, 0): 0.7, ("lora", 2e-3, 0): 0.8, ("lora", 4e-3, 0): 0.85})
+    _fill(runs, TOY, {("eva", 1e-3, 0): 0.9, ("eva", 2e-3, 0): 0.8, ("eva", 4e-3, 0): 0.7})
+    assert selection.needed_runs(TOY, runs) == [RunKey.of("toy", "lora", 8e-3, 0), RunKey.of("toy", "eva", 5e-4, 0)]
+    _fill(runs, TOY, {("lora", 8e-3, 0): 0.86, ("eva", 5e-4, 0): 0.89})
+    due = selection.needed_runs(TOY, runs)
+    lora_seeds = [RunKey.of("toy", "lora", 8e-3, s) for s in (1, 2, 3, 4)]
+    assert due == [*lora_seeds, RunKey.of("toy", "eva", 1e-3, 0, {"rho": 1})]
+    runs[RunKey.of("toy", "eva", 1e-3, 0, {"rho": 1})] = {"diverged": "loss is nan"}
+    assert selection.chosen(TOY, runs)["eva"] == [RunKey.of("toy", "eva", 1e-3, s) for s in range(5)]
 
 
 def test_a_lower_is_better_metric_picks_the_lowest_late_mean(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -34,34 +34,46 @@ def _score(protocol: TaskProtocol, run: Mapping[str, Any]) -> str:
 def _chosen(task: TaskResults, method: str) -> str:
     keys, grid = task.final.get(method), task.protocol.lr_grid
     if not keys:
-        tried = sum(1 for key in task.tuning_runs(method) if not key.setting)
-        return f"tuning ({tried} of {len(grid)} learning rates run{', key setting next' if tried == len(grid) else ''})"
+        tried = sum(1 for key in task.tuning_runs(method) if not key.setting and key.lr in grid)
+        after = ", a rate beyond its edge or the key setting next" if tried == len(grid) else ""
+        return f"tuning ({tried} of {len(grid)} learning rates of the grid run{after})"
     key = keys[0]
-    edge = {min(grid): " **(lowest of the grid)**", max(grid): " **(highest of the grid)**"}.get(key.lr, "")
+    rates = {k.lr for k in task.tuning_runs(method) if not k.setting}
+    edge = {min(rates): " **(lowest rate tried)**", max(rates): " **(highest rate tried)**"}.get(key.lr, "")
     return f"lr {key.lr:g}{edge}, {_setting(key.setting) or 'default setting'}"
 
 
-def _column(lr: float, setting: Sequence[tuple[str, Any]]) -> str:
-    """The tuning table's column of a seed-0 run: its learning rate, or its key setting (tried at the best rate)."""
-    return f"{_setting(setting)} (best lr)" if setting else f"lr {lr:g}"
+BEYOND = "beyond the edge"
+
+
+def _column(protocol: TaskProtocol, lr: float, setting: Sequence[tuple[str, Any]]) -> str:
+    """The tuning table's column of a seed-0 run: its learning rate in the grid, the rate beyond the grid's edge,
+    or its key setting (tried at the best rate)."""
+    if setting:
+        return f"{_setting(setting)} (best lr)"
+    return f"lr {lr:g}" if lr in protocol.lr_grid else BEYOND
 
 
 def tuning_table(task: TaskResults) -> str:
-    """Markdown: a row per method, the validation score of its seed-0 run at each learning rate of the grid and
-    with each alternative key setting (at its best learning rate), the chosen configuration in bold."""
+    """Markdown: a row per method, the validation score of its seed-0 run at each learning rate of the grid, at the
+    rate beyond the grid's edge (run when the grid's best rate is an edge; the cell names the rate) and with each
+    alternative key setting (at its best learning rate), the chosen configuration in bold."""
     protocol = task.protocol
     alternatives = [tuple(sorted(s.items())) for settings in KEY_SETTINGS.values() for s in settings]
-    columns = [_column(lr, ()) for lr in protocol.lr_grid]
-    columns += list(dict.fromkeys(_column(0, setting) for setting in alternatives))
+    columns = [_column(protocol, lr, ()) for lr in protocol.lr_grid] + [BEYOND]
+    columns += list(dict.fromkeys(_column(protocol, 0, setting) for setting in alternatives))
     lines = ["| " + " | ".join(["Method", *columns, "chosen"]) + " |", "|---" * (len(columns) + 2) + "|"]
     for method in METHODS:
-        runs = {_column(key.lr, key.setting): key for key in task.tuning_runs(method)}
         chosen = task.final.get(method, [None])[0]
+        # a key setting tried at a rate that lost to the one beyond the edge yields to its run at the chosen rate
+        ordered = sorted(task.tuning_runs(method), key=lambda key: chosen is not None and key.lr == chosen.lr)
+        runs = {_column(protocol, key.lr, key.setting): key for key in ordered}
         row = [display_name(method)]
         for column in columns:
             key = runs.get(column)
             text = MISSING if key is None else _score(protocol, task.runs[key])
-            row.append(f"**{text}**" if key is not None and key == chosen else text)
+            text = f"**{text}**" if key is not None and key == chosen else text
+            row.append(f"lr {key.lr:g}: {text}" if key is not None and column == BEYOND else text)
         lines.append("| " + " | ".join([*row, _chosen(task, method)]) + " |")
     return "\n".join(lines) + "\n"
 

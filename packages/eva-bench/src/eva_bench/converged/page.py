@@ -54,7 +54,9 @@ def _intro(tasks: Sequence[TaskResults]) -> list[str]:
         "# Converged comparison: does EVA pay off?\n",
         f"{methods} on {len(tasks)} tasks. Each method is tuned on a validation split carved from the task's "
         "training data: seed 0 runs at every learning rate of the task's grid, the best by validation score "
-        f"(the mean validation metric over the last quarter of the steps) is kept, then the method's key setting "
+        "(the mean validation metric over the last quarter of the steps) is kept, and when it is an edge of the "
+        "grid, one rate beyond that edge is tried too (a step as wide as the neighbouring one; the better of the "
+        f"two is kept), then the method's key setting "
         f"is tried at that rate ({settings}); seeds {', '.join(map(str, SEEDS[1:]))} then run the chosen "
         f"configuration, and with seed {SEEDS[0]}'s run of it make the {len(SEEDS)} final runs, paired (seed s "
         "draws the same data order for every method). The held-out split is scored once, after the last step, and "

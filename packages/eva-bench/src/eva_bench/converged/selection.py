@@ -1,7 +1,9 @@
 """Which converged runs a task needs next, and which configuration each method ends with.
 
-The order per (task, method): seed 0 at every learning rate of the grid (stage 1); seed 0 at the best of
-them with each alternative key setting (stage 2); seeds 1-4 at the best configuration (stage 3). "Best" is
+The order per (task, method): seed 0 at every learning rate of the grid (stage 1); when the best of them is at an
+edge of the grid, seed 0 at one rate beyond that edge, a step as wide as the neighbouring one (stage 1b: a rate
+at the edge is a bound, not an optimum, and data-driven inits often want a smaller one than LoRA); seed 0 at
+the best rate with each alternative key setting (stage 2); seeds 1-4 at the best configuration (stage 3). "Best" is
 the validation score, the mean headline metric over the evaluations in the last quarter of the steps; a run
 that diverged (its loss became NaN) scores worst. Held-out metrics play no part here.
 """
@@ -16,7 +18,7 @@ from typing import Any
 from .cache import RunKey
 from .protocol import KEY_SETTINGS, METHODS, SEEDS, TaskProtocol
 
-__all__ = ["chosen", "needed_runs", "validation_score"]
+__all__ = ["beyond_edge", "chosen", "needed_runs", "validation_score"]
 
 Runs = Mapping[RunKey, Mapping[str, Any]]
 
@@ -38,12 +40,32 @@ def _best(protocol: TaskProtocol, runs: Runs, keys: list[RunKey]) -> RunKey | No
     return max(keys, key=lambda key: (validation_score(protocol, runs[key]), -keys.index(key)))
 
 
+def beyond_edge(protocol: TaskProtocol, lr: float) -> float | None:
+    """The rate one step beyond the grid's edge ``lr`` (the step's ratio is that of the edge and its neighbour),
+    to 2 significant digits; ``None`` for a rate inside the grid.
+
+    Example: grid (5e-4, 1.5e-3, 4e-3): 5e-4 -> 1.7e-4, 4e-3 -> 1.1e-2, 1.5e-3 -> None.
+    """
+    grid = sorted(protocol.lr_grid)
+    if lr == grid[0]:
+        return float(f"{grid[0] ** 2 / grid[1]:.2g}")
+    if lr == grid[-1]:
+        return float(f"{grid[-1] ** 2 / grid[-2]:.2g}")
+    return None
+
+
 def _stages(protocol: TaskProtocol, method: str, runs: Runs) -> tuple[list[RunKey], RunKey | None]:
     """The runs due for ``method`` in the first unfinished stage, and the chosen seed-0 run (when known)."""
     grid = [RunKey.of(protocol.name, method, lr, SEEDS[0]) for lr in protocol.lr_grid]
     best_lr = _best(protocol, runs, grid)
     if best_lr is None:
         return [key for key in grid if key not in runs], None
+    beyond = beyond_edge(protocol, best_lr.lr)
+    if beyond is not None:
+        step = RunKey.of(protocol.name, method, beyond, SEEDS[0])
+        best_lr = _best(protocol, runs, [best_lr, step])  # a tie keeps the grid's rate
+        if best_lr is None:
+            return [step], None
     settings = [RunKey.of(protocol.name, method, best_lr.lr, SEEDS[0], s) for s in KEY_SETTINGS.get(method, ())]
     best = _best(protocol, runs, [best_lr, *settings])
     if best is None:

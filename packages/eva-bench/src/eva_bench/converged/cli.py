@@ -59,12 +59,13 @@ def _plan(cache: Path, tasks: Sequence[str]) -> None:
         protocol = get_protocol(name)
         runs, stale = cached_runs(cache, protocol)
         due = needed_runs(protocol, runs)
+        # the fewest runs a task takes; a rate beyond a grid edge adds one, and its win re-runs the seeds
         total = len(METHODS) * (len(protocol.lr_grid) + len(SEEDS) - 1) + sum(map(len, KEY_SETTINGS.values()))
-        left = max(0, total - len(runs))
+        left = max(total - len(runs), len(due))
         cpu = sum(run.get("cpu_seconds", 0.0) for run in runs.values()) / 60
         print(
             f"{name}: {len(runs)} of {total} runs cached ({cpu:.0f} CPU-min), {len(stale)} stale, {len(due)} due now; "
-            f"~{left * protocol.cpu_minutes:.0f} CPU-min to finish",
+            f"at least ~{left * protocol.cpu_minutes:.0f} CPU-min to finish",
             flush=True,
         )
 

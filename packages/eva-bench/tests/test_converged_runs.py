@@ -209,8 +209,11 @@ def test_plan_counts_every_run_a_task_needs(tmp_path: Path, capsys: pytest.Captu
     save_run(
         tmp_path, RunKey.of("digits", "lora", 1.5e-3, 0), get_protocol("digits"), _run(get_protocol("digits"), 0.9)
     )
-    assert cli.main(["--plan", "--cache", str(tmp_path), "--tasks", "digits"]) == 0
-    assert capsys.readouterr().out.startswith("digits: 1 of 51 runs cached (0 CPU-min), 0 stale, 20 due now;")
+    assert cli.main(["--plan", "--cache", str(tmp_path), "--tasks", "digits", "sst2"]) == 0
+    digits, sst2 = capsys.readouterr().out.splitlines()
+    # the cached run's 1 CPU-second predicts the 50 left; SST-2 has none, so the protocol's 1.8 CPU-min a run does
+    assert digits == "digits: 1 of 51 runs cached (0 CPU-min), 0 stale, 20 due now; at least ~1 CPU-min to finish"
+    assert sst2 == "sst2: 0 of 51 runs cached (0 CPU-min), 0 stale, 21 due now; at least ~92 CPU-min to finish"
 
 
 def test_running_some_tasks_keeps_every_tasks_baseline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

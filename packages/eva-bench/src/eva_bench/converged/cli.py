@@ -63,9 +63,10 @@ def _plan(cache: Path, tasks: Sequence[str]) -> None:
         total = len(METHODS) * (len(protocol.lr_grid) + len(SEEDS) - 1) + sum(map(len, KEY_SETTINGS.values()))
         left = max(total - len(runs), len(due))
         cpu = sum(run.get("cpu_seconds", 0.0) for run in runs.values()) / 60
+        per_run = cpu / len(runs) if runs else protocol.cpu_minutes  # measured once a run is cached
         print(
             f"{name}: {len(runs)} of {total} runs cached ({cpu:.0f} CPU-min), {len(stale)} stale, {len(due)} due now; "
-            f"at least ~{left * protocol.cpu_minutes:.0f} CPU-min to finish",
+            f"at least ~{left * per_run:.0f} CPU-min to finish",
             flush=True,
         )
 

@@ -43,7 +43,7 @@ class TaskProtocol:
             quarter of steps that still counts as flattened (absolute, in the metric's unit).
         finetune: keyword arguments of the domain's ``finetune`` (batch size, sizes of the training,
             validation and held-out splits, sequence lengths), the same for every run.
-        cpu_minutes: expected CPU minutes of one run (orders the work, predicts the budget).
+        cpu_minutes: expected CPU minutes of one run (orders the work; predicts the budget until a run is cached).
     """
 
     name: str

@@ -185,6 +185,29 @@ def test_a_launched_run_parses_back_to_its_key(monkeypatch: pytest.MonkeyPatch, 
     assert seen == [key] and seen[0].label() == key.label()
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--plan", "--tasks", "imagenet"], "invalid choice: 'imagenet'"),
+        (["--jobs", "0"], "0 runs at once cannot run anything; give 1 or more"),
+        (["--one", "digits", "lora"], "--one digits lora: 2 values, 4 at least; give TASK METHOD LR SEED"),
+        (["--one", "digits", "lora", "fast", "0"], "could not convert string to float: 'fast'"),
+        (["--one", "digits", "qlora", "1e-3", "0"], "method 'qlora' is none of"),
+        (["--one", "imagenet", "lora", "1e-3", "0"], "task='imagenet' has no converged protocol"),
+        (["--one", "digits", "eva", "1e-3", "0", "rho"], "a setting is NAME=VALUE, got ['rho']"),
+    ],
+)
+def test_the_command_line_refuses_what_it_cannot_run(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A usage error naming the value, before anything runs or is written (``--jobs 0`` used to run nothing and
+    exit 0; a bad ``--one`` ended in a traceback)."""
+    monkeypatch.setattr(cli, "run_needed", lambda *args, **kwargs: pytest.fail("a run was started"))
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(argv)
+    assert stopped.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_majority_baselines_are_written_once_and_read_back(tmp_path: Path) -> None:
     """Digits' held-out labels counted by hand; MRPC's all-"paraphrase" F1 on its first 600 dev pairs; none
     for the rl and llm tasks."""

@@ -31,12 +31,20 @@ __all__ = ["DEFAULT_OUT", "main"]
 DEFAULT_OUT = repository_root() / "docs" / "results" / "converged"
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} runs at once cannot run anything; give 1 or more")
+    return value
+
+
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    names = [p.name for p in PROTOCOLS]
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the report's folder (default: %(default)s)")
     parser.add_argument("--cache", type=Path, default=None, help="run files (default: <out>/runs)")
-    parser.add_argument("--tasks", nargs="+", default=[p.name for p in PROTOCOLS], help="default: all, cheapest first")
-    parser.add_argument("--jobs", type=int, default=2, help="runs at once, one torch thread each")
+    parser.add_argument("--tasks", nargs="+", default=names, choices=names, help="default: all, cheapest first")
+    parser.add_argument("--jobs", type=_positive, default=2, help="runs at once, one torch thread each")
     parser.add_argument("--plan", action="store_true", help="print what is cached and due; run nothing")
     parser.add_argument(
         "--render-only", action="store_true", help="render the pages from the cache and baselines.json; run nothing"
@@ -44,14 +52,32 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--one", nargs="+", metavar="ARG", help="run one: TASK METHOD LR SEED [NAME=VALUE ...] (what the pool launches)"
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.one is not None:
+        try:
+            args.one = _one_key(args.one)
+        except (ValueError, KeyError) as error:
+            parser.error(f"--one {' '.join(args.one)}: {error}; give TASK METHOD LR SEED [NAME=VALUE ...]")
+    return args
 
 
-def _one(cache: Path, spec: Sequence[str]) -> None:
+def _one_key(spec: Sequence[str]) -> RunKey:
+    """The run ``--one`` names: TASK METHOD LR SEED [NAME=VALUE ...] (raises ValueError / KeyError on a bad one)."""
+    if len(spec) < 4:
+        raise ValueError(f"{len(spec)} values, 4 at least")
     task, method, lr, seed, *pairs = spec
+    get_protocol(task)
+    if method not in METHODS:
+        raise ValueError(f"method {method!r} is none of {list(METHODS)}")
+    if any("=" not in pair for pair in pairs):
+        raise ValueError(f"a setting is NAME=VALUE, got {pairs}")
     setting = {name: float(value) for name, value in (pair.split("=", 1) for pair in pairs)}
+    return RunKey.of(task, method, float(lr), int(seed), setting)
+
+
+def _one(cache: Path, key: RunKey) -> None:
     torch.set_num_threads(1)
-    print(run_one(cache, RunKey.of(task, method, float(lr), int(seed), setting)), flush=True)
+    print(run_one(cache, key), flush=True)
 
 
 def _plan(cache: Path, tasks: Sequence[str]) -> None:
@@ -74,7 +100,7 @@ def _plan(cache: Path, tasks: Sequence[str]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     cache = args.cache or args.out / "runs"
-    if args.one:
+    if args.one is not None:
         _one(cache, args.one)
         return 0
     if args.plan:

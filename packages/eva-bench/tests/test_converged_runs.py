@@ -134,6 +134,15 @@ def test_a_rate_beyond_the_edge_that_wins_takes_the_key_setting_and_the_seeds(mo
     assert due == [*lora_seeds, RunKey.of("toy", "eva", 1e-3, 0, {"rho": 1})]
     runs[RunKey.of("toy", "eva", 1e-3, 0, {"rho": 1})] = {"diverged": "loss is nan"}
     assert selection.chosen(TOY, runs)["eva"] == [RunKey.of("toy", "eva", 1e-3, s) for s in range(5)]
+    runs[RunKey.of("toy", "eva", 2e-3, 0, {"rho": 1})] = _run(TOY, 0.99)  # off the path: it plays no part
+    assert selection.chosen(TOY, runs)["eva"][0] == RunKey.of("toy", "eva", 1e-3, 0)
+    grid = [RunKey.of("toy", "eva", lr, 0) for lr in TOY.lr_grid]
+    path = [*grid, RunKey.of("toy", "eva", 5e-4, 0), RunKey.of("toy", "eva", 1e-3, 0, {"rho": 1})]
+    assert selection.tuning(TOY, "eva", runs).path == path
+    assert selection.tuning(TOY, "lora", runs).path == [
+        *[RunKey.of("toy", "lora", lr, 0) for lr in TOY.lr_grid],
+        RunKey.of("toy", "lora", 8e-3, 0),
+    ]
 
 
 def test_a_lower_is_better_metric_picks_the_lowest_late_mean(monkeypatch: pytest.MonkeyPatch) -> None:

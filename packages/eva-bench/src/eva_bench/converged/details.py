@@ -65,9 +65,7 @@ def tuning_table(task: TaskResults) -> str:
     lines = ["| " + " | ".join(["Method", *columns, "chosen"]) + " |", "|---" * (len(columns) + 2) + "|"]
     for method in METHODS:
         chosen = task.final.get(method, [None])[0]
-        # a key setting tried at a rate that lost to the one beyond the edge yields to its run at the chosen rate
-        ordered = sorted(task.tuning_runs(method), key=lambda key: chosen is not None and key.lr == chosen.lr)
-        runs = {_column(protocol, key.lr, key.setting): key for key in ordered}
+        runs = {_column(protocol, key.lr, key.setting): key for key in task.tuning_runs(method)}
         row = [display_name(method)]
         for column in columns:
             key = runs.get(column)

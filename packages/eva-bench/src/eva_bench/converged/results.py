@@ -11,7 +11,7 @@ from typing import Any
 
 from .cache import RunKey, cached_runs
 from .protocol import METHODS, SEEDS, TaskProtocol
-from .selection import chosen
+from .selection import chosen, tuning
 
 __all__ = ["TaskResults", "load_results"]
 
@@ -102,8 +102,10 @@ class TaskResults:
         return sum(float(run.get("wall_seconds", 0.0)) for run in self.runs.values())
 
     def tuning_runs(self, method: str) -> dict[RunKey, Mapping[str, Any]]:
-        """``method``'s cached seed-0 runs (the grid and the key settings), in key order."""
-        return {key: self.runs[key] for key in sorted(self.runs) if key.method == method and key.seed == SEEDS[0]}
+        """``method``'s cached seed-0 runs on its tuning path (the grid, the rate beyond its edge, the key settings
+        at the best rate), in stage order. A seed-0 run off the path (a key setting left at another rate) is not
+        among them."""
+        return {key: self.runs[key] for key in tuning(self.protocol, method, self.runs).path if key in self.runs}
 
 
 def load_results(cache: Path, protocol: TaskProtocol) -> TaskResults:

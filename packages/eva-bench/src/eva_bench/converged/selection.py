@@ -13,12 +13,13 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from .cache import RunKey
 from .protocol import KEY_SETTINGS, METHODS, SEEDS, TaskProtocol
 
-__all__ = ["beyond_edge", "chosen", "needed_runs", "validation_score"]
+__all__ = ["Tuning", "beyond_edge", "chosen", "needed_runs", "tuning", "validation_score"]
 
 Runs = Mapping[RunKey, Mapping[str, Any]]
 
@@ -54,23 +55,45 @@ def beyond_edge(protocol: TaskProtocol, lr: float) -> float | None:
     return None
 
 
-def _stages(protocol: TaskProtocol, method: str, runs: Runs) -> tuple[list[RunKey], RunKey | None]:
-    """The runs due for ``method`` in the first unfinished stage, and the chosen seed-0 run (when known)."""
-    grid = [RunKey.of(protocol.name, method, lr, SEEDS[0]) for lr in protocol.lr_grid]
-    best_lr = _best(protocol, runs, grid)
+@dataclass(frozen=True)
+class Tuning:
+    """Where one method's tuning stands.
+
+    Attributes:
+        path: the seed-0 keys of its tuning so far, in stage order: the grid, the rate beyond its edge (when the
+            grid's best is an edge) and the key settings at the best rate; those not yet cached included.
+        due: the runs of the first unfinished stage that are not cached (the final seeds once tuning is done).
+        best: the chosen seed-0 run, ``None`` while tuning.
+    """
+
+    path: list[RunKey]
+    due: list[RunKey]
+    best: RunKey | None
+
+
+def tuning(protocol: TaskProtocol, method: str, runs: Runs) -> Tuning:
+    """Where ``method``'s tuning on ``protocol``'s task stands, given the cached ``runs``."""
+    path = [RunKey.of(protocol.name, method, lr, SEEDS[0]) for lr in protocol.lr_grid]
+    best_lr = _best(protocol, runs, path)
     if best_lr is None:
-        return [key for key in grid if key not in runs], None
+        return Tuning(path, _missing(path, runs), None)
     beyond = beyond_edge(protocol, best_lr.lr)
     if beyond is not None:
         step = RunKey.of(protocol.name, method, beyond, SEEDS[0])
+        path.append(step)
         best_lr = _best(protocol, runs, [best_lr, step])  # a tie keeps the grid's rate
         if best_lr is None:
-            return [step], None
+            return Tuning(path, [step], None)
     settings = [RunKey.of(protocol.name, method, best_lr.lr, SEEDS[0], s) for s in KEY_SETTINGS.get(method, ())]
+    path += settings
     best = _best(protocol, runs, [best_lr, *settings])
     if best is None:
-        return [key for key in settings if key not in runs], None
-    return [key for key in _seeds_of(best) if key not in runs], best
+        return Tuning(path, _missing(settings, runs), None)
+    return Tuning(path, _missing(_seeds_of(best), runs), best)
+
+
+def _missing(keys: list[RunKey], runs: Runs) -> list[RunKey]:
+    return [key for key in keys if key not in runs]
 
 
 def _seeds_of(key: RunKey) -> list[RunKey]:
@@ -79,7 +102,7 @@ def _seeds_of(key: RunKey) -> list[RunKey]:
 
 def needed_runs(protocol: TaskProtocol, runs: Runs) -> list[RunKey]:
     """The runs that can start now (their stage's prerequisites are cached), method by method."""
-    return [key for method in METHODS for key in _stages(protocol, method, runs)[0]]
+    return [key for method in METHODS for key in tuning(protocol, method, runs).due]
 
 
 def chosen(protocol: TaskProtocol, runs: Runs) -> dict[str, list[RunKey]]:
@@ -87,7 +110,7 @@ def chosen(protocol: TaskProtocol, runs: Runs) -> dict[str, list[RunKey]]:
     seed order; a method still tuning is absent."""
     final = {}
     for method in METHODS:
-        best = _stages(protocol, method, runs)[1]
+        best = tuning(protocol, method, runs).best
         if best is not None:
             final[method] = _seeds_of(best)
     return final

@@ -244,8 +244,24 @@ def test_plan_counts_every_run_a_task_needs(tmp_path: Path, capsys: pytest.Captu
     assert cli.main(["--plan", "--cache", str(tmp_path), "--tasks", "digits", "sst2"]) == 0
     digits, sst2 = capsys.readouterr().out.splitlines()
     # the cached run's 1 CPU-second predicts the 50 left; SST-2 has none, so the protocol's 1.8 CPU-min a run does
-    assert digits == "digits: 1 of 51 runs cached (0 CPU-min), 0 stale, 20 due now; at least ~1 CPU-min to finish"
-    assert sst2 == "sst2: 0 of 51 runs cached (0 CPU-min), 0 stale, 21 due now; at least ~92 CPU-min to finish"
+    fewest = "51 runs at the fewest"
+    assert digits == f"digits: 1 runs cached (0 CPU-min), 0 stale, 20 due now; {fewest}; at least ~1 CPU-min to finish"
+    assert sst2 == f"sst2: 0 runs cached (0 CPU-min), 0 stale, 21 due now; {fewest}; at least ~92 CPU-min to finish"
+
+
+def test_plan_calls_a_task_with_every_final_run_cached_complete(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every run scores alike, so each grid's lowest rate wins its ties and the rate beyond it is run too:
+    58 runs, more than the fewest (51); the plan says complete, not "58 of 51"."""
+    digits = get_protocol("digits")
+    runs, _ = cached_runs(tmp_path, digits)
+    while due := selection.needed_runs(digits, runs):
+        for key in due:
+            save_run(tmp_path, key, digits, _run(digits, 0.9))
+        runs, _ = cached_runs(tmp_path, digits)
+    assert cli.main(["--plan", "--cache", str(tmp_path), "--tasks", "digits"]) == 0
+    assert capsys.readouterr().out == "digits: 58 runs cached (1 CPU-min), 0 stale; complete\n"
 
 
 def test_running_some_tasks_keeps_every_tasks_baseline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

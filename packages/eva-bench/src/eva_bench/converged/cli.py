@@ -24,7 +24,7 @@ from .baselines import read_baselines, write_baselines
 from .cache import RunKey, cached_runs
 from .protocol import KEY_SETTINGS, METHODS, PROTOCOLS, SEEDS, get_protocol
 from .runner import run_needed, run_one
-from .selection import needed_runs
+from .selection import chosen, needed_runs
 
 __all__ = ["DEFAULT_OUT", "main"]
 
@@ -90,9 +90,13 @@ def _plan(cache: Path, tasks: Sequence[str]) -> None:
         left = max(total - len(runs), len(due))
         cpu = sum(run.get("cpu_seconds", 0.0) for run in runs.values()) / 60
         per_run = cpu / len(runs) if runs else protocol.cpu_minutes  # measured once a run is cached
+        head = f"{name}: {len(runs)} runs cached ({cpu:.0f} CPU-min), {len(stale)} stale"
+        final = chosen(protocol, runs)
+        if len(final) == len(METHODS) and all(key in runs for keys in final.values() for key in keys):
+            print(f"{head}; complete", flush=True)
+            continue
         print(
-            f"{name}: {len(runs)} of {total} runs cached ({cpu:.0f} CPU-min), {len(stale)} stale, {len(due)} due now; "
-            f"at least ~{left * per_run:.0f} CPU-min to finish",
+            f"{head}, {len(due)} due now; {total} runs at the fewest; at least ~{left * per_run:.0f} CPU-min to finish",
             flush=True,
         )
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import statistics
 
 import numpy as np
 import pytest
@@ -148,17 +149,29 @@ def test_steps_to_reach() -> None:
 def test_flattening_over_the_last_quarter() -> None:
     steps = list(range(0, 201, 25))
     values = [0.1, 0.4, 0.6, 0.7, 0.75, 0.78, 0.800, 0.803, 0.805]
-    check = flattening(steps, values, 200, 0.01)  # 3/4 of 200 = 150: 0.805 - 0.800
+    check = flattening(steps, [values], 200, 0.01)  # 3/4 of 200 = 150: 0.805 - 0.800
     assert (check.start_step, check.end_step) == (150, 200)
-    assert check.change == pytest.approx(0.005) and check.flat
-    rising = flattening(steps, [*values[:-1], 0.82], 200, 0.01)
+    assert check.change == pytest.approx(0.005) and check.flat and check.changes.low is None  # one seed
+    rising = flattening(steps, [[*values[:-1], 0.82]], 200, 0.01)
     assert rising.change == pytest.approx(0.02) and not rising.flat
-    falling = flattening(steps, [*values[:-1], 0.78], 200, 0.01)  # a drop counts as movement too
+    falling = flattening(steps, [[*values[:-1], 0.78]], 200, 0.01)  # a drop counts as movement too
     assert falling.change == pytest.approx(-0.02) and not falling.flat
 
 
+def test_flattening_of_several_seeds_is_the_mean_curves_change_with_its_interval() -> None:
+    """Changes 0.01, 0.02, 0.03: mean 0.02, s = 0.01, t_(0.975, 2) = 4.303, half-width 4.303 * 0.01 / sqrt(3)."""
+    curves = [[0.5, 0.80, 0.81], [0.4, 0.70, 0.72], [0.3, 0.60, 0.63]]
+    check = flattening([0, 75, 100], curves, 100, 0.05)
+    assert check.change == pytest.approx(
+        statistics.fmean(c[-1] for c in curves) - statistics.fmean(c[1] for c in curves)
+    )
+    assert check.change == pytest.approx(0.02) and check.flat and check.changes.n == 3
+    assert check.changes.low == pytest.approx(0.02 - 0.024843, abs=1e-5)
+    assert check.changes.high == pytest.approx(0.02 + 0.024843, abs=1e-5)
+
+
 def test_flattening_starts_at_the_last_evaluation_before_three_quarters() -> None:
-    check = flattening([0, 30, 60, 90, 100], [0.0, 0.5, 0.6, 0.65, 0.66], 100, 0.05)  # 75 is not evaluated: 60
+    check = flattening([0, 30, 60, 90, 100], [[0.0, 0.5, 0.6, 0.65, 0.66]], 100, 0.05)  # 75 is not evaluated: 60
     assert (check.start_step, check.change) == (60, pytest.approx(0.06)) and not check.flat
     with pytest.raises(ValueError, match="3/4"):
-        flattening([80, 100], [0.1, 0.2], 100, 0.05)
+        flattening([80, 100], [[0.1, 0.2]], 100, 0.05)

@@ -13,7 +13,7 @@ from .protocol import KEY_SETTINGS, METHODS, SEEDS, TaskProtocol
 from .results import TaskResults
 from .selection import validation_score
 from .statistics import Flattening, flattening, reach_target, steps_to_reach
-from .tables import MISSING, baseline_cell, decimals, held_out_summary, number, progress, summary_cell
+from .tables import MISSING, baseline_cell, bound, decimals, held_out_summary, number, progress, summary_cell
 
 __all__ = ["best_method", "final_table", "flattening_check", "lora_target", "task_section", "tuning_table"]
 
@@ -96,8 +96,8 @@ def best_method(task: TaskResults) -> str | None:
 
 def flattening_check(task: TaskResults, method: str) -> Flattening | None:
     """The change of ``method``'s mean validation curve over the last quarter of the steps, ``None`` without runs."""
-    steps, values = task.mean_curve(method)
-    return flattening(steps, values, task.protocol.steps, task.protocol.flat_threshold) if steps else None
+    steps, curves = task.curves(method)
+    return flattening(steps, curves, task.protocol.steps, task.protocol.flat_threshold) if steps else None
 
 
 def final_table(task: TaskResults, baseline: float | None) -> str:
@@ -142,8 +142,8 @@ def _notes(task: TaskResults, baseline: float | None) -> list[str]:
         verdict = "pass (flattened)" if check.flat else "FAIL (still moving)"
         notes.append(
             f"Flattening check: the best method by mean final validation {protocol.metric}, {display_name(best)}, "
-            f"changed by {number(check.change, places, signed=True)} from step {check.start_step} to step "
-            f"{check.end_step}; threshold ±{number(check.threshold, places)}: {verdict}."
+            f"changed by {number(check.change, places, signed=True)}{_spread(check, places)} from step "
+            f"{check.start_step} to step {check.end_step}; threshold ±{number(check.threshold, places)}: {verdict}."
         )
     if baseline is not None:
         notes.append(
@@ -151,6 +151,15 @@ def _notes(task: TaskResults, baseline: float | None) -> list[str]:
             f"{number(baseline, places)}."
         )
     return notes
+
+
+def _spread(check: Flattening, places: int) -> str:
+    """`` (95 % interval over the 5 seeds' changes [low, high])``, empty for a single seed."""
+    changes = check.changes
+    if changes.low is None or changes.high is None:
+        return ""
+    ends = f"[{bound(changes.low, places)}, {bound(changes.high, places)}]"
+    return f" (95 % interval over the {changes.n} seeds' changes {ends})"
 
 
 def task_section(task: TaskResults, baseline: float | None, figure: str | None) -> str:

@@ -78,7 +78,8 @@ def _statistics_note() -> str:
         "Steps to 95 % of LoRA: the first evaluated step at which a method's validation metric, averaged over its "
         "final seeds, reaches 0.95 \u00d7 LoRA's final mean (for a loss: falls to LoRA's final mean / 0.95). "
         "Flattening check: it passes when the best method by final mean validation metric changes by less than "
-        "the task's threshold between the last evaluation at or before 3/4 of the steps and the last one.\n"
+        "the task's threshold between the last evaluation at or before 3/4 of the steps and the last one; the "
+        "95 % Student-t interval of the seeds' changes beside it says how far the check's verdict is from noise.\n"
     )
 
 

@@ -70,6 +70,24 @@ class TaskResults:
                     values.setdefault(name, []).append(float(value))
         return {name: statistics.fmean(values[name]) for name in sorted(values)}
 
+    def curves(self, method: str) -> tuple[list[int], list[list[float]]]:
+        """The evaluated steps (E,) and the validation headline metric of each of ``method``'s final records at
+        each, in seed order (seeds, E); both empty without records.
+
+        Raises:
+            ValueError: two records were evaluated at different steps.
+        """
+        records = [record for _, record in sorted(self.records(method).items())]
+        if not records:
+            return [], []
+        steps = [int(point["step"]) for point in records[0]["curve"]]
+        values = []
+        for record in records:
+            if [int(point["step"]) for point in record["curve"]] != steps:
+                raise ValueError(f"{self.protocol.name}/{method}: runs were evaluated at different steps.")
+            values.append([float(point["metrics"][self.protocol.metric]) for point in record["curve"]])
+        return steps, values
+
     def mean_curve(self, method: str) -> tuple[list[int], list[float]]:
         """The evaluated steps (E,) and the validation headline metric at each, mean over ``method``'s final
         records (E,); both empty without records.
@@ -77,15 +95,7 @@ class TaskResults:
         Raises:
             ValueError: two records were evaluated at different steps.
         """
-        records = list(self.records(method).values())
-        if not records:
-            return [], []
-        steps = [int(point["step"]) for point in records[0]["curve"]]
-        values = []  # (seeds, E)
-        for record in records:
-            if [int(point["step"]) for point in record["curve"]] != steps:
-                raise ValueError(f"{self.protocol.name}/{method}: runs were evaluated at different steps.")
-            values.append([float(point["metrics"][self.protocol.metric]) for point in record["curve"]])
+        steps, values = self.curves(method)
         return steps, [statistics.fmean(column) for column in zip(*values, strict=True)]
 
     def trainable_parameters(self, method: str) -> float | None:

@@ -82,18 +82,24 @@ class Comparison:
 
 @dataclass(frozen=True)
 class Flattening:
-    """The change of a mean validation curve over the last quarter of the steps.
+    """The change of the validation curves over the last quarter of the steps.
 
     Attributes:
         start_step, end_step: the last evaluated step at or before 3/4 of the steps, and the last evaluated step.
-        change: value at ``end_step`` minus value at ``start_step`` (the metric's unit, unsigned orientation).
+        changes: each seed's value at ``end_step`` minus its value at ``start_step`` (the metric's unit, unsigned
+            orientation): their mean (the change of the mean curve) and its 95 % Student-t interval.
         threshold: the protocol's ``flat_threshold``; ``flat``: ``|change| < threshold``.
     """
 
     start_step: int
     end_step: int
-    change: float
+    changes: Summary
     threshold: float
+
+    @property
+    def change(self) -> float:
+        """The mean curve's change (the mean of the seeds' changes)."""
+        return self.changes.mean
 
     @property
     def flat(self) -> bool:
@@ -205,15 +211,18 @@ def steps_to_reach(steps: Sequence[int], values: Sequence[float], target: float,
     return None
 
 
-def flattening(steps: Sequence[int], values: Sequence[float], total_steps: int, threshold: float) -> Flattening:
-    """The change of the curve ``values`` (E,) at ``steps`` (E,) from the last evaluation at or before
-    3/4 of ``total_steps`` to the last evaluation (so the window covers at least the last quarter).
+def flattening(
+    steps: Sequence[int], curves: Sequence[Sequence[float]], total_steps: int, threshold: float
+) -> Flattening:
+    """The change of the curves ``curves`` (seeds, E) at ``steps`` (E,) from the last evaluation at or before
+    3/4 of ``total_steps`` to the last evaluation (so the window covers at least the last quarter), per seed.
 
     Raises:
-        ValueError: no evaluation at or before 3/4 of the steps, or the curve is empty.
+        ValueError: no evaluation at or before 3/4 of the steps, or no curve.
     """
     early = [i for i, step in enumerate(steps) if 4 * step <= 3 * total_steps]
-    if not early or not values:
+    if not early or not curves:
         raise ValueError(f"steps={list(steps)} has no evaluation at or before 3/4 of total_steps={total_steps}.")
     start = early[-1]
-    return Flattening(int(steps[start]), int(steps[-1]), float(values[-1] - values[start]), threshold)
+    changes = mean_interval([float(curve[-1] - curve[start]) for curve in curves])
+    return Flattening(int(steps[start]), int(steps[-1]), changes, threshold)

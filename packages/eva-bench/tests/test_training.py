@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 
 from eva_bench import EvalPoint, RunRecord, train
+from eva_bench.training import score
 from eva_core.errors import EmptyDataError, InvalidConfigError
 
 
@@ -151,3 +153,42 @@ def test_shuffled_epochs_visit_every_batch_once_per_epoch_in_a_seeded_order() ->
     assert first == second
     assert sorted(first[:5]) == sorted(first[5:]) == list(range(5))
     assert first[:5] != first[5:]  # each epoch draws a new order
+
+
+def _dora_model() -> nn.Module:
+    """Two linears with DoRA adapters whose B is nonzero, so the weight norm depends on the adapter."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    base = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    model = get_peft_model(base, LoraConfig(r=2, target_modules=["0", "2"], use_dora=True))
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:
+            nn.init.normal_(parameter)
+    return model
+
+
+def test_scoring_a_dora_model_gives_the_uncached_numbers_before_and_after_its_weights_move() -> None:
+    """score() lets DoRA layers cache their weight norm within a call: the outputs must equal a plain eval-mode
+    forward bit for bit, and after the adapter's weights move (here in place, the model never leaving eval mode)
+    the next call must not reuse the norm of the old weights."""
+    model, x = _dora_model(), torch.randn(5, 8, generator=torch.Generator().manual_seed(1))
+
+    def uncached() -> list[float]:  # on a copy: a forward without caching clears the model's cache
+        reference = copy.deepcopy(model).eval()
+        with torch.no_grad():
+            return reference(x).flatten().tolist()
+
+    def outputs(m: nn.Module) -> dict[str, float]:
+        first, again = m(x), m(x)  # the second forward reads the cache
+        assert torch.equal(first, again)
+        return {str(i): float(v) for i, v in enumerate(first.flatten())}
+
+    before = score(model, outputs)
+    assert list(before.values()) == uncached()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_A" in name:
+                parameter.mul_(3.0)
+    after = score(model, outputs)
+    assert after != before and list(after.values()) == uncached()

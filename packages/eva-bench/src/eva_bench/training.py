@@ -9,6 +9,7 @@ configuration asks for it, so the same run moves to an accelerator unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -148,10 +149,24 @@ def _to_device(batch: Any, device: torch.device) -> Any:
 
 
 def score(model: nn.Module, evaluate: EvaluateFn) -> dict[str, float]:
-    """``evaluate(model)`` in eval mode under no_grad, as floats."""
+    """``evaluate(model)`` in eval mode under no_grad, as floats.
+
+    A DoRA layer computes its weight norm (and ``B @ A``, a full-size matrix) once per call rather than once
+    per forward (peft's ``DoraCaching``, where the installed peft has it): the same numbers, bit for bit, and
+    on greedy generation, which runs a forward per token, most of a DoRA run's time. What a layer cached in an
+    earlier call is dropped first: the weights may have moved since.
+    """
+    model.train()  # peft's DoRA layers clear their cache on train()
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), _dora_caching():
         return {name: float(value) for name, value in evaluate(model).items()}
+
+
+def _dora_caching() -> contextlib.AbstractContextManager[Any]:
+    from peft import helpers
+
+    caching = getattr(helpers, "DoraCaching", None)  # peft >= 0.18; before it, every forward recomputes
+    return contextlib.nullcontext() if caching is None else caching()
 
 
 def _evaluate(model: nn.Module, evaluate: EvaluateFn, step: int) -> EvalPoint:

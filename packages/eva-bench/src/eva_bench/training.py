@@ -165,7 +165,7 @@ def score(model: nn.Module, evaluate: EvaluateFn) -> dict[str, float]:
 def _dora_caching() -> contextlib.AbstractContextManager[Any]:
     from peft import helpers
 
-    caching = getattr(helpers, "DoraCaching", None)  # peft >= 0.18; before it, every forward recomputes
+    caching = getattr(helpers, "DoraCaching", None)  # an older peft has none: every forward recomputes
     return contextlib.nullcontext() if caching is None else caching()
 
 

@@ -154,7 +154,7 @@ def _notes(task: TaskResults, baseline: float | None) -> list[str]:
 
 
 def _spread(check: Flattening, places: int) -> str:
-    """`` (95 % interval over the 5 seeds' changes [low, high])``, empty for a single seed."""
+    """`` (95 % interval over the n seeds' changes [low, high])``, empty for a single seed."""
     changes = check.changes
     if changes.low is None or changes.high is None:
         return ""

@@ -21,10 +21,11 @@ import torch
 
 from ..paths import repository_root
 from .baselines import read_baselines, write_baselines
-from .cache import RunKey, cached_runs
+from .cache import RunKey
 from .protocol import KEY_SETTINGS, METHODS, PROTOCOLS, SEEDS, get_protocol
+from .results import load_results
 from .runner import run_needed, run_one
-from .selection import chosen, needed_runs
+from .selection import needed_runs
 
 __all__ = ["DEFAULT_OUT", "main"]
 
@@ -83,18 +84,17 @@ def _one(cache: Path, key: RunKey) -> None:
 def _plan(cache: Path, tasks: Sequence[str]) -> None:
     for name in tasks:
         protocol = get_protocol(name)
-        runs, stale = cached_runs(cache, protocol)
-        due = needed_runs(protocol, runs)
-        # the fewest runs a task takes; a rate beyond a grid edge adds one, and its win re-runs the seeds
-        total = len(METHODS) * (len(protocol.lr_grid) + len(SEEDS) - 1) + sum(map(len, KEY_SETTINGS.values()))
-        left = max(total - len(runs), len(due))
-        cpu = sum(run.get("cpu_seconds", 0.0) for run in runs.values()) / 60
-        per_run = cpu / len(runs) if runs else protocol.cpu_minutes  # measured once a run is cached
-        head = f"{name}: {len(runs)} runs cached ({cpu:.0f} CPU-min), {len(stale)} stale"
-        final = chosen(protocol, runs)
-        if len(final) == len(METHODS) and all(key in runs for keys in final.values() for key in keys):
+        task = load_results(cache, protocol)
+        cpu = task.cpu_seconds() / 60
+        head = f"{name}: {len(task.runs)} runs cached ({cpu:.0f} CPU-min), {task.stale} stale"
+        if task.complete:
             print(f"{head}; complete", flush=True)
             continue
+        due = needed_runs(protocol, task.runs)
+        # the fewest runs a task takes; a rate beyond a grid edge adds one, and its win re-runs the seeds
+        total = len(METHODS) * (len(protocol.lr_grid) + len(SEEDS) - 1) + sum(map(len, KEY_SETTINGS.values()))
+        left = max(total - len(task.runs), len(due))
+        per_run = cpu / len(task.runs) if task.runs else protocol.cpu_minutes  # measured once a run is cached
         print(
             f"{head}, {len(due)} due now; {total} runs at the fewest; at least ~{left * per_run:.0f} CPU-min to finish",
             flush=True,
